@@ -1,0 +1,171 @@
+"""Raw records: every source's rows in one shape, with lineage, before any validation.
+
+A raw frame holds the contract's columns as strings (as the source sent them, after declared renames and
+an optional mapping function), the original record as JSON, where it came from, and a read error when the
+row could not be read (malformed line, undecodable bytes, a file missing required columns). Nothing is
+dropped here: the validator decides, and quarantines with reasons.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime
+
+import polars as pl
+from pydantic import BaseModel
+
+from ai_pipeline.lib.contracts import field_aliases, required_fields
+
+LINEAGE_SCHEMA: dict[str, pl.DataType] = {
+    "partition_date": pl.Date(),
+    "_source": pl.String(),
+    "_source_uri": pl.String(),
+    "_source_offset": pl.Int64(),
+    "_source_page": pl.Int64(),
+    "_ingested_at": pl.Datetime("us", "UTC"),
+    "_raw": pl.String(),
+    "_read_error": pl.String(),
+}
+
+
+def raw_schema(model: type[BaseModel]) -> dict[str, pl.DataType]:
+    """Column order is part of the table's contract (the DuckDB IO manager inserts by position)."""
+    return {**LINEAGE_SCHEMA, **{name: pl.String() for name in model.model_fields}}
+
+
+def empty_raw(model: type[BaseModel]) -> pl.DataFrame:
+    return pl.DataFrame(schema=raw_schema(model))
+
+
+@dataclass(frozen=True)
+class SourceMapping:
+    """How a source's own columns become the contract's: configuration plus, at most, a small function.
+
+    - `renames`: source column -> contract field, on top of the aliases the contract itself declares.
+    - `required_columns`: source columns that must be present (default: the contract's required fields,
+      under any accepted name).
+    - `derive`: a function from the frame of (renamed) string columns to a frame with contract columns,
+      for values that need computing (e.g. amount = quantity * unit price).
+    """
+
+    renames: Mapping[str, str] = field(default_factory=dict)
+    required_columns: tuple[str, ...] | None = None
+    derive: Callable[[pl.DataFrame], pl.DataFrame] | None = None
+
+
+@dataclass
+class SchemaReport:
+    """What one unit of input (a file, a query, an API response set) looked like against the contract."""
+
+    uri: str
+    rows: int
+    found: list[str]
+    aliased: dict[str, str] = field(default_factory=dict)
+    unknown: list[str] = field(default_factory=list)
+    missing_required: list[str] = field(default_factory=list)
+    missing_optional: list[str] = field(default_factory=list)
+    type_changes: list[str] = field(default_factory=list)
+    issue: str | None = None  # an input-level problem with no row to carry it (empty file, header only)
+
+    @property
+    def error(self) -> str | None:
+        """A problem that makes every row of this input unusable; None when the schema holds."""
+        problems = []
+        if self.missing_required:
+            problems.append(f"missing required column(s) {self.missing_required}")
+        if self.type_changes:
+            problems.append(f"changed type(s) {self.type_changes}")
+        if not problems:
+            return None
+        return f"schema of {self.uri}: {'; '.join(problems)}; found columns {self.found}"
+
+    def as_dict(self) -> dict:
+        return {**self.__dict__, "error": self.error}
+
+
+def conform(
+    frame: pl.DataFrame,
+    model: type[BaseModel],
+    *,
+    uri: str,
+    mapping: SourceMapping | None = None,
+    type_changes: list[str] | None = None,
+) -> tuple[pl.DataFrame, SchemaReport]:
+    """Source columns (strings) -> contract columns (strings), and a report of what was found."""
+    mapping = mapping or SourceMapping()
+    found = list(frame.columns)
+    report = SchemaReport(uri=uri, rows=frame.height, found=found, type_changes=list(type_changes or []))
+    aliases = field_aliases(model)
+    renamed: dict[str, str] = {}
+    for column in found:
+        target = mapping.renames.get(column) or aliases.get(column)
+        if target is None:
+            report.unknown.append(column)
+        elif target not in renamed.values():
+            renamed[column] = target
+            if column != target:
+                report.aliased[column] = target
+        else:
+            report.unknown.append(column)
+    if mapping.required_columns is not None:
+        report.missing_required = [c for c in mapping.required_columns if c not in found]
+    else:
+        report.missing_required = [f for f in required_fields(model) if f not in renamed.values()]
+    out = frame.select([pl.col(src).cast(pl.String).alias(dst) for src, dst in renamed.items()])
+    if mapping.derive is not None and not report.missing_required:
+        out = mapping.derive(frame.rename({k: v for k, v in renamed.items() if k != v}))
+    present = set(out.columns)
+    required = required_fields(model)
+    report.missing_optional = [n for n in model.model_fields if n not in present and n not in required]
+    out = out.with_columns(
+        pl.lit(None, dtype=pl.String).alias(name) for name in model.model_fields if name not in present
+    )
+    return out.select([pl.col(name).cast(pl.String) for name in model.model_fields]), report
+
+
+def to_raw(
+    frame: pl.DataFrame,
+    model: type[BaseModel],
+    *,
+    partition_day: date,
+    source: str,
+    uri: str,
+    ingested_at: datetime,
+    offsets: pl.Series | list[int] | None = None,
+    pages: pl.Series | list[int | None] | None = None,
+    read_errors: pl.Series | list[str | None] | None = None,
+    raw_json: pl.Series | list[str] | None = None,
+    mapping: SourceMapping | None = None,
+    type_changes: list[str] | None = None,
+) -> tuple[pl.DataFrame, SchemaReport]:
+    """One input unit -> a raw frame in `raw_schema(model)` order, plus its schema report.
+
+    `frame` holds the source's own columns. Offsets default to the row position (0-based); `raw_json`
+    defaults to the row's own columns as JSON. A schema error becomes every row's read error.
+    """
+    n = frame.height
+    conformed, report = conform(frame, model, uri=uri, mapping=mapping, type_changes=type_changes)
+    if raw_json is None:
+        raw_json = (
+            frame.select(pl.struct(pl.all().cast(pl.String)).struct.json_encode()).to_series()
+            if frame.width
+            else pl.Series([None] * n, dtype=pl.String)
+        )
+    errors = pl.Series("_read_error", read_errors if read_errors is not None else [None] * n, dtype=pl.String)
+    if report.error:
+        errors = errors.fill_null(report.error)
+    lineage = pl.DataFrame(
+        {
+            "partition_date": [partition_day] * n,
+            "_source": [source] * n,
+            "_source_uri": [uri] * n,
+            "_source_offset": offsets if offsets is not None else list(range(n)),
+            "_source_page": pages if pages is not None else [None] * n,
+            "_ingested_at": [ingested_at] * n,
+            "_raw": raw_json,
+            "_read_error": errors,
+        },
+        schema=LINEAGE_SCHEMA,
+    )
+    return pl.concat([lineage, conformed], how="horizontal").select(list(raw_schema(model))), report
