@@ -97,11 +97,13 @@ def conform(
     found = list(frame.columns)
     report = SchemaReport(uri=uri, rows=frame.height, found=found, type_changes=list(type_changes or []))
     aliases = field_aliases(model)
+    consumed = set(mapping.required_columns or ())
     renamed: dict[str, str] = {}
     for column in found:
         target = mapping.renames.get(column) or aliases.get(column)
         if target is None:
-            report.unknown.append(column)
+            if column not in consumed:
+                report.unknown.append(column)
         elif target not in renamed.values():
             renamed[column] = target
             if column != target:

@@ -1,0 +1,15 @@
+# The two commands of a fresh machine: `make demo` (main job, embedded defaults) and `make test`.
+.PHONY: install demo test ui
+
+install:
+	@scripts/bootstrap
+
+demo: install
+	.venv/bin/ai-pipeline demo
+
+test: install
+	.venv/bin/pytest -q
+
+# The Dagster UI and daemon on 127.0.0.1:3000, on the instance the demo wrote to.
+ui: install
+	DAGSTER_HOME=$$(.venv/bin/ai-pipeline dagster-home) .venv/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000

@@ -1,0 +1,53 @@
+"""Everything the code location holds, built from one Settings object (tests pass temporary ones)."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import dagster as dg
+
+from ai_pipeline.defs.common import DAILY_FRESHNESS, daily_partitions
+from ai_pipeline.defs.ingest.assets import ingest_assets
+from ai_pipeline.defs.ingest.checks import ingest_checks
+from ai_pipeline.defs.marts import build_dbt_assets
+from ai_pipeline.defs.resources import warehouse_resources
+from ai_pipeline.lib import expectations
+from ai_pipeline.settings import Settings
+from ai_pipeline.sources import EVENT_SOURCES, USER_SOURCES
+
+DAILY_JOB = "daily_pipeline"
+
+
+def build_defs(settings: Settings) -> dg.Definitions:
+    partitions = daily_partitions(settings)
+    assets = ingest_assets(settings, partitions)
+    raw_event_keys = [f"raw_{s.name}" for s in EVENT_SOURCES] + ["raw_operational_events", "raw_api_events"]
+    checks = ingest_checks(
+        "events",
+        raw_event_keys,
+        suites=[(expectations.EVENTS_CONTRACT, "ERROR"), (expectations.EVENTS_STATISTICS, "WARN")],
+        partitions=partitions,
+    ) + ingest_checks(
+        "users",
+        [f"raw_{s.name}" for s in USER_SOURCES],
+        suites=[(expectations.USERS_CONTRACT, "ERROR")],
+        partitions=partitions,
+    )
+    dbt_assets, dbt_resources = build_dbt_assets(settings, partitions)
+    defs = dg.Definitions(
+        assets=[*assets, dbt_assets],
+        asset_checks=checks,
+        jobs=[
+            dg.define_asset_job(
+                DAILY_JOB,
+                selection=dg.AssetSelection.all(),
+                partitions_def=partitions,
+                description="Every daily asset for one day: raw sources, validation, dbt marts, and their checks.",
+            )
+        ],
+        resources={**warehouse_resources(settings), **dbt_resources},
+    )
+    # One freshness policy for every asset; an asset that declares its own keeps it.
+    return defs.map_resolved_asset_specs(
+        func=partial(dg.apply_freshness_policy, policy=DAILY_FRESHNESS, overwrite_existing=False)
+    )

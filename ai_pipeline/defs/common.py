@@ -1,0 +1,30 @@
+"""Policy set once for every asset: partitions, ownership, freshness, the DuckDB writer pool."""
+
+from __future__ import annotations
+
+import warnings
+from datetime import date, timedelta
+
+import dagster as dg
+
+from ai_pipeline.settings import Settings
+
+OWNERS = ["team:data-platform"]
+# DuckDB allows one writing process per file: every asset that writes the warehouse takes this pool,
+# whose limit (1) is set in dagster.yaml.
+DUCKDB_POOL = "duckdb_warehouse"
+# Daily data is expected by the next morning; a day late is a failure.
+DAILY_FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=48), warn_window=timedelta(hours=30))
+# One run per partition keeps every partition's checks exact (a range run evaluates a check once).
+DAILY_BACKFILL = dg.BackfillPolicy.multi_run(max_partitions_per_run=1)
+
+# Partitioned asset checks are a preview feature in Dagster 1.13; we rely on them deliberately.
+warnings.filterwarnings("ignore", category=dg.PreviewWarning)
+
+
+def daily_partitions(settings: Settings) -> dg.DailyPartitionsDefinition:
+    return dg.DailyPartitionsDefinition(start_date=settings.start_date.isoformat(), timezone="UTC")
+
+
+def partition_date(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> date:
+    return date.fromisoformat(context.partition_key)

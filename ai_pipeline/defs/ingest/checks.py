@@ -1,0 +1,122 @@
+"""Asset checks on the validated tables: conservation, quarantine rate, duplicates, Great Expectations.
+
+Each check reads its partition back from the warehouse, so it can be re-run on its own from the UI.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import dagster as dg
+from dagster_duckdb import DuckDBResource
+
+from ai_pipeline.defs.common import partition_date
+from ai_pipeline.defs.ingest.assets import read_partition
+from ai_pipeline.lib import expectations, quality
+
+CONSERVATION_CHECK = "rows_in_equal_valid_plus_quarantined"
+QUARANTINE_RATE_CHECK = "quarantine_rate_below_threshold"
+DUPLICATES_CHECK = "duplicate_keys_resolved"
+
+_COUNT = "select count(*) from main.{table} where partition_date = ?"
+_DUPLICATES = """
+select
+    count(*) filter (where len(list_filter(reasons, r -> r.rule = 'duplicate' and starts_with(r.message, 'identical'))) > 0),
+    count(*) filter (where len(list_filter(reasons, r -> r.rule = 'duplicate' and starts_with(r.message, 'conflicting'))) > 0)
+from main.{table}
+where partition_date = ?
+"""
+
+
+def _result(verdict: quality.Verdict, metadata: dict) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        passed=verdict.passed,
+        severity=dg.AssetCheckSeverity(verdict.severity),
+        description=verdict.description,
+        metadata=metadata,
+    )
+
+
+def ingest_checks(
+    entity: str,
+    raw_keys: Iterable[str],
+    *,
+    suites: Iterable[tuple[str, str]],
+    partitions: dg.PartitionsDefinition,
+) -> list[dg.AssetChecksDefinition]:
+    """Checks for `validated_<entity>`; `suites` are (Great Expectations suite name, severity) pairs."""
+    raw_keys = list(raw_keys)
+    valid, quarantined = f"validated_{entity}", f"quarantined_{entity}"
+
+    def counts(warehouse: DuckDBResource, day) -> tuple[int, int, int]:
+        with warehouse.get_connection() as conn:
+            rows_in = sum(conn.execute(_COUNT.format(table=t), [day]).fetchone()[0] for t in raw_keys)
+            n_valid = conn.execute(_COUNT.format(table=valid), [day]).fetchone()[0]
+            n_quarantined = conn.execute(_COUNT.format(table=quarantined), [day]).fetchone()[0]
+        return rows_in, n_valid, n_quarantined
+
+    @dg.asset_check(
+        asset=valid,
+        name=CONSERVATION_CHECK,
+        description=f"Nothing is lost: raw rows = {valid} + {quarantined}, per partition.",
+        blocking=True,
+        partitions_def=partitions,
+        additional_deps=[quarantined, *raw_keys],
+    )
+    def conservation(context: dg.AssetCheckExecutionContext, warehouse: DuckDBResource):
+        rows_in, n_valid, n_quarantined = counts(warehouse, partition_date(context))
+        verdict = quality.conservation(rows_in, n_valid, n_quarantined)
+        return _result(verdict, {"rows_in": rows_in, "rows_valid": n_valid, "rows_quarantined": n_quarantined})
+
+    @dg.asset_check(
+        asset=valid,
+        name=QUARANTINE_RATE_CHECK,
+        description=f"WARN above {quality.QUARANTINE_WARN_RATE:.0%} quarantined rows, ERROR (blocking) above "
+        f"{quality.QUARANTINE_ERROR_RATE:.0%}.",
+        blocking=True,
+        partitions_def=partitions,
+        additional_deps=[quarantined],
+    )
+    def quarantine_rate(context: dg.AssetCheckExecutionContext, warehouse: DuckDBResource):
+        rows_in, _, n_quarantined = counts(warehouse, partition_date(context))
+        verdict = quality.quarantine_rate(rows_in, n_quarantined)
+        rate = n_quarantined / rows_in if rows_in else 0.0
+        return _result(verdict, {"quarantine_rate": round(rate, 6), "rows_quarantined": n_quarantined})
+
+    @dg.asset_check(
+        asset=valid,
+        name=DUPLICATES_CHECK,
+        description="Duplicate keys within the partition and across sources: the first by lineage is kept, the "
+        "others are quarantined and counted here.",
+        partitions_def=partitions,
+        additional_deps=[quarantined],
+    )
+    def duplicates(context: dg.AssetCheckExecutionContext, warehouse: DuckDBResource):
+        with warehouse.get_connection() as conn:
+            identical, conflicting = conn.execute(
+                _DUPLICATES.format(table=quarantined), [partition_date(context)]
+            ).fetchone()
+        verdict = quality.duplicates(identical, conflicting)
+        return _result(verdict, {"identical_duplicates": identical, "conflicting_duplicates": conflicting})
+
+    def suite_check(suite: str, severity: str) -> dg.AssetChecksDefinition:
+        @dg.asset_check(
+            asset=valid,
+            name=f"great_expectations_{suite}",
+            description=f"Great Expectations suite `{suite}` on the partition ({severity}"
+            f"{', blocking' if severity == 'ERROR' else ''}).",
+            blocking=severity == "ERROR",
+            partitions_def=partitions,
+        )
+        def _check(context: dg.AssetCheckExecutionContext, warehouse: DuckDBResource):
+            frame = read_partition(warehouse, valid, partition_date(context))
+            outcome = expectations.run_suite(suite, frame)
+            return dg.AssetCheckResult(
+                passed=outcome.success,
+                severity=dg.AssetCheckSeverity(severity),
+                metadata=outcome.as_metadata(),
+            )
+
+        return _check
+
+    return [conservation, quarantine_rate, duplicates, *(suite_check(s, sev) for s, sev in suites)]

@@ -1,0 +1,49 @@
+"""The Dagster instance: embedded (SQLite under the data root, the default) or PostgreSQL.
+
+`DAGSTER_HOME` must be a folder holding a `dagster.yaml`. The embedded one is written here; the PostgreSQL
+one is the repository's top-level `dagster.yaml` (connection from DAGSTER_PG_* environment variables),
+copied into its own folder under the data root so that Dagster's local files stay out of the checkout.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from ai_pipeline.settings import PROJECT_ROOT, Settings
+
+POSTGRES_YAML = PROJECT_ROOT / "dagster.yaml"
+EMBEDDED_YAML = """\
+# Embedded instance (SQLite under this folder), written by ai_pipeline.instance.
+run_coordinator:
+  module: dagster.core.run_coordinator
+  class: QueuedRunCoordinator
+  config:
+    max_concurrent_runs: 4
+concurrency:
+  pools:
+    default_limit: 1
+telemetry:
+  enabled: false
+"""
+
+
+def instance_kind(env: dict[str, str] | None = None) -> str:
+    env = os.environ if env is None else env
+    kind = env.get("AI_PIPELINE_INSTANCE", "embedded")
+    if kind not in ("embedded", "postgres"):
+        raise ValueError(f"AI_PIPELINE_INSTANCE must be 'embedded' or 'postgres', not {kind!r}")
+    return kind
+
+
+def prepare_instance_home(settings: Settings, kind: str = "embedded") -> Path:
+    """Creates the instance folder for `kind` and returns it (to use as DAGSTER_HOME)."""
+    home = settings.dagster_home if kind == "embedded" else settings.home / "dagster-postgres"
+    home.mkdir(parents=True, exist_ok=True)
+    target = home / "dagster.yaml"
+    if kind == "embedded":
+        target.write_text(EMBEDDED_YAML)
+    else:
+        shutil.copyfile(POSTGRES_YAML, target)
+    return home

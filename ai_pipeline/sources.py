@@ -1,0 +1,42 @@
+"""The configured raw sources. Adding a landing source is one entry here (plus, at most, a mapping)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydantic import BaseModel
+
+from ai_pipeline.lib.contracts import Event, User
+from ai_pipeline.lib.mappings import ONLINE_RETAIL
+from ai_pipeline.lib.raw import SourceMapping
+
+
+@dataclass(frozen=True)
+class LandingSource:
+    """Files under `<landing>/<folder>/<YYYY-MM-DD>/`, read into the `raw_<name>` asset."""
+
+    name: str
+    folder: str
+    model: type[BaseModel]
+    description: str
+    mapping: SourceMapping | None = None
+
+
+LANDING_SOURCES = (
+    LandingSource(
+        "landing_events",
+        "events",
+        Event,
+        "Event files (CSV, JSONL, Parquet) dropped in the landing zone by web, mobile and partner exports.",
+    ),
+    LandingSource(
+        "online_retail_events",
+        "online_retail",
+        Event,
+        "Online Retail invoice-line exports (UCI format), mapped into the event contract.",
+        ONLINE_RETAIL,
+    ),
+    LandingSource("landing_users", "users", User, "User profile files (CSV) dropped in the landing zone."),
+)
+EVENT_SOURCES = [s for s in LANDING_SOURCES if s.model is Event]
+USER_SOURCES = [s for s in LANDING_SOURCES if s.model is User]
