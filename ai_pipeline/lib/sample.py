@@ -134,7 +134,8 @@ def _corrupt(rows: list[dict], day: date, rate: float, rng: np.random.Generator)
         elif kind == "sql_string":
             row["user_id"] = "1'; DROP TABLE users; --"
         elif kind == "duplicate_id":
-            row["event_id"] = rows[index - 1]["event_id"] if index else rows[1]["event_id"]
+            # An exact re-send of the neighbouring row: quarantined whatever that row holds.
+            row.update(rows[index - 1] if index else rows[1])
         elif kind == "malformed_line":
             row["country"] = _MALFORMED
         elif kind == "non_utf8":
@@ -252,9 +253,9 @@ def generate(
     while day <= end:
         summary = DaySummary(day)
         rows = _day_events(day, people, events_per_day, seed).to_dicts()
-        rng = _rng(seed, day, 3)
-        summary.dirty_rows = _corrupt(rows, day, dirty_rate, rng)
         split_a, split_b = int(len(rows) * 0.8), int(len(rows) * 0.95)
+        # Row dirt goes to the text files: the partner's typed Parquet could not carry most of it.
+        summary.dirty_rows = _corrupt(rows[:split_b], day, dirty_rate * len(rows) / split_b, _rng(seed, day, 3))
         outputs: dict[str, bytes | pl.DataFrame] = {
             "web.csv": _csv_bytes(rows[:split_a], EVENT_COLUMNS),
             "mobile.jsonl": _jsonl_bytes(rows[split_a:split_b]),
