@@ -5,8 +5,6 @@ Assets: `raw_<source>` for every landing source in `ai_pipeline.sources`, `raw_o
 The work is done by `ai_pipeline.lib`; these shells read the partition, call it, and report numbers.
 """
 
-from __future__ import annotations
-
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -176,7 +174,7 @@ def validation_assets(
     partitions: dg.PartitionsDefinition,
 ) -> dg.AssetsDefinition:
     raw_keys = list(raw_keys)
-    valid_name, quarantine_name = f"validated_{entity}", f"quarantined_{entity}"
+    valid_name, quarantined_name = f"validated_{entity}", f"quarantined_{entity}"
     common = dict(
         group_name="validated",
         kinds={"python", "polars", "duckdb"},

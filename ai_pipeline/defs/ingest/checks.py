@@ -3,8 +3,6 @@
 Each check reads its partition back from the warehouse, so it can be re-run on its own from the UI.
 """
 
-from __future__ import annotations
-
 from collections.abc import Iterable
 
 import dagster as dg
