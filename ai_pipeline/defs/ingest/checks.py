@@ -109,10 +109,13 @@ def ingest_checks(
         def _check(context: dg.AssetCheckExecutionContext, warehouse: DuckDBResource):
             frame = read_partition(warehouse, valid, partition_date(context))
             outcome = expectations.run_suite(suite, frame)
+            metadata = outcome.as_metadata()
+            metadata["failures"] = dg.MetadataValue.md(metadata["failures"])
             return dg.AssetCheckResult(
                 passed=outcome.success,
                 severity=dg.AssetCheckSeverity(severity),
-                metadata=outcome.as_metadata(),
+                description=f"{len(outcome.failed)} of {outcome.evaluated} expectations failed",
+                metadata=metadata,
             )
 
         return _check
