@@ -128,8 +128,10 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
             dirty_rate=args.dirty_rate,
         )
-        print(f"Generated {sum(d.event_rows for d in days)} events and {sum(d.user_rows for d in days)} user "
-              f"records for {args.start}..{args.end} under {settings.landing}")
+        print(
+            f"Generated {sum(d.event_rows for d in days)} events and {sum(d.user_rows for d in days)} user "
+            f"records for {args.start}..{args.end} under {settings.landing}"
+        )
     if args.command in ("run", "demo"):
         outcomes = run_days(settings, args.start, args.end)
         print_summary(settings, outcomes)

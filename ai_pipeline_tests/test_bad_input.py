@@ -82,9 +82,15 @@ CORPUS: dict[str, tuple[bytes, dict[int, set[tuple[str, str]] | None]]] = {
         + b's3,u1,click,2024-01-05T10:00:00Z,,"books; DELETE FROM events",\n',
         {2: {("category", "max_length")}, 3: {("user_id", "pattern")}, 4: {("category", "pattern")}},
     ),
-    "07_non_utf8.csv": (HEADER + b"b1,u1,click,2024-01-05T10:00:00Z,,caf\xe9,\n" + good("b2"), {2: {("_record", "read_error")}, 3: None}),
+    "07_non_utf8.csv": (
+        HEADER + b"b1,u1,click,2024-01-05T10:00:00Z,,caf\xe9,\n" + good("b2"),
+        {2: {("_record", "read_error")}, 3: None},
+    ),
     "08_bom_crlf.csv": (
-        b"\xef\xbb\xbf" + HEADER.replace(b"\n", b"\r\n") + good("c1").replace(b"\n", b"\r\n") + good("c2").replace(b"\n", b"\r\n"),
+        b"\xef\xbb\xbf"
+        + HEADER.replace(b"\n", b"\r\n")
+        + good("c1").replace(b"\n", b"\r\n")
+        + good("c2").replace(b"\n", b"\r\n"),
         {2: None, 3: None},
     ),
     "09_duplicates.csv": (
@@ -112,11 +118,18 @@ CORPUS: dict[str, tuple[bytes, dict[int, set[tuple[str, str]] | None]]] = {
     "15_header_only.csv": (HEADER, {}),
     "16_mobile.jsonl": (
         b'{"event_id": "j1", "user_id": "u1", "event_type": "view", "event_time": "2024-01-05T10:00:00Z"}\n'
-        b'{"event_id": "j2", "user_id": "u1", "event_type": "view", "event_time": "2024-01-05T10:00:00Z", "amount": -1}\n'
+        b'{"event_id": "j2", "user_id": "u1", "event_type": "view", "event_time": "2024-01-05T10:00:00Z", '
+        b'"amount": -1}\n'
         b'{"event_id": "j3", "user_id": "u1"\n'
         b"[1, 2, 3]\n"
         b'{"event_id": "dup1", "user_id": "u1", "event_type": "view", "event_time": "2024-01-05T10:00:00Z"}\n',
-        {1: None, 2: {("amount", "ge")}, 3: {("_record", "read_error")}, 4: {("_record", "read_error")}, 5: {("event_id", "duplicate")}},
+        {
+            1: None,
+            2: {("amount", "ge")},
+            3: {("_record", "read_error")},
+            4: {("_record", "read_error")},
+            5: {("event_id", "duplicate")},
+        },
     ),
 }
 

@@ -85,7 +85,8 @@ def test_entry_point_loads_without_heavy_imports(tmp_path):
     """`ai_pipeline.definitions:defs` loads in a fresh process without importing torch, GX or chromadb."""
     code = (
         "import sys; import ai_pipeline.definitions as d; "
-        "heavy = [m for m in ('torch', 'great_expectations', 'chromadb', 'sentence_transformers') if m in sys.modules]; "
+        "heavy = [m for m in ('torch', 'great_expectations', 'chromadb', 'sentence_transformers') "
+        "if m in sys.modules]; "
         "print(len(d.defs.resolve_asset_graph().get_all_asset_keys()), heavy)"
     )
     env = {**os.environ, "AI_PIPELINE_HOME": str(tmp_path)}

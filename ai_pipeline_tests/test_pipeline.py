@@ -14,8 +14,15 @@ from ai_pipeline.lib.sample import generate
 from ai_pipeline.settings import Settings
 
 DAY, NEXT = date(2024, 2, 1), date(2024, 2, 2)
-TABLES = ["raw_landing_events", "raw_landing_users", "validated_events", "quarantined_events", "validated_users",
-          "quarantined_users", "fct_user_daily_activity"]
+TABLES = [
+    "raw_landing_events",
+    "raw_landing_users",
+    "validated_events",
+    "quarantined_events",
+    "validated_users",
+    "quarantined_users",
+    "fct_user_daily_activity",
+]
 
 
 def _table(settings: Settings, table: str) -> pl.DataFrame:
@@ -47,18 +54,25 @@ def test_runs_succeed_and_every_check_is_recorded_per_partition(pipeline):
     assert ("raw_landing_events", "schema_matches_contract") in names
     assert any(name.startswith("not_null") or "unique" in name for _, name in names)  # dbt tests
     assert {e.partition for e in evaluations} == {DAY.isoformat()}
-    blocking_failures = [e for e in evaluations if not e.passed and e.severity == dg.AssetCheckSeverity.ERROR
-                         and e.check_name != "schema_matches_contract"]
+    blocking_failures = [
+        e
+        for e in evaluations
+        if not e.passed and e.severity == dg.AssetCheckSeverity.ERROR and e.check_name != "schema_matches_contract"
+    ]
     assert blocking_failures == []
 
 
 def test_conservation_holds_in_the_warehouse(pipeline):
     settings, days, *_ = pipeline
     with duckdb.connect(str(settings.warehouse), read_only=True) as conn:
-        raw = sum(conn.execute(f"select count(*) from {t} where partition_date = ?", [DAY]).fetchone()[0]
-                  for t in ("raw_landing_events", "raw_online_retail_events", "raw_operational_events", "raw_api_events"))
+        raw = sum(
+            conn.execute(f"select count(*) from {t} where partition_date = ?", [DAY]).fetchone()[0]
+            for t in ("raw_landing_events", "raw_online_retail_events", "raw_operational_events", "raw_api_events")
+        )
         valid = conn.execute("select count(*) from validated_events where partition_date = ?", [DAY]).fetchone()[0]
-        quarantined = conn.execute("select count(*) from quarantined_events where partition_date = ?", [DAY]).fetchone()[0]
+        quarantined = conn.execute(
+            "select count(*) from quarantined_events where partition_date = ?", [DAY]
+        ).fetchone()[0]
     assert raw == days[0].event_rows
     assert raw == valid + quarantined
     assert quarantined >= round(0.03 * 400)
@@ -66,8 +80,10 @@ def test_conservation_holds_in_the_warehouse(pipeline):
 
 def test_unconfigured_sources_say_so_and_contribute_nothing(pipeline):
     _, _, first, _, _ = pipeline
-    meta = {e.asset_key.to_user_string(): e.asset_materialization.metadata for e in
-            [ev for ev in first.get_asset_materialization_events()]}
+    meta = {
+        e.asset_key.to_user_string(): e.asset_materialization.metadata
+        for e in [ev for ev in first.get_asset_materialization_events()]
+    }
     for name in ("raw_api_events", "raw_operational_events"):
         assert meta[name]["configured"].value is False
         assert meta[name]["dagster/row_count"].value == 0

@@ -50,16 +50,21 @@ def test_materialization_is_recorded_in_postgres(tmp_path, postgres_db):
     with dg.DagsterInstance.from_config(str(home)) as instance:
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
         assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
-        result = build_defs(settings).resolve_job_def(DAILY_JOB).execute_in_process(
-            partition_key=DAY.isoformat(), instance=instance
+        result = (
+            build_defs(settings)
+            .resolve_job_def(DAILY_JOB)
+            .execute_in_process(partition_key=DAY.isoformat(), instance=instance)
         )
         assert result.success
         runs = instance.get_runs()
         assert [r.run_id for r in runs] == [result.run_id]
         event = instance.get_latest_materialization_event(dg.AssetKey("validated_events"))
         assert event.asset_materialization.partition == DAY.isoformat()
-        checks = [e for e in instance.all_logs(result.run_id) if e.dagster_event
-                  and e.dagster_event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION]
+        checks = [
+            e
+            for e in instance.all_logs(result.run_id)
+            if e.dagster_event and e.dagster_event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION
+        ]
         assert len(checks) == len(result.get_asset_check_evaluations()) > 5
     # The rows really are in PostgreSQL, not in a local SQLite file.
     conn = psycopg2.connect(f"host=127.0.0.1 port=5432 dbname={postgres_db} user=postgres")

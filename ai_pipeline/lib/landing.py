@@ -10,16 +10,16 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 from dataclasses import dataclass
 from datetime import date, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import polars as pl
 from pydantic import BaseModel
 
 from ai_pipeline.lib.contracts import field_aliases
-from ai_pipeline.lib.raw import SchemaReport, SourceMapping, empty_raw, to_raw
+from ai_pipeline.lib.raw import SchemaReport, SourceMapping, empty_raw, text_value, to_raw
 from ai_pipeline.lib.validation import compile_contract
 
 SUPPORTED_SUFFIXES = (".csv", ".jsonl", ".parquet")
@@ -37,19 +37,6 @@ class FileRows:
     raw_json: list[str]
     type_changes: list[str]
     issue: str | None = None
-
-
-def text_value(value: object) -> str | None:
-    """A JSON/Parquet scalar as the string a CSV would have carried."""
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return repr(value) if math.isfinite(value) else str(value)
-    if isinstance(value, (dict, list)):
-        return json.dumps(value, ensure_ascii=False, sort_keys=True)
-    return str(value)
 
 
 def _printable(value: str) -> str:
@@ -97,14 +84,14 @@ def read_csv_rows(path: Path, uri: str) -> FileRows:
                 column.append(values[i] if i < len(values) and not error else None)
             offsets.append(start)
             errors.append(error)
-            raws.append(json.dumps(dict(zip(header, values)) if len(values) == len(header) else values))
+            raws.append(json.dumps(dict(zip(header, values, strict=True)) if len(values) == len(header) else values))
     except csv.Error as exc:
         for column in columns:
             column.append(None)
         offsets.append(line + 1)
         errors.append(f"{uri} line {line + 1}: unreadable CSV ({exc}); the rest of the file is not read")
         raws.append(json.dumps([_printable(text.splitlines()[line])]))
-    frame = pl.DataFrame({name: col for name, col in zip(header, columns)}, schema=dict.fromkeys(header, pl.String))
+    frame = pl.DataFrame(dict(zip(header, columns, strict=True)), schema=dict.fromkeys(header, pl.String))
     issue = f"{uri}: header only, no rows" if not offsets else None
     return FileRows(frame, offsets, errors, raws, [], issue=issue)
 
@@ -121,7 +108,7 @@ def read_jsonl_rows(path: Path, uri: str) -> FileRows:
             error = f"{uri} line {number}: bytes that are not UTF-8"
         else:
             try:
-                parsed = json.loads(line)
+                parsed = json.loads(line, parse_float=Decimal)
             except json.JSONDecodeError as exc:
                 error = f"{uri} line {number}: invalid JSON ({exc.msg} at column {exc.colno})"
             else:
@@ -148,8 +135,8 @@ def _expected_kinds(model: type[BaseModel]) -> dict[str, str]:
     kinds = {}
     for compiled in compile_contract(model).fields:
         dtype = compiled.dtype
-        kinds[compiled.name] = "time" if dtype == pl.Datetime("us", "UTC") else (
-            "number" if dtype in (pl.Float64, pl.Int64) else "string"
+        kinds[compiled.name] = (
+            "time" if dtype == pl.Datetime("us", "UTC") else ("number" if dtype in (pl.Float64, pl.Int64) else "string")
         )
     return kinds
 

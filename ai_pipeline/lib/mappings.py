@@ -25,9 +25,10 @@ def _online_retail(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.select(
         pl.format("{}-{}", invoice, pl.int_range(pl.len()).over(invoice) + 1).alias("event_id"),
         pl.col("user_id"),
-        pl.when(invoice.str.starts_with("C")).then(pl.lit("cancellation")).otherwise(pl.lit("purchase")).alias(
-            "event_type"
-        ),
+        pl.when(invoice.str.starts_with("C"))
+        .then(pl.lit("cancellation"))
+        .otherwise(pl.lit("purchase"))
+        .alias("event_type"),
         pl.when(when.is_null())
         .then(pl.col("InvoiceDate"))
         .otherwise(when.dt.strftime("%Y-%m-%dT%H:%M:%SZ"))

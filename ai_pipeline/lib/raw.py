@@ -8,9 +8,13 @@ dropped here: the validator decides, and quarantines with reasons.
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+from typing import Any
 
 import polars as pl
 from pydantic import BaseModel
@@ -27,6 +31,57 @@ LINEAGE_SCHEMA: dict[str, pl.DataType] = {
     "_raw": pl.String(),
     "_read_error": pl.String(),
 }
+
+
+def decimal_text(value: Decimal) -> str:
+    """A plain decimal string without exponent; NaN/infinities as `nan`/`inf`/`-inf`."""
+    if value.is_nan():
+        return "nan"
+    if value.is_infinite():
+        return "-inf" if value < 0 else "inf"
+    return format(value, "f")
+
+
+def float_text(value: float) -> str:
+    """Shortest round-trip digits, without exponent; `nan`/`inf`/`-inf`."""
+    if math.isnan(value):
+        return "nan"
+    if math.isinf(value):
+        return "-inf" if value < 0 else "inf"
+    return format(Decimal(repr(value)), "f")
+
+
+def text_value(value: Any) -> str | None:
+    """A typed value (from a database, JSON or Parquet) -> the string a CSV would have carried.
+
+    Numbers keep their digits without exponent (the contract's decimal pattern rejects what is not plain);
+    NaN and infinities become `nan`/`inf` so that validation rejects them; aware times become UTC with `Z`.
+    """
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return float_text(value)
+    if isinstance(value, Decimal):
+        return decimal_text(value)
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            return value.isoformat()
+        return value.astimezone(UTC).replace(tzinfo=None).isoformat() + "Z"
+    if isinstance(value, date | time):
+        return value.isoformat()
+    if isinstance(value, timedelta):
+        return str(value)
+    if isinstance(value, memoryview | bytes | bytearray):
+        return "\\x" + bytes(value).hex()
+    if isinstance(value, dict | list | tuple):
+        return json.dumps(value, ensure_ascii=False, default=text_value)
+    return str(value)
 
 
 def raw_schema(model: type[BaseModel]) -> dict[str, pl.DataType]:
@@ -91,11 +146,16 @@ def conform(
     uri: str,
     mapping: SourceMapping | None = None,
     type_changes: list[str] | None = None,
+    height: int | None = None,
 ) -> tuple[pl.DataFrame, SchemaReport]:
-    """Source columns (strings) -> contract columns (strings), and a report of what was found."""
+    """Source columns (strings) -> contract columns (strings), and a report of what was found.
+
+    `height` is the row count when `frame` has no column to carry it (rows that are not objects).
+    """
     mapping = mapping or SourceMapping()
     found = list(frame.columns)
-    report = SchemaReport(uri=uri, rows=frame.height, found=found, type_changes=list(type_changes or []))
+    height = frame.height if height is None else height
+    report = SchemaReport(uri=uri, rows=height, found=found, type_changes=list(type_changes or []))
     aliases = field_aliases(model)
     consumed = set(mapping.required_columns or ())
     renamed: dict[str, str] = {}
@@ -110,20 +170,22 @@ def conform(
                 report.aliased[column] = target
         else:
             report.unknown.append(column)
-    if mapping.required_columns is not None:
+    # An input without any column (an API day of non-objects) has no schema to judge.
+    if found and mapping.required_columns is not None:
         report.missing_required = [c for c in mapping.required_columns if c not in found]
-    else:
+    elif found:
         report.missing_required = [f for f in required_fields(model) if f not in renamed.values()]
     out = frame.select([pl.col(src).cast(pl.String).alias(dst) for src, dst in renamed.items()])
-    if mapping.derive is not None and not report.missing_required:
+    if mapping.derive is not None and found and not report.missing_required:
         out = mapping.derive(frame.rename({k: v for k, v in renamed.items() if k != v}))
-    present = set(out.columns)
     required = required_fields(model)
-    report.missing_optional = [n for n in model.model_fields if n not in present and n not in required]
-    out = out.with_columns(
-        pl.lit(None, dtype=pl.String).alias(name) for name in model.model_fields if name not in present
-    )
-    return out.select([pl.col(name).cast(pl.String) for name in model.model_fields]), report
+    report.missing_optional = [n for n in model.model_fields if n not in out.columns and n not in required]
+    # Built from series, so that rows without any known column keep their count.
+    columns = [
+        out[name].cast(pl.String) if name in out.columns else pl.Series(name, [None] * height, pl.String)
+        for name in model.model_fields
+    ]
+    return pl.DataFrame(columns), report
 
 
 def to_raw(
@@ -146,8 +208,8 @@ def to_raw(
     `frame` holds the source's own columns. Offsets default to the row position (0-based); `raw_json`
     defaults to the row's own columns as JSON. A schema error becomes every row's read error.
     """
-    n = frame.height
-    conformed, report = conform(frame, model, uri=uri, mapping=mapping, type_changes=type_changes)
+    n = len(offsets) if offsets is not None else frame.height
+    conformed, report = conform(frame, model, uri=uri, mapping=mapping, type_changes=type_changes, height=n)
     if raw_json is None:
         raw_json = (
             frame.select(pl.struct(pl.all().cast(pl.String)).struct.json_encode()).to_series()

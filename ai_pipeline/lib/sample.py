@@ -98,7 +98,7 @@ def _day_events(day: date, users: pl.DataFrame, events: int, seed: int) -> pl.Da
             "user_id": users["user_id"].gather(picks),
             "event_type": types,
             "event_time": [(start + timedelta(seconds=int(s))).strftime("%Y-%m-%dT%H:%M:%SZ") for s in seconds],
-            "amount": [f"{a:.2f}" if t == "purchase" else None for a, t in zip(amounts, types)],
+            "amount": [f"{a:.2f}" if t == "purchase" else None for a, t in zip(amounts, types, strict=True)],
             "category": rng.choice(CATEGORIES, events),
             "country": users["country"].gather(picks),
         }
@@ -150,7 +150,9 @@ def _csv_bytes(rows: list[dict], columns: list[str], *, bom: bool = False, crlf:
     writer.writerows([[row.get(c) for c in columns] for row in rows])
     data = ("\ufeff" if bom else "") + buffer.getvalue()
     # Defects a csv writer cannot produce: bytes that are not UTF-8 and ragged lines.
-    return data.encode("utf-8").replace(_NON_UTF8.encode(), b"caf\xe9").replace(_MALFORMED.encode(), b'UK,extra,"field"')
+    return (
+        data.encode("utf-8").replace(_NON_UTF8.encode(), b"caf\xe9").replace(_MALFORMED.encode(), b'UK,extra,"field"')
+    )
 
 
 def _jsonl_bytes(rows: list[dict]) -> bytes:
@@ -259,8 +261,9 @@ def generate(
         outputs: dict[str, bytes | pl.DataFrame] = {
             "web.csv": _csv_bytes(rows[:split_a], EVENT_COLUMNS),
             "mobile.jsonl": _jsonl_bytes(rows[split_a:split_b]),
-            "partner.parquet": pl.DataFrame(rows[split_b:], schema=dict.fromkeys(EVENT_COLUMNS, pl.String))
-            .with_columns(pl.col("amount").cast(pl.Float64, strict=False)),
+            "partner.parquet": pl.DataFrame(
+                rows[split_b:], schema=dict.fromkeys(EVENT_COLUMNS, pl.String)
+            ).with_columns(pl.col("amount").cast(pl.Float64, strict=False)),
         }
         summary.event_rows = len(rows)
         if dirty_rate > 0:

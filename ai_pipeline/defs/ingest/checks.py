@@ -18,11 +18,15 @@ DUPLICATES_CHECK = "duplicate_keys_resolved"
 
 _COUNT = "select count(*) from main.{table} where partition_date = ?"
 _DUPLICATES = """
+with duplicates as (
+    select list_filter(reasons, r -> r.rule = 'duplicate') as found
+    from main.{table}
+    where partition_date = ?
+)
 select
-    count(*) filter (where len(list_filter(reasons, r -> r.rule = 'duplicate' and starts_with(r.message, 'identical'))) > 0),
-    count(*) filter (where len(list_filter(reasons, r -> r.rule = 'duplicate' and starts_with(r.message, 'conflicting'))) > 0)
-from main.{table}
-where partition_date = ?
+    count(*) filter (where len(list_filter(found, r -> starts_with(r.message, 'identical'))) > 0),
+    count(*) filter (where len(list_filter(found, r -> starts_with(r.message, 'conflicting'))) > 0)
+from duplicates
 """
 
 
