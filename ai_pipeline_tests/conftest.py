@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import os
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
+import psycopg2
 import pytest
+from psycopg2 import sql
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -23,3 +31,84 @@ def require(available: bool, reason: str) -> None:
 def shared_data() -> Path:
     require(SHARED_DATA.is_dir(), f"{SHARED_DATA} is not there (../shared exists on dev and CI machines only)")
     return SHARED_DATA
+
+
+PG_DSN_CANDIDATES = [
+    "host=127.0.0.1 port=5432 dbname=test user=postgres connect_timeout=5",
+    "host=127.0.0.1 port=5432 dbname=test user=root connect_timeout=5",
+]
+
+
+def _pg_execute(dsn: str, statement) -> None:
+    conn = psycopg2.connect(dsn)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(statement)
+    finally:
+        conn.close()
+
+
+@pytest.fixture(scope="session")
+def pg_dsn() -> str:
+    """A DSN for database `test` on the local server (AI_PIPELINE_TEST_PG_DSN overrides)."""
+    override = os.environ.get("AI_PIPELINE_TEST_PG_DSN")
+    failures = []
+    for dsn in [override] if override else PG_DSN_CANDIDATES:
+        try:
+            psycopg2.connect(dsn).close()
+            return dsn
+        except psycopg2.Error as exc:
+            failures.append(f"{dsn}: {str(exc).strip()}")
+    require(False, f"PostgreSQL is not reachable ({'; '.join(failures)})")
+
+
+@pytest.fixture
+def pg_schema(pg_dsn: str) -> Iterator[str]:
+    """A fresh schema in database `test`, dropped afterwards."""
+    name = f"ops_test_{uuid.uuid4().hex[:12]}"
+    _pg_execute(pg_dsn, sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(name)))
+    try:
+        yield name
+    finally:
+        _pg_execute(pg_dsn, sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(name)))
+
+
+Responder = Callable[[str, dict[str, str], dict[str, str]], tuple[int, dict[str, str], str]]
+
+
+@contextmanager
+def http_server(respond: Responder) -> Iterator[str]:
+    """A real HTTP server on 127.0.0.1 (a thread of this process); GETs are answered by
+    `respond(path, query, headers) -> (status, headers, body)`. Yields the base URL."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            parts = urlsplit(self.path)
+            query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+            status, headers, body = respond(parts.path, query, dict(self.headers))
+            data = body.encode()
+            try:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(data)
+            except OSError:  # the client gave up (timeout tests)
+                pass
+
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)

@@ -20,8 +20,6 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlsplit
 
 import polars as pl
 import pytest
@@ -29,6 +27,7 @@ import pytest
 from ai_pipeline.lib.contracts import Event
 from ai_pipeline.lib.http_api import ApiError, fetch_events, to_text
 from ai_pipeline.lib.raw import raw_schema
+from ai_pipeline_tests.conftest import http_server
 
 DAY = date(2024, 1, 5)
 INGESTED_AT = datetime(2024, 1, 6, 3, 0, tzinfo=UTC)
@@ -73,6 +72,14 @@ class FakeApi:
     def url(self, path: str) -> str:
         return f"{self.base}{path}"
 
+    def handle(self, path: str, query: dict, headers: dict) -> tuple[int, dict, str]:
+        page = int(query.get("page", "0"))
+        with self.lock:
+            self.hits[(path, page)] += 1
+            hit = self.hits[(path, page)]
+            self.requests.append({"path": path, "query": query, "headers": headers})
+        return self.respond(path, page, hit, headers)
+
     def respond(self, path: str, page: int, hit: int, headers: dict) -> tuple[int, dict, str]:
         if path == "/events":
             return 200, {}, EVENTS_PAGES[page]
@@ -99,44 +106,12 @@ class FakeApi:
 @pytest.fixture
 def api() -> Iterator[FakeApi]:
     fake = FakeApi()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
-            parts = urlsplit(self.path)
-            query = {k: v[0] for k, v in parse_qs(parts.query).items()}
-            page = int(query.get("page", "0"))
-            with fake.lock:
-                fake.hits[(parts.path, page)] += 1
-                hit = fake.hits[(parts.path, page)]
-                fake.requests.append({"path": parts.path, "query": query, "headers": dict(self.headers)})
-            status, headers, body = fake.respond(parts.path, page, hit, dict(self.headers))
-            data = body.encode()
-            try:
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.end_headers()
-                self.wfile.write(data)
-            except OSError:  # the client gave up (timeout test)
-                pass
-
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    fake.base = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield fake
-    finally:
-        fake.release.set()
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with http_server(fake.handle) as base:
+        fake.base = base
+        try:
+            yield fake
+        finally:
+            fake.release.set()  # lets /slow finish before the server stops
 
 
 def _fetch(url: str, **kwargs):

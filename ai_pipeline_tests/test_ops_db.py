@@ -8,9 +8,6 @@ Override the DSN with AI_PIPELINE_TEST_PG_DSN.
 from __future__ import annotations
 
 import json
-import os
-import uuid
-from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
@@ -25,48 +22,11 @@ from ai_pipeline.lib.raw import raw_schema, text_value
 
 DAY = date(2024, 1, 5)
 INGESTED_AT = datetime(2024, 1, 6, 3, 0, tzinfo=UTC)
-DSN_CANDIDATES = [
-    "host=127.0.0.1 port=5432 dbname=test user=postgres connect_timeout=5",
-    "host=127.0.0.1 port=5432 dbname=test user=root connect_timeout=5",
-]
 INJECTION = "'; DROP TABLE x; --"
 
 
-def _working_dsn() -> tuple[str | None, list[str]]:
-    candidates = [os.environ["AI_PIPELINE_TEST_PG_DSN"]] if os.environ.get("AI_PIPELINE_TEST_PG_DSN") else []
-    failures = []
-    for dsn in candidates or DSN_CANDIDATES:
-        try:
-            psycopg2.connect(dsn).close()
-            return dsn, failures
-        except psycopg2.Error as exc:
-            failures.append(f"{dsn}: {str(exc).strip()}")
-    return None, failures
-
-
-@pytest.fixture(scope="module")
-def dsn() -> str:
-    found, failures = _working_dsn()
-    if found is None:
-        reason = f"PostgreSQL is not reachable ({'; '.join(failures)})"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{reason}; CI=true requires the operational-DB tests to run", pytrace=False)
-        pytest.skip(f"{reason}; start it (see PLATFORM.md) or set AI_PIPELINE_TEST_PG_DSN")
-    return found
-
-
-@pytest.fixture
-def schema(dsn: str) -> Iterator[str]:
-    name = f"ops_test_{uuid.uuid4().hex[:12]}"
-    _execute(dsn, sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(name)))
-    try:
-        yield name
-    finally:
-        _execute(dsn, sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(name)))
-
-
-def _execute(dsn: str, statement: sql.Composable, params: tuple = ()) -> list[tuple]:
-    conn = psycopg2.connect(dsn)
+def _execute(pg_dsn: str, statement: sql.Composable, params: tuple = ()) -> list[tuple]:
+    conn = psycopg2.connect(pg_dsn)
     try:
         with conn, conn.cursor() as cur:
             cur.execute(statement, params)
@@ -75,9 +35,11 @@ def _execute(dsn: str, statement: sql.Composable, params: tuple = ()) -> list[tu
         conn.close()
 
 
-def _ids(dsn: str, table: str) -> dict[str, int]:
+def _ids(pg_dsn: str, table: str) -> dict[str, int]:
     schema, name = ops_db.split_table_name(table)
-    rows = _execute(dsn, sql.SQL("SELECT event_id, id FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(name)))
+    rows = _execute(
+        pg_dsn, sql.SQL("SELECT event_id, id FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(name))
+    )
     return dict(rows)
 
 
@@ -95,13 +57,13 @@ def _event(event_id: str, event_time: str, **extra: object) -> dict:
     return row
 
 
-def _read(dsn: str, table: str, day: date = DAY):
-    return ops_db.read_events(dsn, table, day, ingested_at=INGESTED_AT)
+def _read(pg_dsn: str, table: str, day: date = DAY):
+    return ops_db.read_events(pg_dsn, table, day, ingested_at=INGESTED_AT)
 
 
-def test_reads_exactly_the_requested_day_with_faithful_strings(dsn: str, schema: str) -> None:
-    table = f"{schema}.events"
-    ops_db.create_events_table(dsn, table)
+def test_reads_exactly_the_requested_day_with_faithful_strings(pg_dsn: str, pg_schema: str) -> None:
+    table = f"{pg_schema}.events"
+    ops_db.create_events_table(pg_dsn, table)
     rows = [
         _event("prev_last", "2024-01-04T23:59:59.999Z"),
         _event("first", "2024-01-05T00:00:00Z"),
@@ -113,10 +75,10 @@ def test_reads_exactly_the_requested_day_with_faithful_strings(dsn: str, schema:
         _event("last", "2024-01-05T23:59:59.999999Z", amount=None),
         _event("next_first", "2024-01-06T00:00:00Z"),
     ]
-    assert ops_db.insert_events(dsn, table, rows) == len(rows)
-    ids = _ids(dsn, table)
+    assert ops_db.insert_events(pg_dsn, table, rows) == len(rows)
+    ids = _ids(pg_dsn, table)
 
-    raw, report = _read(dsn, table)
+    raw, report = _read(pg_dsn, table)
 
     assert raw.schema == pl.Schema(raw_schema(Event))
     assert raw["event_id"].to_list() == ["first", "offset", "tiny", "nan", "inf", "big", "last"]
@@ -133,7 +95,7 @@ def test_reads_exactly_the_requested_day_with_faithful_strings(dsn: str, schema:
     assert raw["category"].to_list() == ["books", "books", None, "books", "books", "books", "books"]
     assert raw["_source_offset"].to_list() == [ids[e] for e in raw["event_id"]]
     assert raw["_source"].unique().to_list() == ["operational_db"]
-    assert raw["_source_uri"].unique().to_list() == [f"postgresql://127.0.0.1:5432/test/{schema}.events"]
+    assert raw["_source_uri"].unique().to_list() == [f"postgresql://127.0.0.1:5432/test/{pg_schema}.events"]
     assert raw["_source_page"].null_count() == raw.height
     assert raw["_read_error"].null_count() == raw.height
     assert raw["partition_date"].unique().to_list() == [DAY]
@@ -159,50 +121,50 @@ def test_reads_exactly_the_requested_day_with_faithful_strings(dsn: str, schema:
     assert event.amount == 12.5 and event.event_time == datetime(2024, 1, 5, tzinfo=UTC)
 
 
-def test_uri_never_carries_credentials(dsn: str, schema: str) -> None:
-    table = f"{schema}.events"
-    ops_db.create_events_table(dsn, table)
-    ops_db.insert_events(dsn, table, [_event("e1", "2024-01-05T10:00:00Z")])
+def test_uri_never_carries_credentials(pg_dsn: str, pg_schema: str) -> None:
+    table = f"{pg_schema}.events"
+    ops_db.create_events_table(pg_dsn, table)
+    ops_db.insert_events(pg_dsn, table, [_event("e1", "2024-01-05T10:00:00Z")])
     # trust authentication ignores the password, so a DSN with one still connects
-    secret_dsn = f"{dsn} password=s3cr3t-pw"
+    secret_dsn = f"{pg_dsn} password=s3cr3t-pw"
     raw, report = _read(secret_dsn, table)
     for text in [report.uri, *raw["_source_uri"].to_list(), *raw["_raw"].to_list()]:
         assert "s3cr3t-pw" not in text
         assert "@" not in text
-    assert report.uri == f"postgresql://127.0.0.1:5432/test/{schema}.events"
+    assert report.uri == f"postgresql://127.0.0.1:5432/test/{pg_schema}.events"
 
 
-def test_sql_looking_values_and_names_are_data(dsn: str, schema: str) -> None:
-    table = f'{schema}.ev"ents; DROP TABLE x; --'
-    ops_db.create_events_table(dsn, table)
+def test_sql_looking_values_and_names_are_data(pg_dsn: str, pg_schema: str) -> None:
+    table = f'{pg_schema}.ev"ents; DROP TABLE x; --'
+    ops_db.create_events_table(pg_dsn, table)
     ops_db.insert_events(
-        dsn,
+        pg_dsn,
         table,
         [_event("e1", "2024-01-05T10:00:00Z", user_id=INJECTION, category="a'b\"c", country="x%sy%(z)s")],
     )
-    raw, _ = _read(dsn, table)
+    raw, _ = _read(pg_dsn, table)
     assert raw["user_id"].to_list() == [INJECTION]
     assert raw["category"].to_list() == ["a'b\"c"]
     assert raw["country"].to_list() == ["x%sy%(z)s"]
     assert json.loads(raw["_raw"][0])["user_id"] == INJECTION
     # the table is still there, and nothing else in the schema appeared or vanished
     query = sql.SQL("SELECT table_name FROM information_schema.tables WHERE table_schema = %s")
-    tables = _execute(dsn, query, (schema,))
+    tables = _execute(pg_dsn, query, (pg_schema,))
     assert tables == [('ev"ents; DROP TABLE x; --',)]
-    assert ops_db.max_id(dsn, table) == 1
+    assert ops_db.max_id(pg_dsn, table) == 1
 
 
-def test_renamed_and_extra_columns_reach_the_report(dsn: str, schema: str) -> None:
+def test_renamed_and_extra_columns_reach_the_report(pg_dsn: str, pg_schema: str) -> None:
     _execute(
-        dsn,
+        pg_dsn,
         sql.SQL(
             'CREATE TABLE {}.events (pk bigserial PRIMARY KEY, event_id text, "userId" text, event_type text,'
             " event_timestamp timestamptz, amount numeric, channel text)"
-        ).format(sql.Identifier(schema)),
+        ).format(sql.Identifier(pg_schema)),
     )
-    table = f"{schema}.events"
+    table = f"{pg_schema}.events"
     ops_db.insert_events(
-        dsn,
+        pg_dsn,
         table,
         [
             {
@@ -223,7 +185,7 @@ def test_renamed_and_extra_columns_reach_the_report(dsn: str, schema: str) -> No
             },
         ],
     )
-    raw, report = _read(dsn, table)
+    raw, report = _read(pg_dsn, table)
     assert raw["event_id"].to_list() == ["e1"]
     assert raw["user_id"].to_list() == ["u9"]
     assert raw["event_time"].to_list() == ["2024-01-05T08:00:00Z"]
@@ -234,24 +196,24 @@ def test_renamed_and_extra_columns_reach_the_report(dsn: str, schema: str) -> No
     assert report.error is None and raw["_read_error"].null_count() == 1
 
 
-def test_missing_required_column_makes_every_row_a_read_error(dsn: str, schema: str) -> None:
+def test_missing_required_column_makes_every_row_a_read_error(pg_dsn: str, pg_schema: str) -> None:
     _execute(
-        dsn,
+        pg_dsn,
         sql.SQL(
             "CREATE TABLE {}.events (id bigserial PRIMARY KEY, event_id text, event_type text,"
             " event_time timestamptz, amount numeric)"
-        ).format(sql.Identifier(schema)),
+        ).format(sql.Identifier(pg_schema)),
     )
-    table = f"{schema}.events"
+    table = f"{pg_schema}.events"
     ops_db.insert_events(
-        dsn,
+        pg_dsn,
         table,
         [
             {"event_id": f"e{i}", "event_type": "click", "event_time": f"2024-01-05T0{i}:00:00Z", "amount": "2"}
             for i in range(3)
         ],
     )
-    raw, report = _read(dsn, table)
+    raw, report = _read(pg_dsn, table)
     assert raw.height == 3 and raw["event_id"].to_list() == ["e0", "e1", "e2"]  # nothing lost
     assert report.missing_required == ["user_id"]
     assert report.error is not None and "user_id" in report.error
@@ -259,34 +221,34 @@ def test_missing_required_column_makes_every_row_a_read_error(dsn: str, schema: 
     assert raw["user_id"].null_count() == 3
 
 
-def test_table_without_time_column_is_a_clear_error(dsn: str, schema: str) -> None:
+def test_table_without_time_column_is_a_clear_error(pg_dsn: str, pg_schema: str) -> None:
     _execute(
-        dsn,
+        pg_dsn,
         sql.SQL("CREATE TABLE {}.events (id bigserial PRIMARY KEY, event_id text, created text)").format(
-            sql.Identifier(schema)
+            sql.Identifier(pg_schema)
         ),
     )
     with pytest.raises(ops_db.OpsDbError) as excinfo:
-        _read(dsn, f"{schema}.events")
+        _read(pg_dsn, f"{pg_schema}.events")
     message = str(excinfo.value)
-    assert f"{schema}.events" in message and "event_time" in message and "created" in message
+    assert f"{pg_schema}.events" in message and "event_time" in message and "created" in message
 
 
-def test_missing_table_is_a_clear_error(dsn: str, schema: str) -> None:
-    with pytest.raises(ops_db.OpsDbError, match=f"{schema}.nope does not exist"):
-        _read(dsn, f"{schema}.nope")
+def test_missing_table_is_a_clear_error(pg_dsn: str, pg_schema: str) -> None:
+    with pytest.raises(ops_db.OpsDbError, match=f"{pg_schema}.nope does not exist"):
+        _read(pg_dsn, f"{pg_schema}.nope")
 
 
-def test_empty_day_and_watermark(dsn: str, schema: str) -> None:
-    table = f"{schema}.events"
-    ops_db.create_events_table(dsn, table)
-    assert ops_db.max_id(dsn, table) is None
-    ops_db.insert_events(dsn, table, [_event("e1", "2024-01-04T10:00:00Z"), _event("e2", "2024-01-04T11:00:00Z")])
-    raw, report = _read(dsn, table)
+def test_empty_day_and_watermark(pg_dsn: str, pg_schema: str) -> None:
+    table = f"{pg_schema}.events"
+    ops_db.create_events_table(pg_dsn, table)
+    assert ops_db.max_id(pg_dsn, table) is None
+    ops_db.insert_events(pg_dsn, table, [_event("e1", "2024-01-04T10:00:00Z"), _event("e2", "2024-01-04T11:00:00Z")])
+    raw, report = _read(pg_dsn, table)
     assert raw.height == 0 and raw.schema == pl.Schema(raw_schema(Event))
     assert report.rows == 0 and report.error is None
-    assert ops_db.max_id(dsn, table) == 2
-    assert ops_db.insert_events(dsn, table, []) == 0
+    assert ops_db.max_id(pg_dsn, table) == 2
+    assert ops_db.insert_events(pg_dsn, table, []) == 0
 
 
 def test_value_to_text() -> None:

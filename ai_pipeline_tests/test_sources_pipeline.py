@@ -1,0 +1,98 @@
+"""All three kinds of source in one partition, through Dagster: files, the operational table and the API.
+
+Duplicates across sources are resolved deterministically (first by source name, then file, then line/id) and
+conservation holds over the union.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+
+import dagster as dg
+import duckdb
+
+from ai_pipeline.defs.common import daily_partitions
+from ai_pipeline.defs.ingest.assets import ingest_assets
+from ai_pipeline.defs.ingest.checks import ingest_checks
+from ai_pipeline.defs.resources import warehouse_resources
+from ai_pipeline.lib import ops_db
+from ai_pipeline.settings import Settings
+from ai_pipeline_tests.conftest import http_server
+
+DAY = date(2024, 1, 5)
+RAW_EVENTS = ["raw_landing_events", "raw_online_retail_events", "raw_operational_events", "raw_api_events"]
+
+
+def _event(event_id: str, hour: int, amount: str | None, user: str = "u1") -> dict:
+    return {
+        "event_id": event_id,
+        "user_id": user,
+        "event_type": "purchase",
+        "event_time": f"2024-01-05T{hour:02d}:00:00Z",
+        "amount": amount,
+    }
+
+
+def test_three_sources_one_partition(tmp_path, pg_dsn, pg_schema):
+    table = f"{pg_schema}.user_events"
+    ops_db.create_events_table(pg_dsn, table)
+    ops_db.insert_events(
+        pg_dsn,
+        table,
+        [
+            _event("ops-1", 9, "10.00"),
+            _event("shared-1", 10, "99.00"),
+            _event("ops-bad", 11, "-3.00"),
+            _event("ops-other-day", 0, "1.00") | {"event_time": "2024-01-06T00:00:00Z"},
+        ],
+    )
+    page = {"items": [_event("shared-1", 10, "5.00"), _event("api-1", 12, "7.50")], "next_page": None}
+    landing = tmp_path / "landing" / "events" / DAY.isoformat()
+    landing.mkdir(parents=True)
+    (landing / "web.csv").write_text(
+        "event_id,user_id,event_type,event_time,amount\nfile-1,u2,click,2024-01-05T08:00:00Z,\n"
+        "ops-1,u1,purchase,2024-01-05T09:00:00Z,10.00\n"
+    )
+
+    def respond(path: str, query: dict, headers: dict):
+        assert query["date"] == DAY.isoformat()
+        return 200, {}, json.dumps(page)
+
+    with http_server(respond) as base:
+        settings = Settings(home=tmp_path, ops_dsn=pg_dsn, ops_table=table, api_url=f"{base}/events")
+        partitions = daily_partitions(settings)
+        checks = ingest_checks("events", RAW_EVENTS, suites=[], partitions=partitions)
+        result = dg.materialize(
+            [*ingest_assets(settings, partitions), *checks],
+            partition_key=DAY.isoformat(),
+            resources=warehouse_resources(settings),
+            selection=[*RAW_EVENTS, "validated_events", "quarantined_events"],
+        )
+    assert result.success
+    with duckdb.connect(str(settings.warehouse), read_only=True) as conn:
+        valid = dict(conn.execute("select event_id, _source from validated_events").fetchall())
+        quarantined = conn.execute(
+            "select event_id, _source, reasons[1].rule, reasons[1].message from quarantined_events order by all"
+        ).fetchall()
+        amount = conn.execute("select amount from validated_events where event_id = 'shared-1'").fetchone()[0]
+    assert valid == {
+        "file-1": "landing_events",
+        "ops-1": "landing_events",
+        "api-1": "http_api",
+        "shared-1": "http_api",
+    }
+    assert amount == 5.0  # the API's copy wins: sources are ranked by name, then file, then line/id
+    assert [(q[0], q[1], q[2]) for q in quarantined] == [
+        ("ops-1", "operational_db", "duplicate"),
+        ("ops-bad", "operational_db", "ge"),
+        ("shared-1", "operational_db", "duplicate"),
+    ]
+    messages = {q[0]: q[3] for q in quarantined}
+    assert messages["ops-1"].startswith("identical duplicate of landing_events:events/2024-01-05/web.csv:")
+    assert messages["shared-1"].startswith("conflicting duplicate of http_api:")
+    evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert evaluations["rows_in_equal_valid_plus_quarantined"].passed
+    assert evaluations["rows_in_equal_valid_plus_quarantined"].metadata["rows_in"].value == 7
+    assert evaluations["duplicate_keys_resolved"].metadata["identical_duplicates"].value == 1
+    assert evaluations["duplicate_keys_resolved"].metadata["conflicting_duplicates"].value == 1
