@@ -68,8 +68,8 @@ def test_three_sources_one_partition(tmp_path, pg_dsn, pg_schema):
             partition_key=DAY.isoformat(),
             resources=warehouse_resources(settings),
             selection=[*RAW_EVENTS, "validated_events", "quarantined_events"],
+            raise_on_error=False,
         )
-    assert result.success
     with duckdb.connect(str(settings.warehouse), read_only=True) as conn:
         valid = dict(conn.execute("select event_id, _source from validated_events").fetchall())
         quarantined = conn.execute(
@@ -96,3 +96,8 @@ def test_three_sources_one_partition(tmp_path, pg_dsn, pg_schema):
     assert evaluations["rows_in_equal_valid_plus_quarantined"].metadata["rows_in"].value == 7
     assert evaluations["duplicate_keys_resolved"].metadata["identical_duplicates"].value == 1
     assert evaluations["duplicate_keys_resolved"].metadata["conflicting_duplicates"].value == 1
+    # 3 of 7 rows quarantined is far above 20%: the blocking check fails the run, and says why.
+    rate = evaluations["quarantine_rate_below_threshold"]
+    assert not rate.passed and rate.severity == dg.AssetCheckSeverity.ERROR
+    assert rate.description == "3/7 rows quarantined (42.86%), above 20%"
+    assert not result.success

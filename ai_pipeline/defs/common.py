@@ -18,8 +18,9 @@ DAILY_FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=48)
 # One run per partition keeps every partition's checks exact (a range run evaluates a check once).
 DAILY_BACKFILL = dg.BackfillPolicy.multi_run(max_partitions_per_run=1)
 
-# Partitioned asset checks are a preview feature in Dagster 1.13; we rely on them deliberately.
+# Partitioned asset checks (preview) and backfill policies (beta) in Dagster 1.13 are used deliberately.
 warnings.filterwarnings("ignore", category=dg.PreviewWarning)
+warnings.filterwarnings("ignore", category=dg.BetaWarning)
 
 
 def daily_partitions(settings: Settings) -> dg.DailyPartitionsDefinition:
