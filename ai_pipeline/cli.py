@@ -47,7 +47,7 @@ def run_days(settings: Settings, start: date, end: date) -> list[DayOutcome]:
         result = job.execute_in_process(partition_key=day.isoformat(), instance=instance, raise_on_error=False)
         outcome = DayOutcome(day.isoformat(), result.success)
         for event in result.get_asset_materialization_events():
-            materialization = event.asset_materialization
+            materialization = event.materialization
             name, meta = materialization.asset_key.path[-1], materialization.metadata
             if name.startswith("validated_") and "rows_in" in meta:
                 outcome.rows[name.removeprefix("validated_")] = {

@@ -19,10 +19,11 @@ EMBEDDED_YAML = """\
 run_coordinator:
   module: dagster.core.run_coordinator
   class: QueuedRunCoordinator
-  config:
-    max_concurrent_runs: 4
 concurrency:
+  runs:
+    max_concurrent_runs: 4
   pools:
+    granularity: op
     default_limit: 1
 telemetry:
   enabled: false

@@ -80,10 +80,7 @@ def test_conservation_holds_in_the_warehouse(pipeline):
 
 def test_unconfigured_sources_say_so_and_contribute_nothing(pipeline):
     _, _, first, _, _ = pipeline
-    meta = {
-        e.asset_key.to_user_string(): e.asset_materialization.metadata
-        for e in [ev for ev in first.get_asset_materialization_events()]
-    }
+    meta = {e.asset_key.to_user_string(): e.materialization.metadata for e in first.get_asset_materialization_events()}
     for name in ("raw_api_events", "raw_operational_events"):
         assert meta[name]["configured"].value is False
         assert meta[name]["dagster/row_count"].value == 0
