@@ -205,18 +205,22 @@ def prepare_raw(frame: pl.DataFrame, model: type[BaseModel]) -> pl.DataFrame:
 
 
 def row_reasons(frame: pl.DataFrame, contract: CompiledContract) -> pl.DataFrame:
-    """Adds `reasons` (every failing field with its first failing rule) and the typed values `__<field>`."""
-    read_error = pl.when(pl.col("_read_error").is_not_null()).then(
-        pl.struct(
-            field=pl.lit("_record"),
-            rule=pl.lit("read_error"),
-            message=pl.col("_read_error"),
-            value=pl.lit(None, dtype=pl.String),
-        )
+    """Adds `reasons` (every failing field with its first failing rule) and the typed values `__<field>`.
+
+    A row that could not be read carries its read error alone: its field values are not the source's.
+    """
+    read_error = pl.struct(
+        field=pl.lit("_record"),
+        rule=pl.lit("read_error"),
+        message=pl.col("_read_error"),
+        value=pl.lit(None, dtype=pl.String),
     )
-    reasons = [read_error.otherwise(None)] + [_reason(f) for f in contract.fields]
+    field_reasons = pl.concat_list([_reason(f) for f in contract.fields]).list.drop_nulls()
+    reasons = (
+        pl.when(pl.col("_read_error").is_not_null()).then(pl.concat_list(read_error)).otherwise(field_reasons)
+    )
     return frame.with_columns(
-        pl.concat_list(reasons).list.drop_nulls().alias("reasons"),
+        reasons.alias("reasons"),
         *[f.typed.alias(f"__{f.name}") for f in contract.fields],
     )
 
