@@ -232,7 +232,7 @@ def test_specs_are_flat_model_keys_in_group_marts_downstream_of_validated_tables
     assert deps["fct_user_daily_activity"] == {"stg_events"}
     assert deps["dim_users"] == {"stg_users", "fct_user_daily_activity"}
     assert specs["dim_users"].description.startswith("One row per user seen anywhere")
-    assert assets.backfill_policy == dg.BackfillPolicy.single_run()
+    assert assets.backfill_policy == dg.BackfillPolicy.multi_run(max_partitions_per_run=1)
 
 
 @pytest.mark.parametrize(

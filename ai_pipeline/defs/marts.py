@@ -2,7 +2,7 @@
 
 `build_dbt_assets(settings, partitions)` returns `(assets, resources)`:
   - `assets`: one `@dbt_assets` definition for every model in `dbt_project/` (`stg_events`, `stg_users`,
-    `fct_user_daily_activity`, `dim_users`), daily-partitioned, single-run backfills. A run is one
+    `fct_user_daily_activity`, `dim_users`), daily-partitioned, one partition per backfill run like every asset. A run is one
     `dbt build` over the partition window, so dbt data tests become asset checks and unit tests run.
   - `resources`: `{"dbt": DbtCliResource}`, the resource that assets definition needs.
 
@@ -25,7 +25,7 @@ from typing import Any
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
 
-from ai_pipeline.defs.common import DUCKDB_POOL, OWNERS
+from ai_pipeline.defs.common import DAILY_BACKFILL, DUCKDB_POOL, OWNERS
 from ai_pipeline.settings import DBT_PROJECT_DIR, Settings
 
 MARTS_GROUP = "marts"
@@ -134,7 +134,7 @@ def build_dbt_assets(
         dagster_dbt_translator=MartsTranslator(partitions_def),
         partitions_def=partitions_def,
         # The models replace exactly the window they are given, so a range is one `dbt build`.
-        backfill_policy=dg.BackfillPolicy.single_run(),
+        backfill_policy=DAILY_BACKFILL,
         pool=DUCKDB_POOL,
     )
     def dbt_marts(context: dg.AssetExecutionContext, dbt: DbtCliResource):
