@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from dataclasses import dataclass, field
@@ -12,6 +13,8 @@ from ai_pipeline.instance import instance_kind, prepare_instance_home
 from ai_pipeline.settings import Settings
 
 DEFAULT_DAYS = 7
+# The run's own log stays in the instance (and the UI); the terminal gets warnings and the summary.
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
 @dataclass
@@ -44,7 +47,14 @@ def run_days(settings: Settings, start: date, end: date) -> list[DayOutcome]:
     outcomes = []
     day = start
     while day <= end:
-        result = job.execute_in_process(partition_key=day.isoformat(), instance=instance, raise_on_error=False)
+        log = settings.home / "logs" / f"{DAILY_JOB}-{day}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        print(f"Running {DAILY_JOB} for {day} (dbt output: {log})", flush=True)
+        # dagster-dbt echoes dbt's events to stdout; they go to the day's log file instead of the terminal.
+        with log.open("w") as out, contextlib.redirect_stdout(out):
+            result = job.execute_in_process(
+                partition_key=day.isoformat(), instance=instance, run_config=QUIET, raise_on_error=False
+            )
         outcome = DayOutcome(day.isoformat(), result.success)
         for event in result.get_asset_materialization_events():
             materialization = event.materialization

@@ -52,6 +52,15 @@ def test_runs_succeed_and_every_check_is_recorded_per_partition(pipeline):
     assert ("validated_events", "rows_in_equal_valid_plus_quarantined") in names
     assert ("validated_events", "great_expectations_events_contract") in names
     assert ("raw_landing_events", "schema_matches_contract") in names
+    explained = next(
+        e
+        for e in evaluations
+        if e.check_name == "every_row_has_reason_and_raw_record"
+        and e.asset_key.to_user_string() == "quarantined_events"
+    )
+    assert explained.passed
+    reason_counts = explained.metadata["reasons_by_field_and_rule"].value
+    assert sum(reason_counts.values()) >= 12 and "event_time:partition" in reason_counts
     assert any(name.startswith("not_null") or "unique" in name for _, name in names)  # dbt tests
     assert {e.partition for e in evaluations} == {DAY.isoformat()}
     blocking_failures = [

@@ -15,8 +15,22 @@ from ai_pipeline.lib import expectations, quality
 CONSERVATION_CHECK = "rows_in_equal_valid_plus_quarantined"
 QUARANTINE_RATE_CHECK = "quarantine_rate_below_threshold"
 DUPLICATES_CHECK = "duplicate_keys_resolved"
+EXPLAINED_CHECK = "every_row_has_reason_and_raw_record"
 
 _COUNT = "select count(*) from main.{table} where partition_date = ?"
+_UNEXPLAINED = """
+select
+    count(*) filter (where len(reasons) = 0),
+    count(*) filter (where _raw is null and not list_contains(list_transform(reasons, r -> r.rule), 'read_error'))
+from main.{table}
+where partition_date = ?
+"""
+_REASON_COUNTS = """
+select r.field || ':' || r.rule as reason, count(*) as n
+from (select unnest(reasons) as r from main.{table} where partition_date = ?)
+group by all
+order by n desc, reason
+"""
 _DUPLICATES = """
 with duplicates as (
     select list_filter(reasons, r -> r.rule = 'duplicate') as found
@@ -124,4 +138,27 @@ def ingest_checks(
 
         return _check
 
-    return [conservation, quarantine_rate, duplicates, *(suite_check(s, sev) for s, sev in suites)]
+    @dg.asset_check(
+        asset=quarantined,
+        name=EXPLAINED_CHECK,
+        description="Every quarantined row says why (at least one reason) and keeps its raw record; the "
+        "metadata counts reasons by field and rule.",
+        partitions_def=partitions,
+    )
+    def explained(context: dg.AssetCheckExecutionContext, warehouse: DuckDBResource):
+        day = partition_date(context)
+        with warehouse.get_connection() as conn:
+            no_reason, no_raw = conn.execute(_UNEXPLAINED.format(table=quarantined), [day]).fetchone()
+            reasons = dict(conn.execute(_REASON_COUNTS.format(table=quarantined), [day]).fetchall())
+        return dg.AssetCheckResult(
+            passed=no_reason == 0 and no_raw == 0,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description=f"{no_reason} rows without a reason, {no_raw} without their raw record",
+            metadata={
+                "rows_without_reason": no_reason,
+                "rows_without_raw_record": no_raw,
+                "reasons_by_field_and_rule": dg.MetadataValue.json(reasons),
+            },
+        )
+
+    return [conservation, quarantine_rate, duplicates, explained, *(suite_check(s, sev) for s, sev in suites)]
