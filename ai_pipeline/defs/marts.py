@@ -2,8 +2,8 @@
 
 `build_dbt_assets(settings, partitions)` returns `(assets, resources)`:
   - `assets`: one `@dbt_assets` definition for every model in `dbt_project/` (`stg_events`, `stg_users`,
-    `fct_user_daily_activity`, `dim_users`), daily-partitioned, one partition per backfill run like every asset. A run is one
-    `dbt build` over the partition window, so dbt data tests become asset checks and unit tests run.
+    `fct_user_daily_activity`, `dim_users`), daily-partitioned, one partition per backfill run like every
+    asset. A run is one `dbt build` over the partition window, so dbt data tests become asset checks and unit tests run.
   - `resources`: `{"dbt": DbtCliResource}`, the resource that assets definition needs.
 
 The warehouse path goes to dbt as the `warehouse_path` var (read by `dbt_project/profiles.yml`):
