@@ -12,15 +12,23 @@ import functools
 from collections import Counter
 from datetime import date, datetime, timedelta
 
+import polars as pl
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from ai_pipeline.lib.contracts import EVENT_TYPES, Event, User
-from ai_pipeline.lib.validation import pydantic_decisions, vectorized_decisions
+from ai_pipeline.lib.validation import (
+    compile_contract,
+    prepare_raw,
+    pydantic_decisions,
+    row_reasons,
+    vectorized_decisions,
+)
 
 SETTINGS = settings(
-    max_examples=120,
+    max_examples=100,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example],
 )
@@ -54,7 +62,8 @@ def _perturb(base: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
         if kind == "case":
             return value.swapcase()
         if kind == "unicode":
-            return value.translate(str.maketrans("0123456789", draw(st.sampled_from([UNICODE_DIGITS, FULLWIDTH_DIGITS]))))
+            digits = draw(st.sampled_from([UNICODE_DIGITS, FULLWIDTH_DIGITS]))
+            return value.translate(str.maketrans("0123456789", digits))
         position = draw(st.integers(0, len(value)))
         char = draw(st.sampled_from(NASTY_CHARS + "xZ_.:-+/ 0"))
         if kind == "insert" or not value:
@@ -68,8 +77,18 @@ def _perturb(base: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
 def _field(valid: st.SearchStrategy[str], edges: list[str | None], near: st.SearchStrategy[str] | None = None):
     """Mostly valid values; then hand-picked edges, generated near-misses, missing values and noise."""
     edge = st.sampled_from(edges)
-    return st.one_of(valid, valid, valid, edge, edge, near if near is not None else edge, _perturb(valid), missing,
-                     nasty_text, any_text)
+    return st.one_of(
+        valid,
+        valid,
+        valid,
+        edge,
+        edge,
+        near if near is not None else edge,
+        _perturb(valid),
+        missing,
+        nasty_text,
+        any_text,
+    )
 
 
 # --- identifiers ---------------------------------------------------------------------------------------
@@ -78,31 +97,98 @@ valid_id = st.one_of(
     st.sampled_from(["e" + "1" * 63, "A:b.c_d-" + "9" * 55, "0", "evt-000001", "u_42"]),
 )
 ID_EDGES = [
-    "a" * 64, "a" * 65, "e" + "1" * 63, "e" + "1" * 64, "_leading_underscore", "-leading-dash", ".dot", ":colon",
-    "a b", "a\n", "\na", " a", "a ", "a\t", "a\r\n", "é", "evt-é", "ａbc", "١٢٣", "abc١", "x'; DROP TABLE events;--",
-    "1 OR 1=1", "a/b", "a@b", "a,b", "A:B.C_D-E", "0", "\u200b", "a\x00", "None", "null", "a" * 1000,
+    "a" * 64,
+    "a" * 65,
+    "e" + "1" * 63,
+    "e" + "1" * 64,
+    "_leading_underscore",
+    "-leading-dash",
+    ".dot",
+    ":colon",
+    "a b",
+    "a\n",
+    "\na",
+    " a",
+    "a ",
+    "a\t",
+    "a\r\n",
+    "é",
+    "evt-é",
+    "ａbc",
+    "١٢٣",
+    "abc١",
+    "x'; DROP TABLE events;--",
+    "1 OR 1=1",
+    "a/b",
+    "a@b",
+    "a,b",
+    "A:B.C_D-E",
+    "0",
+    "\u200b",
+    "a\x00",
+    "None",
+    "null",
+    "a" * 1000,
 ]
 ids = _field(valid_id, ID_EDGES, st.from_regex(r"\A[A-Za-z0-9_.:\- é\n]{0,3}[A-Za-z0-9_.:\-]{0,4}\s?\Z"))
 
 # --- event types ---------------------------------------------------------------------------------------
 valid_event_type = st.sampled_from(EVENT_TYPES)
 EVENT_TYPE_EDGES = [
-    *(t.upper() for t in EVENT_TYPES), *(t.capitalize() for t in EVENT_TYPES), *(f" {t}" for t in EVENT_TYPES),
-    *(f"{t}\n" for t in EVENT_TYPES), *(f"{t} " for t in EVENT_TYPES), *(t[:-1] for t in EVENT_TYPES),
-    "purchases", "cancelation", "sign_up", "log out", "clíck", "ｃｌｉｃｋ", "unknown",
+    *(t.upper() for t in EVENT_TYPES),
+    *(t.capitalize() for t in EVENT_TYPES),
+    *(f" {t}" for t in EVENT_TYPES),
+    *(f"{t}\n" for t in EVENT_TYPES),
+    *(f"{t} " for t in EVENT_TYPES),
+    *(t[:-1] for t in EVENT_TYPES),
+    "purchases",
+    "cancelation",
+    "sign_up",
+    "log out",
+    "clíck",
+    "ｃｌｉｃｋ",
+    "unknown",
 ]
 event_types = _field(valid_event_type, EVENT_TYPE_EDGES)
 
 # --- timestamps ----------------------------------------------------------------------------------------
 # Offsets a valid timestamp may carry, in minutes east of UTC ("" is naive, which means UTC).
-OFFSET_MINUTES = {"": 0, "Z": 0, "+00:00": 0, "-00:00": 0, "+23:59": 1439, "-23:59": -1439, "+05:30": 330,
-                  "+01:00": 60, "-01:00": -60, "-08:00": -480, "+14:00": 840}
-PLAUSIBLE_EDGES = [datetime(2000, 1, 1), datetime(2100, 1, 1), datetime(2000, 2, 29, 12), datetime(2096, 2, 29, 12),
-                   datetime(2024, 2, 29, 12), datetime(2023, 12, 31, 23, 59, 59)]
+OFFSET_MINUTES = {
+    "": 0,
+    "Z": 0,
+    "+00:00": 0,
+    "-00:00": 0,
+    "+23:59": 1439,
+    "-23:59": -1439,
+    "+05:30": 330,
+    "+01:00": 60,
+    "-01:00": -60,
+    "-08:00": -480,
+    "+14:00": 840,
+}
+PLAUSIBLE_EDGES = [
+    datetime(2000, 1, 1),
+    datetime(2100, 1, 1),
+    datetime(2000, 2, 29, 12),
+    datetime(2096, 2, 29, 12),
+    datetime(2024, 2, 29, 12),
+    datetime(2023, 12, 31, 23, 59, 59),
+]
 US = timedelta(microseconds=1)
-INSTANT_DELTAS = [timedelta(0), -US, US, timedelta(seconds=-1), timedelta(hours=12), timedelta(days=1) - US,
-                  timedelta(days=1), timedelta(days=1) + US, timedelta(minutes=-1439), timedelta(minutes=1439),
-                  timedelta(days=1, minutes=1439), timedelta(days=1, minutes=-1439)]
+INSTANT_DELTAS = [
+    timedelta(0),
+    -US,
+    US,
+    timedelta(seconds=-1),
+    timedelta(hours=12),
+    timedelta(days=1) - US,
+    timedelta(days=1),
+    timedelta(days=1) + US,
+    timedelta(minutes=-1439),
+    timedelta(minutes=1439),
+    timedelta(days=1, minutes=1439),
+    timedelta(days=1, minutes=-1439),
+]
 
 
 def _render(instant: datetime, offset: str, sep: str = "T", style: int = 0) -> str:
@@ -119,8 +205,10 @@ def _corruptions(text: str) -> list[str]:
     out = [body[:5] + m + body[7:] + tail for m in ("13", "00", "1", "2-")]
     out += [body[:8] + d + body[10:] + tail for d in ("00", "32", "31", "30", "3")]
     out += [body[:5] + md + body[10:] + tail for md in ("02-30", "02-29", "04-31", "06-31")]
-    out += [y + body[4:] + tail for y in ("0000", "0999", "1000", "1900", "1999", "2000", "2099", "2100", "2999",
-                                           "3000", "9999", "20245")]
+    out += [
+        y + body[4:] + tail
+        for y in ("0000", "0999", "1000", "1900", "1999", "2000", "2099", "2100", "2999", "3000", "9999", "20245")
+    ]
     out += [body[:11] + "24" + body[13:] + tail, body[:14] + "60" + body[16:] + tail, body[:17] + "60" + tail]
     out += [body + frac + offset for frac in (".1234567", ".", ",5", ".٥", ".123456789") for offset in ("", "Z")]
     out += [body + off for off in ("+24:00", "+0530", "+05", "-12:60", "z", " Z", "UTC", "+00:00:00", "+5:30", "Z\n")]
@@ -135,13 +223,17 @@ def _corruptions(text: str) -> list[str]:
 @functools.cache
 def _timestamp_pools(day: date | None) -> tuple[list[str], list[str]]:
     """(valid-looking strings near the partition day's and the plausible range's boundaries, their near-misses)."""
-    anchors = list(PLAUSIBLE_EDGES)
-    if day is not None:
-        anchors += [datetime(day.year, day.month, day.day)] * 3
+    # An event's valid times sit around its partition day; a user's around the plausible range's edges.
+    anchors = list(PLAUSIBLE_EDGES) if day is None else [datetime(day.year, day.month, day.day)]
     instants = sorted({anchor + delta for anchor in anchors for delta in INSTANT_DELTAS})
     valid = sorted(
-        {_render(i, offset, sep, style) for i in instants for offset in OFFSET_MINUTES for sep in "T " for style in
-         range(3)}
+        {
+            _render(i, offset, sep, style)
+            for i in instants
+            for offset in OFFSET_MINUTES
+            for sep in "T "
+            for style in range(3)
+        }
     )
     bases = valid[:: max(1, len(valid) // 40)]
     return valid, sorted({bad for text in bases for bad in _corruptions(text)})
@@ -149,16 +241,17 @@ def _timestamp_pools(day: date | None) -> tuple[list[str], list[str]]:
 
 @st.composite
 def _anchored_timestamp(draw: st.DrawFn, day: date | None) -> str:
-    """Any instant within a couple of days of the partition day (or in and around the plausible range)."""
+    """Any instant in or just around the partition day (or in and around the plausible range)."""
     if day is None:
         origin, span = datetime(1999, 12, 25), (100 * 365 + 40) * 86_400
     else:
-        origin, span = datetime(day.year, day.month, day.day) - timedelta(days=2), 5 * 86_400
+        origin, span = datetime(day.year, day.month, day.day) - timedelta(hours=3), 30 * 3600
     instant = origin + timedelta(
         seconds=draw(st.integers(0, span)), microseconds=draw(st.sampled_from([0, 0, 1, 500_000, 999_999, 123_456]))
     )
-    return _render(instant, draw(st.sampled_from(list(OFFSET_MINUTES))), draw(st.sampled_from("T ")),
-                   draw(st.integers(0, 2)))
+    return _render(
+        instant, draw(st.sampled_from(list(OFFSET_MINUTES))), draw(st.sampled_from("T ")), draw(st.integers(0, 2))
+    )
 
 
 @st.composite
@@ -174,46 +267,152 @@ def _assembled_timestamp(draw: st.DrawFn) -> str:
 
 
 TIMESTAMP_EDGES = [
-    "2024-02-29T00:00:00Z", "2023-02-29T00:00:00Z", "2024-02-30T00:00:00Z", "2100-02-29T00:00:00Z",
-    "2000-02-29T00:00:00Z", "2024-13-01T00:00:00Z", "2024-00-10T00:00:00Z", "2024-04-31T00:00:00Z",
-    "2024-01-01T24:00:00Z", "2024-01-01T23:59:60Z", "2024-01-01T23:60:00Z", "2024-01-01T00:00:00.1234567Z",
-    "2024-01-01T00:00:00.123456Z", "2024-01-01T00:00:00.Z", "2024-01-01T00:00:00+24:00", "2024-01-01T00:00Z",
-    "2024-01-01", "2024-01-01T00:00:00\n", " 2024-01-01T00:00:00Z", "2024-01-01T00:00:00Z ",
-    "٢٠٢٤-٠١-٠١T00:00:00Z", "2024-01-01T00:00:00+05:30 ", "1900-01-01T00:00:00Z", "1999-12-31T23:59:59.999999Z",
-    "2000-01-01T00:00:00Z", "1999-12-31T23:00:00-01:00", "2000-01-01T00:30:00+01:00", "2099-12-31T23:59:59.999999Z",
-    "2100-01-01T00:00:00Z", "2100-01-01T00:30:00+01:00", "2099-12-31T23:30:00-01:00", "9999-12-31T23:59:59Z",
-    "0000-01-01T00:00:00Z", "20240101T000000Z", "2024-W01-1T00:00:00Z", "1712345678", "now",
+    "2024-02-29T00:00:00Z",
+    "2023-02-29T00:00:00Z",
+    "2024-02-30T00:00:00Z",
+    "2100-02-29T00:00:00Z",
+    "2000-02-29T00:00:00Z",
+    "2024-13-01T00:00:00Z",
+    "2024-00-10T00:00:00Z",
+    "2024-04-31T00:00:00Z",
+    "2024-01-01T24:00:00Z",
+    "2024-01-01T23:59:60Z",
+    "2024-01-01T23:60:00Z",
+    "2024-01-01T00:00:00.1234567Z",
+    "2024-01-01T00:00:00.123456Z",
+    "2024-01-01T00:00:00.Z",
+    "2024-01-01T00:00:00+24:00",
+    "2024-01-01T00:00Z",
+    "2024-01-01",
+    "2024-01-01T00:00:00\n",
+    " 2024-01-01T00:00:00Z",
+    "2024-01-01T00:00:00Z ",
+    "٢٠٢٤-٠١-٠١T00:00:00Z",
+    "2024-01-01T00:00:00+05:30 ",
+    "1900-01-01T00:00:00Z",
+    "1999-12-31T23:59:59.999999Z",
+    "2000-01-01T00:00:00Z",
+    "1999-12-31T23:00:00-01:00",
+    "2000-01-01T00:30:00+01:00",
+    "2099-12-31T23:59:59.999999Z",
+    "2100-01-01T00:00:00Z",
+    "2100-01-01T00:30:00+01:00",
+    "2099-12-31T23:30:00-01:00",
+    "9999-12-31T23:59:59Z",
+    "0000-01-01T00:00:00Z",
+    "20240101T000000Z",
+    "2024-W01-1T00:00:00Z",
+    "1712345678",
+    "now",
 ]
 
 
+def valid_timestamps(day: date | None) -> st.SearchStrategy[str]:
+    return st.one_of(st.sampled_from(_timestamp_pools(day)[0]), _anchored_timestamp(day))
+
+
 def timestamps(day: date | None) -> st.SearchStrategy[str | None]:
-    valid_pool, near_pool = _timestamp_pools(day)
-    valid = st.one_of(st.sampled_from(valid_pool), _anchored_timestamp(day))
-    near = st.one_of(st.sampled_from(near_pool), st.sampled_from(near_pool), _assembled_timestamp())
-    return _field(valid, TIMESTAMP_EDGES, near)
+    near_pool = st.sampled_from(_timestamp_pools(day)[1])
+    return _field(valid_timestamps(day), TIMESTAMP_EDGES, st.one_of(near_pool, near_pool, _assembled_timestamp()))
 
 
 # --- amounts and ages ----------------------------------------------------------------------------------
 valid_amount = st.one_of(
     st.from_regex(r"\A[0-9]{1,7}(\.[0-9]{1,9})?\Z"),
     st.decimals(min_value=0, max_value=1_000_000, places=2, allow_nan=False).map(str),
-    st.sampled_from(["0", "0.0", "1000000", "1000000.0", "1000000.000000000", "999999.999999999", "0.000000001",
-                     "000000000000001", "0.5", "19.99"]),
+    st.sampled_from(
+        [
+            "0",
+            "0.0",
+            "1000000",
+            "1000000.0",
+            "1000000.000000000",
+            "999999.999999999",
+            "0.000000001",
+            "000000000000001",
+            "0.5",
+            "19.99",
+        ]
+    ),
 )
 AMOUNT_EDGES = [
-    "0", "-0", "-0.0", "0.0", "00", "1e3", "1E3", "inf", "-inf", "Infinity", "nan", "NaN", " 1", "1 ", "1\n",
-    "1.", ".5", "-.5", "+1", "1_000", "1,000", "0x10", "123456789012345", "1234567890123456", "-123456789012345",
-    "1.123456789", "1.1234567890", "0.000000001", "0.0000000001", "1000000", "1000000.0", "1000000.000000000",
-    "1000000.000000001", "1000000.00000001", "1000000.1", "1000001", "999999.999999999", "-1", "-0.000000001",
-    "-1000000", "١٢", "１２", "1١", "1.٥", "--1", "1-",
+    "0",
+    "-0",
+    "-0.0",
+    "0.0",
+    "00",
+    "1e3",
+    "1E3",
+    "inf",
+    "-inf",
+    "Infinity",
+    "nan",
+    "NaN",
+    " 1",
+    "1 ",
+    "1\n",
+    "1.",
+    ".5",
+    "-.5",
+    "+1",
+    "1_000",
+    "1,000",
+    "0x10",
+    "123456789012345",
+    "1234567890123456",
+    "-123456789012345",
+    "1.123456789",
+    "1.1234567890",
+    "0.000000001",
+    "0.0000000001",
+    "1000000",
+    "1000000.0",
+    "1000000.000000000",
+    "1000000.000000001",
+    "1000000.00000001",
+    "1000000.1",
+    "1000001",
+    "999999.999999999",
+    "-1",
+    "-0.000000001",
+    "-1000000",
+    "١٢",
+    "１２",
+    "1١",
+    "1.٥",
+    "--1",
+    "1-",
 ]
 amounts = _field(valid_amount, AMOUNT_EDGES, st.from_regex(r"\A[-+ ]?[0-9]{0,17}([.,][0-9]{0,11})?([eE][-+]?[0-9])?\Z"))
 
 valid_age = st.integers(0, 150).map(str)
 AGE_EDGES = [
-    "0", "-0", "150", "151", "149", "-1", "030", "0150", "000000000000150", "0000000000000150", "1.0", "1.", "1e2",
-    " 30", "30 ", "30\n", "+30", "1_0", "٣٠", "３０", "123456789012345", "1234567890123456", "9" * 40,
-    "-" + "9" * 15, "nan", "--1",
+    "0",
+    "-0",
+    "150",
+    "151",
+    "149",
+    "-1",
+    "030",
+    "0150",
+    "000000000000150",
+    "0000000000000150",
+    "1.0",
+    "1.",
+    "1e2",
+    " 30",
+    "30 ",
+    "30\n",
+    "+30",
+    "1_0",
+    "٣٠",
+    "３０",
+    "123456789012345",
+    "1234567890123456",
+    "9" * 40,
+    "-" + "9" * 15,
+    "nan",
+    "--1",
 ]
 ages = _field(valid_age, AGE_EDGES, st.from_regex(r"\A[-+ ]?[0-9]{0,18}(\.[0-9]?)?\Z"))
 
@@ -222,8 +421,22 @@ valid_label = st.one_of(
     st.from_regex(r"\A[A-Za-z0-9][A-Za-z0-9 &/_.\-]{0,15}\Z"),
     st.sampled_from(["US", "DE", "Home & Garden", "a/b_c.d-e", "x" * 64, "Books "]),
 )
-LABEL_EDGES = ["US", "Home & Garden", " US", "US\n", "é", "Ünited", "x" * 64, "x" * 65, "&x", "a,b", "a\tb",
-               "日本", "-", "a" * 63 + " "]
+LABEL_EDGES = [
+    "US",
+    "Home & Garden",
+    " US",
+    "US\n",
+    "é",
+    "Ünited",
+    "x" * 64,
+    "x" * 65,
+    "&x",
+    "a,b",
+    "a\tb",
+    "日本",
+    "-",
+    "a" * 63 + " ",
+]
 labels = _field(valid_label, LABEL_EDGES)
 
 valid_email = st.one_of(
@@ -231,10 +444,33 @@ valid_email = st.one_of(
     st.sampled_from(["a@b.co", "a" * 242 + "@example.com", "A+tag@Sub.Example.ORG", "x@y." + "z" * 24]),
 )
 EMAIL_EDGES = [
-    "a@b.co", "a@b.c", "a@b", "@b.co", "a@.co", "a@b.co.", "a@@b.co", "a b@c.co", "a@b.co\n", " a@b.co",
-    "a@b.co ", "a@b." + "c" * 24, "a@b." + "c" * 25, "a@b.c0", "é@b.co", "a@bé.co", "a@b.ｃｏ", "a@b-.co",
-    "a@-.co", "a" * 242 + "@example.com", "a" * 243 + "@example.com", "a" * 300 + "@b.co", "A+tag@Sub.Example.ORG",
-    "\"a\"@b.co", "a@[127.0.0.1]", "a@b..co", "a@b_c.co",
+    "a@b.co",
+    "a@b.c",
+    "a@b",
+    "@b.co",
+    "a@.co",
+    "a@b.co.",
+    "a@@b.co",
+    "a b@c.co",
+    "a@b.co\n",
+    " a@b.co",
+    "a@b.co ",
+    "a@b." + "c" * 24,
+    "a@b." + "c" * 25,
+    "a@b.c0",
+    "é@b.co",
+    "a@bé.co",
+    "a@b.ｃｏ",
+    "a@b-.co",
+    "a@-.co",
+    "a" * 242 + "@example.com",
+    "a" * 243 + "@example.com",
+    "a" * 300 + "@b.co",
+    "A+tag@Sub.Example.ORG",
+    '"a"@b.co',
+    "a@[127.0.0.1]",
+    "a@b..co",
+    "a@b_c.co",
 ]
 emails = _field(valid_email, EMAIL_EDGES, st.from_regex(r"\A[a-z.é ]{0,3}@{0,2}[a-z\-_.]{0,4}(\.[a-z0-9]{0,3})?\n?\Z"))
 
@@ -242,26 +478,59 @@ emails = _field(valid_email, EMAIL_EDGES, st.from_regex(r"\A[a-z.é ]{0,3}@{0,2}
 PARTITION_DAYS = [date(2024, 2, 29), date(2024, 3, 1), date(2000, 1, 1), date(2099, 12, 31), date(2023, 12, 31), None]
 
 
+def _rows(valid: dict[str, st.SearchStrategy], adversarial: dict[str, st.SearchStrategy]) -> st.SearchStrategy:
+    """Rows of adversarial values in every field, or valid rows with at most one field adversarial."""
+
+    @st.composite
+    def mostly_valid(draw: st.DrawFn) -> dict:
+        row = {name: draw(strategy) for name, strategy in valid.items()}
+        broken = draw(st.sampled_from([None, *adversarial]))
+        if broken is not None:
+            row[broken] = draw(adversarial[broken])
+        return row
+
+    return st.one_of(st.fixed_dictionaries(adversarial), mostly_valid())
+
+
+def _optional(valid: st.SearchStrategy[str]) -> st.SearchStrategy[str | None]:
+    return st.one_of(valid, valid, missing)
+
+
 def event_row(day: date | None) -> st.SearchStrategy[dict]:
-    return st.fixed_dictionaries(
-        {
-            "event_id": ids,
-            "user_id": ids,
-            "event_type": event_types,
-            "event_time": timestamps(day),
-            "amount": amounts,
-            "category": labels,
-            "country": labels,
-        }
-    )
+    valid = {
+        "event_id": valid_id,
+        "user_id": valid_id,
+        "event_type": valid_event_type,
+        "event_time": valid_timestamps(day),
+        "amount": _optional(valid_amount),
+        "category": _optional(valid_label),
+        "country": _optional(valid_label),
+    }
+    adversarial = {
+        "event_id": ids,
+        "user_id": ids,
+        "event_type": event_types,
+        "event_time": timestamps(day),
+        "amount": amounts,
+        "category": labels,
+        "country": labels,
+    }
+    return _rows(valid, adversarial)
 
 
 def event_batches() -> st.SearchStrategy[tuple[date | None, list[dict]]]:
     return st.sampled_from(PARTITION_DAYS).flatmap(lambda d: st.tuples(st.just(d), st.lists(event_row(d), **BATCH)))
 
 
-user_row = st.fixed_dictionaries(
-    {"user_id": ids, "age": ages, "email": emails, "signup_time": timestamps(None), "country": labels}
+user_row = _rows(
+    {
+        "user_id": valid_id,
+        "age": _optional(valid_age),
+        "email": valid_email,
+        "signup_time": valid_timestamps(None),
+        "country": _optional(valid_label),
+    },
+    {"user_id": ids, "age": ages, "email": emails, "signup_time": timestamps(None), "country": labels},
 )
 
 
@@ -288,7 +557,34 @@ def test_user_paths_agree(rows):
     _assert_same(User, rows)
 
 
-@pytest.mark.parametrize("model, batches", [(Event, event_batches()), (User, st.lists(user_row, **BATCH).map(lambda r: (None, r)))])
+def user_batches() -> st.SearchStrategy[tuple[None, list[dict]]]:
+    return st.lists(user_row, **BATCH).map(lambda rows: (None, rows))
+
+
+@settings(SETTINGS, max_examples=60)
+@given(st.one_of(event_batches().map(lambda case: (Event, *case)), user_batches().map(lambda case: (User, *case))))
+def test_typed_values_agree(case):
+    """Where a row is valid, the vectorized typed values are the model's own (same instant, same number)."""
+    model, day, rows = case
+    frame = pl.DataFrame(
+        {name: [row.get(name) for row in rows] for name in model.model_fields},
+        schema=dict.fromkeys(model.model_fields, pl.String),
+    ).with_columns(pl.lit(None, dtype=pl.String).alias("_read_error"))
+    checked = row_reasons(prepare_raw(frame, model), compile_contract(model, day))
+    typed = checked.select("reasons", *[f"__{name}" for name in model.model_fields]).to_dicts()
+    for row, vectorized in zip(rows, typed, strict=True):
+        if vectorized["reasons"]:
+            continue
+        clean = {k: None if v == "" else v for k, v in row.items()}
+        try:
+            expected = model.model_validate(clean, context={"partition_day": day}).model_dump()
+        except ValidationError as exc:
+            raise AssertionError(f"only the vectorized path accepts {row!r}: {exc}") from exc
+        got = {name: vectorized[f"__{name}"] for name in model.model_fields}
+        assert got == expected, row
+
+
+@pytest.mark.parametrize("model, batches", [(Event, event_batches()), (User, user_batches())])
 def test_strategies_reach_both_outcomes(model, batches):
     """Guards the generators themselves: every field is seen both passing and failing, rows both valid and not."""
     seen: Counter = Counter()
@@ -389,14 +685,26 @@ EVENT_CASES: list[tuple[dict, set[str]]] = [
     ({"country": "x" * 65}, {"country"}),
     # several at once
     (
-        {"event_id": "", "user_id": "a b", "event_type": "CLICK", "event_time": "2024-02-30T00:00:00Z",
-         "amount": "-1", "category": "é", "country": "US\n"},
+        {
+            "event_id": "",
+            "user_id": "a b",
+            "event_type": "CLICK",
+            "event_time": "2024-02-30T00:00:00Z",
+            "amount": "-1",
+            "category": "é",
+            "country": "US\n",
+        },
         {"event_id", "user_id", "event_type", "event_time", "amount", "category", "country"},
     ),
 ]
 
-GOOD_USER = {"user_id": "u_1", "age": "30", "email": "a.b+tag@example.co.uk", "signup_time": "2024-02-29T12:00:00Z",
-             "country": "US"}
+GOOD_USER = {
+    "user_id": "u_1",
+    "age": "30",
+    "email": "a.b+tag@example.co.uk",
+    "signup_time": "2024-02-29T12:00:00Z",
+    "country": "US",
+}
 USER_CASES: list[tuple[dict, set[str]]] = [
     ({}, set()),
     ({"user_id": ""}, {"user_id"}),
@@ -428,10 +736,15 @@ USER_CASES: list[tuple[dict, set[str]]] = [
     ({"signup_time": "2100-02-29T00:00:00Z"}, {"signup_time"}),
     ({"signup_time": "2000-02-29T00:00:00Z"}, set()),
     ({"signup_time": "2023-06-01T12:00:00Z"}, set()),  # no partition for users
+    ({"signup_time": "2023-06-01T24:00:00Z"}, {"signup_time"}),
+    ({"signup_time": "2023-06-01t12:00:00Z"}, {"signup_time"}),
+    ({"signup_time": "2023-06-01T12:00:00.1234567Z"}, {"signup_time"}),
 ]
 
 
-@pytest.mark.parametrize("model, good, cases, day", [(Event, GOOD_EVENT, EVENT_CASES, DAY), (User, GOOD_USER, USER_CASES, None)])
+@pytest.mark.parametrize(
+    "model, good, cases, day", [(Event, GOOD_EVENT, EVENT_CASES, DAY), (User, GOOD_USER, USER_CASES, None)]
+)
 def test_fixed_nasty_rows(model, good, cases, day):
     rows = [{**good, **change} for change, _ in cases]
     expected = [frozenset(fields) for _, fields in cases]
