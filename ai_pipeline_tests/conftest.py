@@ -39,7 +39,8 @@ PG_DSN_CANDIDATES = [
 ]
 
 
-def _pg_execute(dsn: str, statement) -> None:
+def pg_execute(dsn: str, statement) -> None:
+    """One statement in autocommit mode (CREATE/DROP DATABASE cannot run in a transaction)."""
     conn = psycopg2.connect(dsn)
     conn.autocommit = True
     try:
@@ -67,11 +68,11 @@ def pg_dsn() -> str:
 def pg_schema(pg_dsn: str) -> Iterator[str]:
     """A fresh schema in database `test`, dropped afterwards."""
     name = f"ops_test_{uuid.uuid4().hex[:12]}"
-    _pg_execute(pg_dsn, sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(name)))
+    pg_execute(pg_dsn, sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(name)))
     try:
         yield name
     finally:
-        _pg_execute(pg_dsn, sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(name)))
+        pg_execute(pg_dsn, sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(name)))
 
 
 Responder = Callable[[str, dict[str, str], dict[str, str]], tuple[int, dict[str, str], str]]

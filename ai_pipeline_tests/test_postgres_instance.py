@@ -13,34 +13,24 @@ from ai_pipeline.defs import DAILY_JOB, build_defs
 from ai_pipeline.instance import prepare_instance_home
 from ai_pipeline.lib.sample import generate
 from ai_pipeline.settings import Settings
-from ai_pipeline_tests.conftest import require
+from ai_pipeline_tests.conftest import pg_execute, require
 
 DAY = date(2024, 2, 1)
-ADMIN_DSN = "host=127.0.0.1 port=5432 dbname=postgres user=postgres"
-
-
-def _admin(sql: str) -> None:
-    conn = psycopg2.connect(ADMIN_DSN, connect_timeout=5)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql)
-    finally:
-        conn.close()
+ADMIN_DSN = "host=127.0.0.1 port=5432 dbname=postgres user=postgres connect_timeout=5"
 
 
 @pytest.fixture
 def postgres_db(monkeypatch):
     try:
-        _admin("select 1")
+        pg_execute(ADMIN_DSN, "select 1")
     except psycopg2.OperationalError as exc:
         require(False, f"PostgreSQL is not reachable on 127.0.0.1:5432: {exc}")
     name = f"ai_pipeline_test_{uuid.uuid4().hex[:12]}"
-    _admin(f"create database {name}")
+    pg_execute(ADMIN_DSN, f"create database {name}")
     for key, value in {"HOST": "127.0.0.1", "PORT": "5432", "USER": "postgres", "PASSWORD": "", "DB": name}.items():
         monkeypatch.setenv(f"DAGSTER_PG_{key}", value)
     yield name
-    _admin(f"drop database if exists {name} with (force)")
+    pg_execute(ADMIN_DSN, f"drop database if exists {name} with (force)")
 
 
 def test_materialization_is_recorded_in_postgres(tmp_path, postgres_db):
