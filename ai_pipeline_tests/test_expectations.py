@@ -15,14 +15,6 @@ import pytest
 from ai_pipeline.lib import expectations as ex
 
 DAY = date(2024, 3, 1)
-LINEAGE = {
-    "partition_date": pl.Date(),
-    "_source": pl.String(),
-    "_source_uri": pl.String(),
-    "_source_offset": pl.Int64(),
-    "_source_page": pl.Int64(),
-    "_ingested_at": pl.Datetime("us", "UTC"),
-}
 
 
 def _with_lineage(frame: pl.DataFrame) -> pl.DataFrame:

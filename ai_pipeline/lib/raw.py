@@ -21,6 +21,7 @@ from pydantic import BaseModel
 
 from ai_pipeline.lib.contracts import field_aliases, required_fields
 
+# Where a row came from: kept on raw, validated and quarantined rows alike.
 LINEAGE_SCHEMA: dict[str, pl.DataType] = {
     "partition_date": pl.Date(),
     "_source": pl.String(),
@@ -28,9 +29,9 @@ LINEAGE_SCHEMA: dict[str, pl.DataType] = {
     "_source_offset": pl.Int64(),
     "_source_page": pl.Int64(),
     "_ingested_at": pl.Datetime("us", "UTC"),
-    "_raw": pl.String(),
-    "_read_error": pl.String(),
 }
+# Raw rows also carry the record as sent and why it could not be read.
+RECORD_SCHEMA: dict[str, pl.DataType] = {**LINEAGE_SCHEMA, "_raw": pl.String(), "_read_error": pl.String()}
 
 
 def decimal_text(value: Decimal) -> str:
@@ -86,7 +87,7 @@ def text_value(value: Any) -> str | None:
 
 def raw_schema(model: type[BaseModel]) -> dict[str, pl.DataType]:
     """Column order is part of the table's contract (the DuckDB IO manager inserts by position)."""
-    return {**LINEAGE_SCHEMA, **{name: pl.String() for name in model.model_fields}}
+    return {**RECORD_SCHEMA, **{name: pl.String() for name in model.model_fields}}
 
 
 def empty_raw(model: type[BaseModel]) -> pl.DataFrame:
@@ -230,6 +231,6 @@ def to_raw(
             "_raw": raw_json,
             "_read_error": errors,
         },
-        schema=LINEAGE_SCHEMA,
+        schema=RECORD_SCHEMA,
     )
     return pl.concat([lineage, conformed], how="horizontal").select(list(raw_schema(model))), report

@@ -28,9 +28,8 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, StringConstrain
 from pydantic.fields import FieldInfo
 
 from ai_pipeline.lib import contracts
+from ai_pipeline.lib.raw import LINEAGE_SCHEMA
 
-LINEAGE_COLUMNS = ("_source", "_source_uri", "_source_offset", "_source_page", "_ingested_at")
-RAW_COLUMNS = ("partition_date", *LINEAGE_COLUMNS, "_raw", "_read_error")
 REASON_DTYPE = pl.List(pl.Struct({"field": pl.String, "rule": pl.String, "message": pl.String, "value": pl.String}))
 UTC_MICROS = pl.Datetime("us", "UTC")
 
@@ -362,7 +361,7 @@ def validate(
     contract = compile_contract(model, partition_day)
     checked = _check(prepare_raw(raw, model), contract).with_row_index("__row")
     failed = _failed(contract)
-    lineage = [c for c in ("partition_date", *LINEAGE_COLUMNS) if c in checked.columns]
+    lineage = [c for c in LINEAGE_SCHEMA if c in checked.columns]
     quarantine_columns = [*lineage, *[pl.col(name).cast(pl.String) for name in contract.columns], "_raw"]
 
     failing = checked.filter(failed)
