@@ -25,12 +25,12 @@ def build_defs(settings: Settings) -> dg.Definitions:
     checks = ingest_checks(
         "events",
         raw_event_keys,
-        suites=[(expectations.EVENTS_CONTRACT, "ERROR"), (expectations.EVENTS_STATISTICS, "WARN")],
+        suites=[expectations.EVENTS_CONTRACT, expectations.EVENTS_STATISTICS],
         partitions=partitions,
     ) + ingest_checks(
         "users",
         [f"raw_{s.name}" for s in USER_SOURCES],
-        suites=[(expectations.USERS_CONTRACT, "ERROR")],
+        suites=[expectations.USERS_CONTRACT],
         partitions=partitions,
     )
     dbt_assets, dbt_resources = build_dbt_assets(settings, partitions)

@@ -57,10 +57,10 @@ def ingest_checks(
     entity: str,
     raw_keys: Iterable[str],
     *,
-    suites: Iterable[tuple[str, str]],
+    suites: Iterable[str],
     partitions: dg.PartitionsDefinition,
 ) -> list[dg.AssetChecksDefinition]:
-    """Checks for `validated_<entity>`; `suites` are (Great Expectations suite name, severity) pairs."""
+    """Checks for `validated_<entity>`; `suites` are Great Expectations suite names (each declares its severity)."""
     raw_keys = list(raw_keys)
     valid, quarantined = f"validated_{entity}", f"quarantined_{entity}"
 
@@ -115,13 +115,15 @@ def ingest_checks(
         verdict = quality.duplicates(identical, conflicting)
         return _result(verdict, {"identical_duplicates": identical, "conflicting_duplicates": conflicting})
 
-    def suite_check(suite: str, severity: str) -> dg.AssetChecksDefinition:
+    def suite_check(suite: str) -> dg.AssetChecksDefinition:
+        severity = expectations.SEVERITY[suite]
+
         @dg.asset_check(
             asset=valid,
             name=f"great_expectations_{suite}",
             description=f"Great Expectations suite `{suite}` on the partition ({severity}"
-            f"{', blocking' if severity == 'ERROR' else ''}).",
-            blocking=severity == "ERROR",
+            f"{', blocking' if severity == expectations.ERROR else ''}).",
+            blocking=severity == expectations.ERROR,
             partitions_def=partitions,
         )
         def _check(context: dg.AssetCheckExecutionContext, warehouse: DuckDBResource):
@@ -131,7 +133,7 @@ def ingest_checks(
             metadata["failures"] = dg.MetadataValue.md(metadata["failures"])
             return dg.AssetCheckResult(
                 passed=outcome.success,
-                severity=dg.AssetCheckSeverity(severity),
+                severity=dg.AssetCheckSeverity(outcome.severity),
                 description=f"{len(outcome.failed)} of {outcome.evaluated} expectations failed",
                 metadata=metadata,
             )
@@ -161,4 +163,4 @@ def ingest_checks(
             },
         )
 
-    return [conservation, quarantine_rate, duplicates, explained, *(suite_check(s, sev) for s, sev in suites)]
+    return [conservation, quarantine_rate, duplicates, explained, *map(suite_check, suites)]
