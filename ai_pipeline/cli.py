@@ -6,10 +6,13 @@ import argparse
 import contextlib
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 from ai_pipeline.instance import instance_kind, prepare_instance_home
+from ai_pipeline.lib.features import FEATURE_DATE, HORIZON, USER
+from ai_pipeline.lib.training import DEFAULT_TTL, EntityError, read_entities, training_set
 from ai_pipeline.settings import Settings
 
 DEFAULT_DAYS = 7
@@ -22,6 +25,7 @@ class DayOutcome:
     day: str
     success: bool
     rows: dict[str, dict[str, int]] = field(default_factory=dict)  # entity -> in/valid/quarantined
+    feature_rows: int | None = None
     checks_passed: int = 0
     checks_failed: list[str] = field(default_factory=list)
 
@@ -65,6 +69,8 @@ def run_days(settings: Settings, start: date, end: date) -> list[DayOutcome]:
                     "valid": meta["dagster/row_count"].value,
                     "quarantined": meta["rows_quarantined"].value,
                 }
+            if name == "user_window_features":
+                outcome.feature_rows = meta["dagster/row_count"].value
         for evaluation in result.get_asset_check_evaluations():
             if evaluation.passed:
                 outcome.checks_passed += 1
@@ -78,7 +84,10 @@ def run_days(settings: Settings, start: date, end: date) -> list[DayOutcome]:
 
 
 def print_summary(settings: Settings, outcomes: list[DayOutcome]) -> None:
-    print(f"\n{'partition':<12} {'run':<8} {'events in/valid/quar.':<24} {'users in/valid/quar.':<22} checks")
+    print(
+        f"\n{'partition':<12} {'run':<8} {'events in/valid/quar.':<24} {'users in/valid/quar.':<22} "
+        f"{'features':<9} checks"
+    )
     for o in outcomes:
         cells = []
         for entity in ("events", "users"):
@@ -86,7 +95,8 @@ def print_summary(settings: Settings, outcomes: list[DayOutcome]) -> None:
             cells.append(f"{r['in']}/{r['valid']}/{r['quarantined']}" if r else "-")
         status = "ok" if o.success else "FAILED"
         checks = f"{o.checks_passed} passed, {len(o.checks_failed)} failed"
-        print(f"{o.day:<12} {status:<8} {cells[0]:<24} {cells[1]:<22} {checks}")
+        features = "-" if o.feature_rows is None else str(o.feature_rows)
+        print(f"{o.day:<12} {status:<8} {cells[0]:<24} {cells[1]:<22} {features:<9} {checks}")
     failed = sorted({name for o in outcomes for name in o.checks_failed})
     if failed:
         print("\nFailed checks (see the asset-check view in the UI for the metadata that explains them):")
@@ -95,10 +105,44 @@ def print_summary(settings: Settings, outcomes: list[DayOutcome]) -> None:
     print(
         f"\nData root:      {settings.home}"
         f"\nLanding zone:   {settings.landing}"
-        f"\nWarehouse:      {settings.warehouse}  (DuckDB: tables raw_*, validated_*, quarantined_*, dbt marts)"
+        f"\nWarehouse:      {settings.warehouse}  (DuckDB: raw_*, validated_*, quarantined_*, dbt marts, "
+        "user_daily_aggregates, user_window_features = the offline feature store)"
+        f"\nOnline store:   {settings.online_store} (look up a user: ai-pipeline features USER_ID)"
         f"\nDagster home:   {os.environ.get('DAGSTER_HOME')}"
         "\nOpen the UI:    make ui   (then http://127.0.0.1:3000; the runs above are under Runs)"
     )
+
+
+def print_features(settings: Settings, user_ids: list[str]) -> int:
+    store = settings.online_store_client()
+    found = store.lookup(user_ids)
+    print(f"Online store: {store.name}, feature date {store.feature_date()}")
+    for row in found.iter_rows(named=True):
+        if row[FEATURE_DATE] is not None:
+            print(f"\n{row.pop(USER)}")
+            for name, value in row.items():
+                print(f"  {name:<34} {value}")
+    missing = found.filter(found[FEATURE_DATE].is_null())[USER].to_list()
+    if missing:
+        print(f"No features for {', '.join(missing)} (unknown, or inactive for {HORIZON} days)", file=sys.stderr)
+    return 1 if len(missing) == len(user_ids) else 0
+
+
+def write_training_set(settings: Settings, entities: Path, output: Path, ttl: timedelta) -> int:
+    import duckdb
+
+    try:
+        frame = read_entities(entities)
+    except EntityError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    with duckdb.connect(str(settings.warehouse), read_only=True) as conn:
+        result = training_set(conn, frame, ttl=ttl)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    result.write_parquet(output)
+    matched = result[FEATURE_DATE].is_not_null().sum()
+    print(f"Wrote {result.height} rows ({matched} with features, ttl {ttl}) to {output}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,14 +162,28 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--dirty-rate", type=float, default=0.02)
     demo.add_argument("--days", type=int, default=DEFAULT_DAYS, help="days ending yesterday (UTC)")
     sub.add_parser("dagster-home", help="print the DAGSTER_HOME of the configured instance")
+    lookup = sub.add_parser("features", help="print users' features from the online store")
+    lookup.add_argument("user_ids", nargs="+")
+    training = sub.add_parser(
+        "training-set", help="point-in-time features for an entity file (CSV/Parquet: user_id, event_timestamp)"
+    )
+    training.add_argument("entities", type=Path)
+    training.add_argument("output", type=Path, help="Parquet file to write")
+    training.add_argument("--ttl-days", type=float, default=DEFAULT_TTL.total_seconds() / 86400)
 
     args = parser.parse_args(argv)
     settings = Settings.from_env()
     if args.command == "dagster-home":
         print(prepare_instance_home(settings, instance_kind()))
         return 0
+    if args.command == "features":
+        return print_features(settings, args.user_ids)
+    if args.command == "training-set":
+        return write_training_set(settings, args.entities, args.output, timedelta(days=args.ttl_days))
     if args.command == "demo":
         args.start, args.end = _default_range(args.days)
+        # The demo's history starts with its first day, so its feature windows are partial, not missing.
+        settings = replace(settings, start_date=args.start)
     if args.command in ("generate", "demo"):
         from ai_pipeline.lib.sample import generate
 

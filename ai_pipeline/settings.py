@@ -27,6 +27,9 @@ class Settings:
     api_url: str | None = None
     api_token: str | None = field(default=None, repr=False)
     api_timeout_s: float = 10.0
+    # Online feature store: "embedded" (SQLite under the data root) or "postgres" (online_dsn).
+    online_store: str = "embedded"
+    online_dsn: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -39,7 +42,22 @@ class Settings:
             api_url=env.get("AI_PIPELINE_API_URL") or None,
             api_token=env.get("AI_PIPELINE_API_TOKEN") or None,
             api_timeout_s=float(env.get("AI_PIPELINE_API_TIMEOUT_S") or 10.0),
+            online_store=env.get("AI_PIPELINE_ONLINE_STORE") or "embedded",
+            online_dsn=env.get("AI_PIPELINE_ONLINE_DSN") or None,
         )
+
+    def __post_init__(self):
+        if self.online_store not in ("embedded", "postgres"):
+            raise ValueError(f"AI_PIPELINE_ONLINE_STORE must be 'embedded' or 'postgres', not {self.online_store!r}")
+        if self.online_store == "postgres" and not self.online_dsn:
+            raise ValueError("AI_PIPELINE_ONLINE_STORE=postgres needs AI_PIPELINE_ONLINE_DSN (a libpq DSN)")
+
+    def online_store_client(self):
+        from ai_pipeline.lib.online_store import PostgresOnlineStore, SqliteOnlineStore
+
+        if self.online_store == "postgres":
+            return PostgresOnlineStore(self.online_dsn)
+        return SqliteOnlineStore(self.home / "online_features.sqlite")
 
     @property
     def landing(self) -> Path:

@@ -5,33 +5,40 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import dagster as dg
+import polars as pl
+import pytest
 
-from ai_pipeline.settings import PROJECT_ROOT
+from ai_pipeline.settings import PROJECT_ROOT, Settings
 
 
-def test_demo_generates_runs_and_summarizes(tmp_path):
-    env = {**os.environ, "AI_PIPELINE_HOME": str(tmp_path)}
-    env.pop("DAGSTER_HOME", None)
-    env.pop("AI_PIPELINE_INSTANCE", None)
+def _cli(home: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "AI_PIPELINE_HOME": str(home)}
+    for name in ("DAGSTER_HOME", "AI_PIPELINE_INSTANCE", "AI_PIPELINE_START_DATE", "AI_PIPELINE_ONLINE_STORE"):
+        env.pop(name, None)
     cli = Path(sys.executable).parent / "ai-pipeline"
-    out = subprocess.run(
-        [str(cli), "demo", "--days", "2", "--events-per-day", "300", "--users", "50"],
-        cwd=PROJECT_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    return subprocess.run([str(cli), *args], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    home = tmp_path_factory.mktemp("home")
+    return home, _cli(home, "demo", "--days", "2", "--events-per-day", "300", "--users", "50")
+
+
+def test_demo_generates_runs_and_summarizes(demo):
+    tmp_path, out = demo
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     lines = [line for line in out.stdout.splitlines() if line[:4].isdigit() and " ok " in line]
     assert len(lines) == 2, out.stdout
     for line in lines:
-        events = line.split()[2]
+        events, features = line.split()[2], line.split()[4]
         rows_in, valid, quarantined = map(int, events.split("/"))
         assert rows_in == valid + quarantined and rows_in >= 300
+        assert 0 < int(features) <= 50
     assert f"Warehouse:      {tmp_path / 'warehouse.duckdb'}" in out.stdout
     assert (tmp_path / "warehouse.duckdb").is_file()
     with dg.DagsterInstance.from_config(str(tmp_path / "dagster")) as instance:
@@ -40,3 +47,29 @@ def test_demo_generates_runs_and_summarizes(tmp_path):
         assert {r.job_name for r in runs} == {"daily_pipeline"}
         assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
         assert sorted(r.tags["dagster/partition"] for r in runs) == sorted(line.split()[0] for line in lines)
+
+
+def test_online_lookup_and_training_set_agree(demo, tmp_path):
+    home, out = demo
+    assert out.returncode == 0
+    store = Settings(home=home).online_store_client()
+    online = store.snapshot()
+    last = store.feature_date()
+    user = online["user_id"][0]
+    shown = _cli(home, "features", user, "nobody")
+    assert shown.returncode == 0, shown.stderr
+    assert f"feature date {last}" in shown.stdout and user in shown.stdout
+    assert f"event_count_7d                     {online['event_count_7d'][0]}" in shown.stdout
+    assert "No features for nobody" in shown.stderr
+
+    entities = tmp_path / "entities.csv"
+    entities.write_text(
+        f"user_id,event_timestamp,label\n{user},{last + timedelta(days=1)}T08:30:00Z,1\nnobody,{last}T12:00:00Z,0\n"
+    )
+    built = _cli(home, "training-set", str(entities), str(tmp_path / "train.parquet"))
+    assert built.returncode == 0, built.stderr
+    train = pl.read_parquet(tmp_path / "train.parquet")
+    assert train["label"].to_list() == [1, 0]
+    # Train/serve consistency: the training row for "the day after the newest features" is the online vector.
+    assert train.drop("event_timestamp", "label").head(1).equals(online.head(1))
+    assert train.row(1, named=True)["feature_date"] is None

@@ -38,6 +38,11 @@ def _spec_snapshot(defs: dg.Definitions) -> dict:
         partitions = node.partitions_def
         snapshot[key.to_user_string()] = {
             "deps": sorted(d.to_user_string() for d in node.parent_keys),
+            "partition_mappings": {
+                d.to_user_string(): repr(graph.get_partition_mapping(key, d))
+                for d in sorted(node.parent_keys)
+                if graph.get_partition_mapping(key, d) != dg.TimeWindowPartitionMapping()
+            },
             "group": node.group_name,
             "kinds": sorted(node.kinds),
             "owners": list(node.owners),
@@ -73,6 +78,20 @@ def test_asset_specs_match_snapshot(defs):
         SNAPSHOT.parent.mkdir(exist_ok=True)
         SNAPSHOT.write_text(json.dumps(current, indent=2, sort_keys=True) + "\n")
     assert current == json.loads(SNAPSHOT.read_text())
+
+
+def test_feature_windows_look_back_ninety_days(defs):
+    graph = defs.resolve_asset_graph()
+    mapping = graph.get_partition_mapping(dg.AssetKey("user_window_features"), dg.AssetKey("user_daily_aggregates"))
+    assert isinstance(mapping, dg.TimeWindowPartitionMapping)
+    assert (mapping.start_offset, mapping.end_offset) == (-89, 0)
+    node = graph.get(dg.AssetKey("user_window_features"))
+    upstream = mapping.get_upstream_mapped_partitions_result_for_partitions(
+        node.partitions_def.subset_with_partition_keys(["2024-06-30"]),
+        node.partitions_def,
+        node.partitions_def,
+    ).partitions_subset.get_partition_keys()
+    assert (min(upstream), max(upstream), len(upstream)) == ("2024-04-02", "2024-06-30", 90)
 
 
 def test_daily_job_selects_every_asset(defs):

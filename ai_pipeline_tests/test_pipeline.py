@@ -34,7 +34,7 @@ def _table(settings: Settings, table: str) -> pl.DataFrame:
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory):
-    settings = Settings(home=tmp_path_factory.mktemp("home"))
+    settings = Settings(home=tmp_path_factory.mktemp("home"), start_date=DAY)
     days = generate(settings.landing, DAY, NEXT, events_per_day=400, users=80, dirty_rate=0.03)
     job = build_defs(settings).resolve_job_def(DAILY_JOB)
     instance = dg.DagsterInstance.ephemeral()

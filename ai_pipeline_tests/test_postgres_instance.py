@@ -34,7 +34,7 @@ def postgres_db(monkeypatch):
 
 
 def test_materialization_is_recorded_in_postgres(tmp_path, postgres_db):
-    settings = Settings(home=tmp_path)
+    settings = Settings(home=tmp_path, start_date=DAY)
     generate(settings.landing, DAY, DAY, events_per_day=200, users=40, dirty_rate=0.02)
     home = prepare_instance_home(settings, "postgres")
     with dg.DagsterInstance.from_config(str(home)) as instance:

@@ -7,6 +7,7 @@ from functools import partial
 import dagster as dg
 
 from ai_pipeline.defs.common import DAILY_FRESHNESS, daily_partitions
+from ai_pipeline.defs.features import feature_assets
 from ai_pipeline.defs.ingest.assets import ingest_assets
 from ai_pipeline.defs.ingest.checks import ingest_checks
 from ai_pipeline.defs.marts import build_dbt_assets
@@ -35,14 +36,15 @@ def build_defs(settings: Settings) -> dg.Definitions:
     )
     dbt_assets, dbt_resources = build_dbt_assets(settings, partitions)
     defs = dg.Definitions(
-        assets=[*assets, dbt_assets],
+        assets=[*assets, dbt_assets, *feature_assets(settings, partitions)],
         asset_checks=checks,
         jobs=[
             dg.define_asset_job(
                 DAILY_JOB,
                 selection=dg.AssetSelection.all(),
                 partitions_def=partitions,
-                description="Every daily asset for one day: raw sources, validation, dbt marts, and their checks.",
+                description="Every daily asset for one day: raw sources, validation, dbt marts, features, the online "
+                "store, and their checks.",
             )
         ],
         resources={**warehouse_resources(settings), **dbt_resources},

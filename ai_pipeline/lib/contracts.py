@@ -30,6 +30,9 @@ from pydantic import (
 )
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:\-]*$"
+# The catalogue's top-level categories: the sample draws from them and the category features pivot on them.
+# Events may carry other categories (they still count as distinct categories).
+CATEGORIES = ("electronics", "books", "clothing", "home", "sports", "toys", "beauty", "grocery")
 CATEGORY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9 &/_.\-]*$"
 EMAIL_PATTERN = r"^[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,24}$"
 

@@ -18,11 +18,12 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from ai_pipeline.lib.contracts import CATEGORIES
+
 EVENT_COLUMNS = ["event_id", "user_id", "event_type", "event_time", "amount", "category", "country"]
 USER_COLUMNS = ["user_id", "age", "email", "signup_time", "country"]
 EVENT_TYPES = ["view", "click", "purchase", "logout", "signup"]
 EVENT_WEIGHTS = [0.5, 0.3, 0.1, 0.07, 0.03]
-CATEGORIES = ["electronics", "books", "clothing", "home", "sports", "toys", "beauty", "grocery"]
 COUNTRIES = ["United Kingdom", "Germany", "France", "Spain", "Netherlands", "Ireland", "Italy", "Poland"]
 
 ROW_DEFECTS = (
@@ -82,7 +83,8 @@ def _users(seed: int, users: int) -> pl.DataFrame:
     )
 
 
-def _day_events(day: date, users: pl.DataFrame, events: int, seed: int) -> pl.DataFrame:
+def _day_typed(day: date, users: pl.DataFrame, events: int, seed: int) -> pl.DataFrame:
+    """A day of clean events, typed as validation publishes them."""
     rng = _rng(seed, day, 1)
     weights = users["weight"].to_numpy()
     picks = rng.choice(users.height, events, p=weights / weights.sum())
@@ -91,18 +93,38 @@ def _day_events(day: date, users: pl.DataFrame, events: int, seed: int) -> pl.Da
     seconds.sort()
     types = rng.choice(EVENT_TYPES, events, p=EVENT_WEIGHTS)
     amounts = np.round(rng.lognormal(3.4, 0.8, events), 2)
-    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    categories = rng.choice(CATEGORIES, events)
     return pl.DataFrame(
         {
-            "event_id": [f"evt-{day:%Y%m%d}-{i:06d}" for i in range(events)],
+            "event_id": pl.Series(range(events)).cast(pl.String).str.zfill(6),
             "user_id": users["user_id"].gather(picks),
             "event_type": types,
-            "event_time": [(start + timedelta(seconds=int(s))).strftime("%Y-%m-%dT%H:%M:%SZ") for s in seconds],
-            "amount": [f"{a:.2f}" if t == "purchase" else None for a, t in zip(amounts, types, strict=True)],
-            "category": rng.choice(CATEGORIES, events),
+            "event_time": pl.Series(np.datetime64(day, "us") + (seconds * 1_000_000).astype("timedelta64[us]")),
+            "amount": amounts,
+            "category": categories,
             "country": users["country"].gather(picks),
         }
+    ).with_columns(
+        (f"evt-{day:%Y%m%d}-" + pl.col("event_id")).alias("event_id"),
+        pl.col("event_time").dt.replace_time_zone("UTC"),
+        pl.when(pl.col("event_type") == "purchase").then(pl.col("amount")).alias("amount"),
     )
+
+
+def _day_events(day: date, users: pl.DataFrame, events: int, seed: int) -> pl.DataFrame:
+    """A day of events as a source sends them: every value a string."""
+    typed = _day_typed(day, users, events, seed)
+    return typed.with_columns(
+        pl.col("event_time").dt.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        pl.Series("amount", [None if a is None else f"{a:.2f}" for a in typed["amount"]], dtype=pl.String),
+    )
+
+
+def clean_events(start: date, end: date, *, events_per_day: int, users: int, seed: int = 42) -> pl.DataFrame:
+    """The generator's events for [start, end] as validated_events holds them (no dirt, no files)."""
+    people = _users(seed, users)
+    days = [start + timedelta(days=n) for n in range((end - start).days + 1)]
+    return pl.concat([_day_typed(day, people, events_per_day, seed) for day in days])
 
 
 def _corrupt(rows: list[dict], day: date, rate: float, rng: np.random.Generator) -> int:

@@ -1,0 +1,306 @@
+"""User features: validated events -> daily partials -> 7/30/90-day windows (offline store) -> online store.
+
+Assets: `user_daily_aggregates`, `user_window_features`, `online_user_features`. The work is done by
+`ai_pipeline.lib.features` (registry and windows), `lib.feature_checks`, `lib.drift` and `lib.online_store`;
+these shells read the warehouse, call them, and report numbers and checks.
+"""
+
+import time
+from datetime import date, timedelta
+
+import dagster as dg
+import polars as pl
+import polars.selectors as cs
+from dagster_duckdb import DuckDBResource
+
+from ai_pipeline.defs.common import DAILY_BACKFILL, DUCKDB_POOL, OWNERS, partition_date
+from ai_pipeline.lib import drift, feature_checks, features
+from ai_pipeline.lib.quality import Verdict
+from ai_pipeline.settings import Settings
+
+GROUP = "features"
+AGGREGATES = "user_daily_aggregates"
+WINDOWS = "user_window_features"
+ONLINE = "online_user_features"
+CONSERVATION_CHECK = "partials_count_every_event"
+NULLS_CHECK = "null_rates"
+RANGES_CHECK = "value_ranges"
+ROWS_CHECK = "one_row_per_active_user"
+COMPLETENESS_CHECK = "window_complete"
+DRIFT_CHECK = "feature_drift_psi"
+CONSISTENCY_CHECK = "online_matches_offline"
+# Drift compares a day with the same weekday four weeks earlier: far enough for the 7- and 30-day windows
+# not to overlap, near enough to follow slow seasonal change.
+DRIFT_REFERENCE_LAG_DAYS = 28
+
+
+class WindowConfig(dg.Config):
+    drift_reference_lag_days: int = DRIFT_REFERENCE_LAG_DAYS
+
+
+def _check(name: str, verdict: Verdict, metadata: dict | None = None, asset: str = WINDOWS) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        asset_key=asset,
+        check_name=name,
+        passed=verdict.passed,
+        severity=dg.AssetCheckSeverity(verdict.severity),
+        description=verdict.description,
+        metadata=metadata or {},
+    )
+
+
+def _specs(asset: str, partitions, checks: dict[str, str], blocking: set[str]) -> list[dg.AssetCheckSpec]:
+    return [
+        dg.AssetCheckSpec(name, asset=asset, partitions_def=partitions, description=text, blocking=name in blocking)
+        for name, text in checks.items()
+    ]
+
+
+def _read(warehouse: DuckDBResource, query: str, params: list) -> pl.DataFrame:
+    """A query's result, timestamps in UTC (DuckDB names the zone after its session, e.g. Etc/UTC)."""
+    with warehouse.get_connection() as conn:
+        frame = conn.execute(query, params).pl()
+    return frame.with_columns(cs.datetime(time_zone="*").dt.convert_time_zone("UTC"))
+
+
+def _read_partition(warehouse: DuckDBResource, table: str, column: str, day: date) -> pl.DataFrame:
+    """One day of a table this lane writes; empty (no columns) before its first materialization."""
+    exists = _read(
+        warehouse,
+        "select count(*) as n from information_schema.tables where table_schema = 'main' and table_name = ?",
+        [table],
+    )["n"][0]
+    return _read(warehouse, f"select * from main.{table} where {column} = ?", [day]) if exists else pl.DataFrame()
+
+
+def aggregates_asset(partitions: dg.DailyPartitionsDefinition) -> dg.AssetsDefinition:
+    @dg.asset(
+        name=AGGREGATES,
+        description="Per user and day: every partial aggregate the feature registry needs (counts, sums, "
+        "distinct categories, first/last event), computed once per day from validated_events.",
+        group_name=GROUP,
+        kinds={"python", "polars", "duckdb"},
+        owners=OWNERS,
+        partitions_def=partitions,
+        backfill_policy=DAILY_BACKFILL,
+        pool=DUCKDB_POOL,
+        deps=["validated_events"],
+        metadata={"partition_expr": features.DAY},
+        check_specs=_specs(
+            AGGREGATES,
+            partitions,
+            {CONSERVATION_CHECK: "The partials count exactly the day's validated events."},
+            blocking={CONSERVATION_CHECK},
+        ),
+    )
+    def _aggregates(context: dg.AssetExecutionContext, warehouse: DuckDBResource):
+        day = partition_date(context)
+        events = _read(warehouse, "select * from main.validated_events where partition_date = ?", [day])
+        started = time.perf_counter()
+        daily = features.daily_aggregates(events).with_columns(pl.lit(day).alias(features.DAY))
+        counted = int(daily["event_id__count"].sum() or 0)
+        yield dg.Output(
+            daily,
+            metadata={
+                "dagster/row_count": daily.height,
+                "events": events.height,
+                "active_users": daily[features.USER].n_unique(),
+                "seconds": round(time.perf_counter() - started, 4),
+            },
+        )
+        verdict = Verdict(
+            counted == events.height,
+            "ERROR",
+            f"{counted} events counted in partials, {events.height} validated events",
+        )
+        yield _check(CONSERVATION_CHECK, verdict, {"events": events.height, "counted": counted}, asset=AGGREGATES)
+
+    return _aggregates
+
+
+def _present_days(context: dg.AssetExecutionContext) -> set[date]:
+    materialized = context.instance.get_materialized_partitions(dg.AssetKey(AGGREGATES))
+    return {date.fromisoformat(key) for key in materialized}
+
+
+def windows_asset(settings: Settings, partitions: dg.DailyPartitionsDefinition) -> dg.AssetsDefinition:
+    @dg.asset(
+        name=WINDOWS,
+        description=f"The offline feature store: per user active in the {features.HORIZON} days ending D, "
+        f"{len(features.FEATURES)} features (7/30/90-day windows, totals, category pivot) as of the end of D, "
+        f"combined from {AGGREGATES} (never from raw events). One table keyed by (user_id, feature_date).",
+        group_name=GROUP,
+        kinds={"python", "polars", "duckdb"},
+        owners=OWNERS,
+        partitions_def=partitions,
+        backfill_policy=DAILY_BACKFILL,
+        pool=DUCKDB_POOL,
+        deps=[
+            dg.AssetDep(
+                AGGREGATES,
+                partition_mapping=dg.TimeWindowPartitionMapping(
+                    start_offset=-(features.HORIZON - 1), end_offset=0, allow_nonexistent_upstream_partitions=True
+                ),
+            )
+        ],
+        metadata={
+            "partition_expr": features.FEATURE_DATE,
+            "dagster/column_schema": dg.TableSchema(
+                columns=[dg.TableColumn(f.name, str(f.dtype), description=f.description) for f in features.FEATURES]
+            ),
+        },
+        check_specs=_specs(
+            WINDOWS,
+            partitions,
+            {
+                NULLS_CHECK: "Null rate of every feature; only means may be null (no values in the window).",
+                RANGES_CHECK: "Counts and sums >= 0, means <= sums, narrower windows <= wider ones, "
+                "first <= last event, timestamps within the window.",
+                ROWS_CHECK: "One row per user with a validated event in the window (counted in SQL from "
+                "validated_events, independently of the feature code).",
+                COMPLETENESS_CHECK: "How many of the window's upstream days were present (partial at the start "
+                "of history).",
+                DRIFT_CHECK: f"PSI of every numeric feature against the same features {DRIFT_REFERENCE_LAG_DAYS} "
+                f"days earlier (config): WARN above {drift.WARN_PSI}, ERROR above {drift.ERROR_PSI}, "
+                f"'not enough data' under {drift.MIN_SAMPLES} values.",
+            },
+            blocking={NULLS_CHECK, RANGES_CHECK, ROWS_CHECK},
+        ),
+    )
+    def _windows(context: dg.AssetExecutionContext, config: WindowConfig, warehouse: DuckDBResource):
+        day = partition_date(context)
+        cover = features.coverage(day, settings.start_date, _present_days(context))
+        if not cover.complete:
+            raise dg.Failure(
+                description=f"{WINDOWS} for {day} not computed: {len(cover.missing)} upstream days of "
+                f"{AGGREGATES} were never materialized (first: {cover.missing[0]}). Materialize or backfill them.",
+                metadata={"missing_days": dg.MetadataValue.json([d.isoformat() for d in cover.missing])},
+            )
+        first = day - timedelta(days=features.HORIZON - 1)
+        daily = _read(
+            warehouse,
+            f"select * from main.{AGGREGATES} where {features.DAY} between ? and ? "
+            f"order by {features.DAY}, {features.USER}",
+            [first, day],
+        )
+        started = time.perf_counter()
+        frame = features.window_features(daily, day)
+        seconds = time.perf_counter() - started
+        reference_day = day - timedelta(days=config.drift_reference_lag_days)
+        # A feature whose reference window is cut short by the start of history is not comparable.
+        comparable = [
+            f.name
+            for f in features.FEATURES
+            if f.numeric and reference_day - timedelta(days=f.window_days - 1) >= settings.start_date
+        ]
+        reference = _read_partition(warehouse, WINDOWS, features.FEATURE_DATE, reference_day)
+        report = drift.drift(reference, frame, comparable)
+        active = _read(
+            warehouse,
+            "select count(distinct user_id) as n from main.validated_events where partition_date between ? and ?",
+            [first, day],
+        )["n"][0]
+        nulls, rates = feature_checks.null_rates(frame)
+        ranges, broken = feature_checks.value_ranges(frame, day)
+        yield dg.Output(
+            frame,
+            metadata={
+                "dagster/row_count": frame.height,
+                "features": len(features.FEATURES),
+                "window_days_present": len(cover.expected) - len(cover.missing),
+                "partial_window": cover.partial,
+                "seconds": round(seconds, 4),
+                "drift_max_psi": report.worst[1] if report.worst else 0.0,
+                **{f"psi/{name}": score for name, score in report.scores.items()},
+            },
+        )
+        yield _check(NULLS_CHECK, nulls, {f"null_rate/{n}": round(r, 6) for n, r in rates.items()})
+        yield _check(RANGES_CHECK, ranges, {f"violations/{n}": v for n, v in broken.items()})
+        yield _check(ROWS_CHECK, feature_checks.row_count(frame, active), {"rows": frame.height, "active": active})
+        yield _check(
+            COMPLETENESS_CHECK,
+            feature_checks.completeness(cover),
+            {"days_present": len(cover.expected) - len(cover.missing), "days_before_history": cover.before_history},
+        )
+        yield _check(
+            DRIFT_CHECK,
+            Verdict(
+                report.status in ("ok", "not enough data"),
+                "ERROR" if report.status == "error" else "WARN",
+                report.describe(),
+            ),
+            {
+                "status": report.status,
+                "reference_date": reference_day.isoformat(),
+                "reference_rows": report.reference_rows,
+                "comparable_features": len(comparable),
+                **{f"psi/{name}": score for name, score in report.scores.items()},
+            },
+        )
+
+    return _windows
+
+
+def _latest_offline(warehouse: DuckDBResource) -> pl.DataFrame:
+    return _read(
+        warehouse,
+        f"select * from main.{WINDOWS} where {features.FEATURE_DATE} = (select max({features.FEATURE_DATE}) "
+        f"from main.{WINDOWS}) order by {features.USER}",
+        [],
+    )
+
+
+def online_asset(settings: Settings, partitions: dg.DailyPartitionsDefinition) -> dg.AssetsDefinition:
+    @dg.asset(
+        name=ONLINE,
+        description="The online store: the newest day's feature vector of every user, for lookups by batches "
+        "of user ids. Embedded SQLite by default, PostgreSQL with AI_PIPELINE_ONLINE_STORE=postgres. "
+        "Materializing an older day than the store holds changes nothing.",
+        group_name=GROUP,
+        kinds={"python", "sqlite" if settings.online_store == "embedded" else "postgres"},
+        owners=OWNERS,
+        partitions_def=partitions,
+        backfill_policy=DAILY_BACKFILL,
+        deps=[WINDOWS],
+        check_specs=_specs(
+            ONLINE,
+            partitions,
+            {
+                CONSISTENCY_CHECK: "Train/serve consistency: the online store equals the offline store's latest "
+                "feature date, user for user and value for value."
+            },
+            blocking=set(),
+        ),
+    )
+    def _online(context: dg.AssetExecutionContext, warehouse: DuckDBResource):
+        day = partition_date(context)
+        store = settings.online_store_client()
+        current = store.feature_date()
+        if current is not None and current > day:
+            yield dg.MaterializeResult(
+                metadata={"published": False, "store_feature_date": current.isoformat(), "dagster/row_count": 0}
+            )
+        else:
+            frame = _read_partition(warehouse, WINDOWS, features.FEATURE_DATE, day)
+            started = time.perf_counter()
+            rows = store.publish(frame) if frame.height else 0
+            yield dg.MaterializeResult(
+                metadata={
+                    "published": bool(frame.height),
+                    "store_feature_date": day.isoformat() if frame.height else str(current),
+                    "dagster/row_count": rows,
+                    "publish_seconds": round(time.perf_counter() - started, 4),
+                    "backend": store.name,
+                }
+            )
+        online, offline = store.snapshot(), _latest_offline(warehouse)
+        verdict = feature_checks.consistency(online, offline)
+        yield _check(
+            CONSISTENCY_CHECK, verdict, {"online_rows": online.height, "offline_rows": offline.height}, asset=ONLINE
+        )
+
+    return _online
+
+
+def feature_assets(settings: Settings, partitions: dg.DailyPartitionsDefinition) -> list[dg.AssetsDefinition]:
+    return [aggregates_asset(partitions), windows_asset(settings, partitions), online_asset(settings, partitions)]
