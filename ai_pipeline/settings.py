@@ -30,6 +30,7 @@ class Settings:
     # Online feature store: "embedded" (SQLite under the data root) or "postgres" (online_dsn).
     online_store: str = "embedded"
     online_dsn: str | None = field(default=None, repr=False)
+    online_table: str = "public.online_user_features"
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -44,6 +45,7 @@ class Settings:
             api_timeout_s=float(env.get("AI_PIPELINE_API_TIMEOUT_S") or 10.0),
             online_store=env.get("AI_PIPELINE_ONLINE_STORE") or "embedded",
             online_dsn=env.get("AI_PIPELINE_ONLINE_DSN") or None,
+            online_table=env.get("AI_PIPELINE_ONLINE_TABLE") or "public.online_user_features",
         )
 
     def __post_init__(self):
@@ -56,7 +58,7 @@ class Settings:
         from ai_pipeline.lib.online_store import PostgresOnlineStore, SqliteOnlineStore
 
         if self.online_store == "postgres":
-            return PostgresOnlineStore(self.online_dsn)
+            return PostgresOnlineStore(self.online_dsn, self.online_table)
         return SqliteOnlineStore(self.home / "online_features.sqlite")
 
     @property

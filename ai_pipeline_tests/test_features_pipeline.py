@@ -184,6 +184,32 @@ def test_a_window_with_missing_upstream_days_is_not_published(tmp_path):
     assert feature_defs.WINDOWS not in tables
 
 
+def test_postgres_online_store_serves_what_the_offline_store_holds(tmp_path, pg_dsn, pg_schema):
+    settings = Settings(
+        home=tmp_path,
+        start_date=START,
+        online_store="postgres",
+        online_dsn=pg_dsn,
+        online_table=f"{pg_schema}.online_user_features",
+    )
+    _write_validated(settings, _events(START, START + timedelta(days=1)))
+    defs = build_defs(settings)
+    instance = dg.DagsterInstance.ephemeral()
+    for day in (START, START + timedelta(days=1)):
+        result = _materialize(defs, instance, day)
+        assert result.success and _checks(result)[feature_defs.CONSISTENCY_CHECK].passed
+    store = settings.online_store_client()
+    assert store.name == "postgres" and store.feature_date() == START + timedelta(days=1)
+    offline = _warehouse(
+        settings, "select * from user_window_features where feature_date = ?", [START + timedelta(days=1)]
+    )
+    users = offline["user_id"].to_list()[:5] + ["nobody"]
+    found = store.lookup(users)
+    assert found["user_id"].to_list() == users
+    assert found.head(5).equals(offline.head(5))
+    assert found.row(5, named=True)["event_count_7d"] is None
+
+
 def test_settings_choose_the_online_backend(tmp_path):
     assert type(Settings(home=tmp_path).online_store_client()).__name__ == "SqliteOnlineStore"
     with pytest.raises(ValueError, match="AI_PIPELINE_ONLINE_DSN"):
