@@ -19,7 +19,7 @@ from ai_pipeline.defs import build_defs
 from ai_pipeline.defs import features as feature_defs
 from ai_pipeline.lib import features
 from ai_pipeline.lib.sample import clean_events
-from ai_pipeline.settings import Settings
+from ai_pipeline.settings import PROJECT_ROOT, Settings
 
 START = date(2024, 3, 1)
 DAYS = 21
@@ -214,3 +214,10 @@ def test_settings_choose_the_online_backend(tmp_path):
     assert type(Settings(home=tmp_path).online_store_client()).__name__ == "SqliteOnlineStore"
     with pytest.raises(ValueError, match="AI_PIPELINE_ONLINE_DSN"):
         replace(Settings(home=tmp_path), online_store="postgres")
+
+
+def test_readme_documents_the_registry():
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    begin, end = "<!-- features:begin", "<!-- features:end -->"
+    documented = readme[readme.index(begin) : readme.index(end)].split("\n", 1)[1].strip()
+    assert documented == features.markdown_table(), "README's feature table is stale: paste markdown_table()"
