@@ -153,7 +153,8 @@ def test_online_store_holds_the_newest_day_and_ignores_older_ones(lane):
     assert _checks(again)[feature_defs.CONSISTENCY_CHECK].passed
 
 
-def test_rematerializing_a_day_is_idempotent(lane):
+def test_rematerializing_a_day_after_later_days_exist_is_identical(lane):
+    """Idempotent, and no leakage: later days' partials (and events) are there now and change nothing."""
     settings, _, defs, instance, _ = lane
     day = START + timedelta(days=11)
     query = "select * from user_window_features where feature_date = ? order by user_id"
