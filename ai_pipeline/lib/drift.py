@@ -45,7 +45,7 @@ class DriftReport:
 
     @property
     def status(self) -> str:
-        """"ok", "warn", "error" or "not enough data"."""
+        """ "ok", "warn", "error" or "not enough data"."""
         if not self.scores:
             return "not enough data"
         _, score = self.worst

@@ -57,9 +57,7 @@ def range_rules(day: date, features: Sequence[Feature] = FEATURES) -> dict[str, 
                 rules[f"{f.name} <= {total.name}"] = col > pl.col(total.name) * (1 + TOLERANCE) + TOLERANCE
         if f.aggregation in (MIN, MAX):
             start = end - timedelta(days=f.window_days)
-            rules[f"{f.name} within the window"] = ~col.dt.replace_time_zone(None).is_between(
-                start, end, closed="left"
-            )
+            rules[f"{f.name} within the window"] = ~col.dt.replace_time_zone(None).is_between(start, end, closed="left")
         if f.aggregation == MIN:
             latest = by_key.get(((f.source, MAX, f.where), f.window_days))
             if latest is not None:

@@ -94,9 +94,7 @@ class SqliteOnlineStore:
                 db.execute(f"create table {table} ({columns}, primary key ({_quote(USER)})) without rowid")
                 db.executemany(f"insert into {table} ({columns}) values ({marks})", encoded.iter_rows())
                 db.execute("create table if not exists _schemas (name text primary key, schema text)")
-                db.execute(
-                    "insert or replace into _schemas values (?, ?)", (self.table, _schema_json(features.schema))
-                )
+                db.execute("insert or replace into _schemas values (?, ?)", (self.table, _schema_json(features.schema)))
                 db.execute("commit")
             except BaseException:
                 db.execute("rollback")
@@ -116,12 +114,16 @@ class SqliteOnlineStore:
             return pl.DataFrame(schema={USER: pl.String, FEATURE_DATE: pl.Date})
         columns = ", ".join(_quote(c) for c in schema)
         rows = db.execute(f"select {columns} from {_quote(self.table)} {where}", params).fetchall()
-        stored = {c: pl.Int64 if isinstance(t, pl.Datetime) else pl.String if t == pl.Date else t
-                  for c, t in schema.items()}
+        stored = {
+            c: pl.Int64 if isinstance(t, pl.Datetime) else pl.String if t == pl.Date else t for c, t in schema.items()
+        }
         frame = pl.DataFrame(rows, schema=stored, orient="row")
         return frame.with_columns(
-            [pl.from_epoch(c, "us").dt.replace_time_zone("UTC") for c, t in schema.items()
-             if isinstance(t, pl.Datetime)]
+            [
+                pl.from_epoch(c, "us").dt.replace_time_zone("UTC")
+                for c, t in schema.items()
+                if isinstance(t, pl.Datetime)
+            ]
             + [pl.col(c).str.to_date() for c, t in schema.items() if t == pl.Date]
         )
 
