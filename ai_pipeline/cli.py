@@ -16,6 +16,7 @@ from ai_pipeline.lib.training import DEFAULT_TTL, EntityError, read_entities, tr
 from ai_pipeline.settings import Settings
 
 DEFAULT_DAYS = 7
+DEMO_QUESTION = "How do I add my own folder of documents as a new collection?"
 # The run's own log stays in the instance (and the UI); the terminal gets warnings and the summary.
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
@@ -83,6 +84,71 @@ def run_days(settings: Settings, start: date, end: date) -> list[DayOutcome]:
     return outcomes
 
 
+@dataclass
+class CollectionOutcome:
+    name: str
+    success: bool
+    metadata: dict[str, object] = field(default_factory=dict)
+    checks_failed: list[str] = field(default_factory=list)
+
+
+def build_collections(settings: Settings) -> list[CollectionOutcome]:
+    """One run of the documents job per configured document source, recorded in the configured instance."""
+    from ai_pipeline.defs import DOCUMENTS_JOB, build_defs
+    from ai_pipeline.defs.rag import register_collections
+
+    instance = _use_instance(settings)
+    register_collections(instance, settings)
+    job = build_defs(settings).resolve_job_def(DOCUMENTS_JOB)
+    outcomes = []
+    for source in settings.doc_sources:
+        print(f"Building collection {source.name} from {source.root}", flush=True)
+        result = job.execute_in_process(
+            partition_key=source.name, instance=instance, run_config=QUIET, raise_on_error=False
+        )
+        outcome = CollectionOutcome(source.name, result.success)
+        for event in result.get_asset_materialization_events():
+            meta = event.materialization.metadata
+            for key in ("embedded", "reused", "added", "updated", "deleted", "writes"):
+                if key in meta:
+                    outcome.metadata[key] = meta[key].value
+        for evaluation in result.get_asset_check_evaluations():
+            if evaluation.check_name == "retrieval_recall_at_5" and "recall_at_5" in evaluation.metadata:
+                outcome.metadata["recall@5"] = evaluation.metadata["recall_at_5"].value
+            if not evaluation.passed:
+                outcome.checks_failed.append(f"{evaluation.check_name} ({evaluation.severity.value})")
+        outcomes.append(outcome)
+    return outcomes
+
+
+def print_collections(outcomes: list[CollectionOutcome]) -> None:
+    print(f"\n{'collection':<16} {'run':<8} {'embedded/reused':<16} {'added/upd./del.':<16} {'recall@5':<9} checks")
+    for o in outcomes:
+        m = o.metadata
+        embedded = f"{m.get('embedded', '-')}/{m.get('reused', '-')}"
+        writes = f"{m.get('added', '-')}/{m.get('updated', '-')}/{m.get('deleted', '-')}"
+        failed = ", ".join(o.checks_failed) or "all passed"
+        print(
+            f"{o.name:<16} {'ok' if o.success else 'FAILED':<8} {embedded:<16} {writes:<16} "
+            f"{m.get('recall@5', '-')!s:<9} {failed}"
+        )
+
+
+def print_search(settings: Settings, question: str, collection: str, k: int) -> int:
+    from ai_pipeline.lib.embedding import Embedder
+    from ai_pipeline.lib.vector_store import query
+
+    hits = query(settings.vector_collection(collection), Embedder().embed_query(question), k=k)
+    print(f"{question}  ({collection}, top {k})")
+    for hit in hits:
+        text = " ".join(hit.document.split())
+        print(f"\n{hit.rank}. score {hit.score:.3f}  {hit.metadata['doc_id']}  [{hit.metadata['heading_path']}]")
+        print(f"   {text[:300]}{'...' if len(text) > 300 else ''}")
+    if not hits:
+        print(f"No vectors in collection {collection}: build it first (ai-pipeline collections)", file=sys.stderr)
+    return 0 if hits else 1
+
+
 def print_summary(settings: Settings, outcomes: list[DayOutcome]) -> None:
     print(
         f"\n{'partition':<12} {'run':<8} {'events in/valid/quar.':<24} {'users in/valid/quar.':<22} "
@@ -108,6 +174,8 @@ def print_summary(settings: Settings, outcomes: list[DayOutcome]) -> None:
         f"\nWarehouse:      {settings.warehouse}  (DuckDB: raw_*, validated_*, quarantined_*, dbt marts, "
         "user_daily_aggregates, user_window_features = the offline feature store)"
         f"\nOnline store:   {settings.online_store} (look up a user: ai-pipeline features USER_ID)"
+        f"\nVector store:   {settings.chroma_url or settings.chroma} (ask: ai-pipeline search QUESTION "
+        "--collection project_docs)"
         f"\nDagster home:   {os.environ.get('DAGSTER_HOME')}"
         "\nOpen the UI:    make ui   (then http://127.0.0.1:3000; the runs above are under Runs)"
     )
@@ -162,6 +230,11 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--dirty-rate", type=float, default=0.02)
     demo.add_argument("--days", type=int, default=DEFAULT_DAYS, help="days ending yesterday (UTC)")
     sub.add_parser("dagster-home", help="print the DAGSTER_HOME of the configured instance")
+    sub.add_parser("collections", help="build every configured document collection through Dagster")
+    search = sub.add_parser("search", help="ask a document collection; prints ranked chunks")
+    search.add_argument("question")
+    search.add_argument("--collection", default="project_docs")
+    search.add_argument("--k", type=int, default=5)
     lookup = sub.add_parser("features", help="print users' features from the online store")
     lookup.add_argument("user_ids", nargs="+")
     training = sub.add_parser(
@@ -176,6 +249,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "dagster-home":
         print(prepare_instance_home(settings, instance_kind()))
         return 0
+    if args.command == "search":
+        return print_search(settings, args.question, args.collection, args.k)
+    if args.command == "collections":
+        outcomes = build_collections(settings)
+        print_collections(outcomes)
+        return 0 if all(o.success for o in outcomes) else 1
     if args.command == "features":
         return print_features(settings, args.user_ids)
     if args.command == "training-set":
@@ -202,8 +281,13 @@ def main(argv: list[str] | None = None) -> int:
         )
     if args.command in ("run", "demo"):
         outcomes = run_days(settings, args.start, args.end)
+        collections = build_collections(settings) if args.command == "demo" else []
         print_summary(settings, outcomes)
-        return 0 if all(o.success for o in outcomes) else 1
+        if collections:
+            print_collections(collections)
+            print()
+            print_search(settings, DEMO_QUESTION, "project_docs", 3)
+        return 0 if all(o.success for o in [*outcomes, *collections]) else 1
     return 0
 
 

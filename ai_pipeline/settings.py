@@ -6,6 +6,7 @@ Secrets (database DSNs, API tokens) come only from the environment, never from f
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -14,6 +15,42 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_project"
 DEFAULT_HOME = PROJECT_ROOT / ".data"
 DEFAULT_START_DATE = "2024-01-01"
+
+
+@dataclass(frozen=True)
+class DocSource:
+    """A folder of documents that becomes one vector collection (and one partition of the RAG assets)."""
+
+    name: str
+    root: Path
+    include: tuple[str, ...] = ("*",)  # fnmatch patterns on paths relative to root (`*` also matches `/`)
+    golden: Path | None = None  # golden question set for the retrieval gate
+
+    def __post_init__(self):
+        # The name is a Chroma collection name and a partition key.
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{1,61}[A-Za-z0-9]", self.name):
+            raise ValueError(f"document source name {self.name!r}: use 3-63 letters, digits, '.', '_' or '-'")
+
+
+PROJECT_DOCS = DocSource(
+    "project_docs",
+    PROJECT_ROOT,
+    include=("README.md", "docs/*.md"),
+    golden=PROJECT_ROOT / "docs" / "golden_questions.json",
+)
+
+
+def parse_doc_sources(text: str) -> tuple[DocSource, ...]:
+    """`name=/path;name2=/path2`: every document under each path; `golden_questions.json` there is the golden set."""
+    sources = []
+    for entry in filter(None, (part.strip() for part in text.split(";"))):
+        name, sep, path = entry.partition("=")
+        if not sep or not name.strip() or not path.strip():
+            raise ValueError(f"AI_PIPELINE_DOC_SOURCES: {entry!r} is not name=path")
+        root = Path(path.strip()).expanduser().resolve()
+        golden = root / "golden_questions.json"
+        sources.append(DocSource(name.strip(), root, golden=golden if golden.is_file() else None))
+    return tuple(sources)
 
 
 @dataclass(frozen=True)
@@ -31,6 +68,10 @@ class Settings:
     online_store: str = "embedded"
     online_dsn: str | None = field(default=None, repr=False)
     online_table: str = "public.online_user_features"
+    # Document collections: the project's own docs, plus AI_PIPELINE_DOC_SOURCES.
+    doc_sources: tuple[DocSource, ...] = (PROJECT_DOCS,)
+    # ChromaDB: a `chroma run` server URL; absent means an embedded PersistentClient under the data root.
+    chroma_url: str | None = None
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -46,13 +87,35 @@ class Settings:
             online_store=env.get("AI_PIPELINE_ONLINE_STORE") or "embedded",
             online_dsn=env.get("AI_PIPELINE_ONLINE_DSN") or None,
             online_table=env.get("AI_PIPELINE_ONLINE_TABLE") or "public.online_user_features",
+            doc_sources=(PROJECT_DOCS, *parse_doc_sources(env.get("AI_PIPELINE_DOC_SOURCES") or "")),
+            chroma_url=env.get("AI_PIPELINE_CHROMA_URL") or None,
         )
 
     def __post_init__(self):
         if self.online_store not in ("embedded", "postgres"):
             raise ValueError(f"AI_PIPELINE_ONLINE_STORE must be 'embedded' or 'postgres', not {self.online_store!r}")
+        names = [s.name for s in self.doc_sources]
+        if len(set(names)) != len(names):
+            raise ValueError(f"document source names must be unique: {names}")
         if self.online_store == "postgres" and not self.online_dsn:
             raise ValueError("AI_PIPELINE_ONLINE_STORE=postgres needs AI_PIPELINE_ONLINE_DSN (a libpq DSN)")
+
+    def doc_source(self, name: str) -> DocSource:
+        for source in self.doc_sources:
+            if source.name == name:
+                return source
+        raise KeyError(f"no document source named {name!r}; configured: {[s.name for s in self.doc_sources]}")
+
+    def vector_collection(self, name: str):
+        """The Chroma collection of a document source: a `chroma run` server if configured, else embedded."""
+        from ai_pipeline.lib import embedding, vector_store
+
+        client = (
+            vector_store.open_client(url=self.chroma_url)
+            if self.chroma_url
+            else vector_store.open_client(path=self.chroma)
+        )
+        return vector_store.open_collection(client, name, model=embedding.MODEL_NAME, dimension=embedding.DIMENSION)
 
     def online_store_client(self):
         from ai_pipeline.lib.online_store import PostgresOnlineStore, SqliteOnlineStore

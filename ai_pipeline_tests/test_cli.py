@@ -43,10 +43,16 @@ def test_demo_generates_runs_and_summarizes(demo):
     assert (tmp_path / "warehouse.duckdb").is_file()
     with dg.DagsterInstance.from_config(str(tmp_path / "dagster")) as instance:
         runs = instance.get_runs()
-        assert len(runs) == 2
-        assert {r.job_name for r in runs} == {"daily_pipeline"}
         assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
-        assert sorted(r.tags["dagster/partition"] for r in runs) == sorted(line.split()[0] for line in lines)
+        daily = [r for r in runs if r.job_name == "daily_pipeline"]
+        assert sorted(r.tags["dagster/partition"] for r in daily) == sorted(line.split()[0] for line in lines)
+        documents = [r for r in runs if r.job_name == "document_collections"]
+        assert [r.tags["dagster/partition"] for r in documents] == ["project_docs"]
+        assert len(runs) == 3
+    # The project's own docs became a collection, passed its retrieval gate, and answered the demo question.
+    collection = next(line for line in out.stdout.splitlines() if line.startswith("project_docs "))
+    assert collection.split()[1] == "ok" and float(collection.split()[4]) >= 0.8, collection
+    assert "1. score" in out.stdout and "project_docs:docs/rag.md" in out.stdout
 
 
 def test_online_lookup_and_training_set_agree(demo, tmp_path):
@@ -73,3 +79,15 @@ def test_online_lookup_and_training_set_agree(demo, tmp_path):
     # Train/serve consistency: the training row for "the day after the newest features" is the online vector.
     assert train.drop("event_timestamp", "label").head(1).equals(online.head(1))
     assert train.row(1, named=True)["feature_date"] is None
+
+
+def test_search_answers_from_the_project_docs(demo):
+    home, out = demo
+    assert out.returncode == 0
+    found = _cli(home, "search", "How do I switch the online store to PostgreSQL?", "--collection", "project_docs")
+    assert found.returncode == 0, found.stderr
+    ranked = [line for line in found.stdout.splitlines() if line[:2] in {f"{n}." for n in range(1, 6)}]
+    assert len(ranked) == 5
+    scores = [float(line.split()[2]) for line in ranked]
+    assert scores == sorted(scores, reverse=True) and scores[0] > 0.3
+    assert "project_docs:docs/operations.md" in ranked[0] and "Online feature store" in ranked[0]

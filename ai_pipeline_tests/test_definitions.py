@@ -14,7 +14,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from ai_pipeline.defs import DAILY_JOB, build_defs
+from ai_pipeline.defs import DAILY_JOB, DOCUMENTS_JOB, build_defs
 from ai_pipeline.settings import PROJECT_ROOT, Settings
 
 SNAPSHOT = Path(__file__).parent / "snapshots" / "asset_specs.json"
@@ -23,6 +23,12 @@ SNAPSHOT = Path(__file__).parent / "snapshots" / "asset_specs.json"
 @pytest.fixture(scope="module")
 def defs(tmp_path_factory) -> dg.Definitions:
     return build_defs(Settings(home=tmp_path_factory.mktemp("home")))
+
+
+def _partitions(partitions: dg.PartitionsDefinition | None) -> str | None:
+    if isinstance(partitions, dg.DailyPartitionsDefinition):
+        return f"DailyPartitionsDefinition(start={partitions.start:%Y-%m-%d}, tz={partitions.timezone})"
+    return repr(partitions)
 
 
 def _spec_snapshot(defs: dg.Definitions) -> dict:
@@ -46,9 +52,7 @@ def _spec_snapshot(defs: dg.Definitions) -> dict:
             "group": node.group_name,
             "kinds": sorted(node.kinds),
             "owners": list(node.owners),
-            "partitions": f"{type(partitions).__name__}(start={partitions.start:%Y-%m-%d}, tz={partitions.timezone})"
-            if partitions
-            else None,
+            "partitions": _partitions(partitions),
             "freshness": repr(node.freshness_policy),
             "automation": node.automation_condition.get_label() if node.automation_condition else None,
             "backfill": repr(node.backfill_policy),
@@ -67,7 +71,10 @@ def test_every_asset_declares_its_policy(defs):
         assert node.group_name and node.group_name != "default", name
         assert node.kinds, name
         assert node.owners == ["team:data-platform"], name
-        assert isinstance(node.partitions_def, dg.DailyPartitionsDefinition), name
+        if node.group_name == "rag":  # one partition per document collection
+            assert node.partitions_def == dg.DynamicPartitionsDefinition(name="document_collections"), name
+        else:
+            assert isinstance(node.partitions_def, dg.DailyPartitionsDefinition), name
         assert node.freshness_policy is not None, name
         assert node.backfill_policy is not None, name
 
@@ -94,10 +101,17 @@ def test_feature_windows_look_back_ninety_days(defs):
     assert (min(upstream), max(upstream), len(upstream)) == ("2024-04-02", "2024-06-30", 90)
 
 
-def test_daily_job_selects_every_asset(defs):
-    job = defs.resolve_job_def(DAILY_JOB)
+def test_jobs_cover_every_asset_once(defs):
     graph = defs.resolve_asset_graph()
-    assert job.asset_layer.executable_asset_keys == set(graph.materializable_asset_keys)
+    daily = defs.resolve_job_def(DAILY_JOB).asset_layer.executable_asset_keys
+    documents = defs.resolve_job_def(DOCUMENTS_JOB).asset_layer.executable_asset_keys
+    assert daily | documents == set(graph.materializable_asset_keys) and not daily & documents
+    assert {k.to_user_string() for k in documents} == {
+        "raw_documents",
+        "document_chunks",
+        "chunk_embeddings",
+        "vector_collection",
+    }
 
 
 def test_entry_point_loads_without_heavy_imports(tmp_path):

@@ -11,12 +11,15 @@ from ai_pipeline.defs.features import feature_assets
 from ai_pipeline.defs.ingest.assets import ingest_assets
 from ai_pipeline.defs.ingest.checks import ingest_checks
 from ai_pipeline.defs.marts import build_dbt_assets
+from ai_pipeline.defs.rag import GROUP as RAG_GROUP
+from ai_pipeline.defs.rag import rag_assets, rag_checks
 from ai_pipeline.defs.resources import warehouse_resources
 from ai_pipeline.lib import expectations
 from ai_pipeline.settings import Settings
 from ai_pipeline.sources import EVENT_SOURCES, USER_SOURCES
 
 DAILY_JOB = "daily_pipeline"
+DOCUMENTS_JOB = "document_collections"
 
 
 def build_defs(settings: Settings) -> dg.Definitions:
@@ -36,16 +39,21 @@ def build_defs(settings: Settings) -> dg.Definitions:
     )
     dbt_assets, dbt_resources = build_dbt_assets(settings, partitions)
     defs = dg.Definitions(
-        assets=[*assets, dbt_assets, *feature_assets(settings, partitions)],
-        asset_checks=checks,
+        assets=[*assets, dbt_assets, *feature_assets(settings, partitions), *rag_assets(settings)],
+        asset_checks=[*checks, rag_checks(settings)],
         jobs=[
             dg.define_asset_job(
                 DAILY_JOB,
-                selection=dg.AssetSelection.all(),
-                partitions_def=partitions,
+                selection=dg.AssetSelection.all() - dg.AssetSelection.groups(RAG_GROUP),
                 description="Every daily asset for one day: raw sources, validation, dbt marts, features, the online "
                 "store, and their checks.",
-            )
+            ),
+            dg.define_asset_job(
+                DOCUMENTS_JOB,
+                selection=dg.AssetSelection.groups(RAG_GROUP),
+                description="One document collection: documents, chunks, embeddings, the vector collection, and "
+                "its checks (the retrieval gate included).",
+            ),
         ],
         resources={**warehouse_resources(settings), **dbt_resources},
     )

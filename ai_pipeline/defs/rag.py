@@ -1,0 +1,420 @@
+"""Documents -> chunks -> embeddings -> a ChromaDB collection, one partition per document source.
+
+Assets: `raw_documents`, `document_chunks`, `chunk_embeddings`, `vector_collection`; checks on the collection in
+`vector_collection_checks`. The work is done by `ai_pipeline.lib.documents`, `lib.chunking`, `lib.embedding`,
+`lib.vector_store` and `lib.retrieval`; these shells read the warehouse, call them, and report numbers.
+Partitions are dynamic: one key per configured document source (`Settings.doc_sources`), added by
+`register_collections` (the demo) or the document sensor.
+"""
+
+import time
+from datetime import timedelta
+
+import dagster as dg
+import numpy as np
+import polars as pl
+from dagster_duckdb import DuckDBResource
+
+from ai_pipeline.defs.common import DUCKDB_POOL, OWNERS
+from ai_pipeline.lib import chunking, documents, embedding, retrieval, vector_store
+from ai_pipeline.lib.quality import Verdict
+from ai_pipeline.settings import DocSource, Settings
+
+GROUP = "rag"
+COLLECTIONS = dg.DynamicPartitionsDefinition(name="document_collections")
+PARTITION_EXPR = {"partition_expr": "collection"}
+RAW, CHUNKS, EMBEDDINGS, VECTORS = "raw_documents", "document_chunks", "chunk_embeddings", "vector_collection"
+LOADED_CHECK = "every_file_loaded_or_reported"
+TOKENS_CHECK = "chunks_within_token_limit"
+COVERAGE_CHECK = "every_chunk_embedded"
+SYNC_CHECK = "vectors_match_chunks"
+VALID_CHECK = "vectors_finite_and_normalized"
+STALE_CHECK = "collection_reflects_sources"
+GATE_CHECK = "retrieval_recall_at_5"
+# A document collection is rebuilt when its sources change, not on a clock: stale after a week, failed after two.
+DOCS_FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(days=14), warn_window=timedelta(days=7))
+NORM_TOLERANCE = 1e-3
+
+
+def register_collections(instance: dg.DagsterInstance, settings: Settings) -> list[str]:
+    """Adds a partition for every configured source that has none yet; returns the new keys."""
+    existing = set(instance.get_dynamic_partitions(COLLECTIONS.name))
+    new = [s.name for s in settings.doc_sources if s.name not in existing]
+    if new:
+        instance.add_dynamic_partitions(COLLECTIONS.name, new)
+    return new
+
+
+def load_source(source: DocSource) -> tuple[list[documents.Document], list[documents.Skipped]]:
+    """The source's documents and skipped files (its golden question set is not a skipped document)."""
+    docs, skipped = documents.load_documents(source.root, source.name, include=source.include)
+    root = source.root.resolve()
+    golden = source.golden.resolve() if source.golden else None
+    relative = golden.relative_to(root).as_posix() if golden and golden.is_relative_to(root) else None
+    return docs, [s for s in skipped if s.path != relative]
+
+
+def _read(warehouse: DuckDBResource, query: str, params: list) -> pl.DataFrame:
+    with warehouse.get_connection() as conn:
+        return conn.execute(query, params).pl()
+
+
+def _check(name: str, verdict: Verdict, metadata: dict, asset: str) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        asset_key=asset,
+        check_name=name,
+        passed=verdict.passed,
+        severity=dg.AssetCheckSeverity(verdict.severity),
+        description=verdict.description,
+        metadata=metadata,
+    )
+
+
+def _spec(name: str, asset: str, description: str, blocking: bool = False) -> dg.AssetCheckSpec:
+    return dg.AssetCheckSpec(name, asset=asset, partitions_def=COLLECTIONS, description=description, blocking=blocking)
+
+
+_COMMON = dict(
+    group_name=GROUP,
+    owners=OWNERS,
+    partitions_def=COLLECTIONS,
+    freshness_policy=DOCS_FRESHNESS,
+    backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=1),
+)
+
+
+def rag_assets(settings: Settings) -> list[dg.AssetsDefinition]:
+    @dg.asset(
+        name=RAW,
+        description="Documents (Markdown, text, HTML) of one configured source: stable id from the path within "
+        "the source, content hash, title, updated time. Never follows links or leaves the source root; binary, "
+        "undecodable and oversize files are reported, not loaded.",
+        kinds={"python", "duckdb"},
+        pool=DUCKDB_POOL,
+        metadata=PARTITION_EXPR,
+        check_specs=[_spec(LOADED_CHECK, RAW, "Every file under the source root is loaded or reported with a reason.")],
+        **_COMMON,
+    )
+    def _raw(context: dg.AssetExecutionContext):
+        source = settings.doc_source(context.partition_key)
+        docs, skipped = load_source(source)
+        frame = documents.documents_frame(docs).with_columns(pl.lit(source.name).alias("collection"))
+        yield dg.Output(
+            frame,
+            metadata={
+                "dagster/row_count": frame.height,
+                "bytes": int(frame["size"].sum() or 0),
+                "skipped": len(skipped),
+                "root": str(source.root),
+            },
+        )
+        reasons = {s.path: s.reason for s in skipped}
+        verdict = Verdict(
+            not skipped,
+            "WARN",
+            f"{len(docs)} documents loaded, {len(skipped)} files skipped" + (f": {reasons}" if skipped else ""),
+        )
+        yield _check(LOADED_CHECK, verdict, {"skipped": dg.MetadataValue.json(reasons)}, RAW)
+
+    @dg.asset(
+        name=CHUNKS,
+        description="Structure-aware chunks: split on Markdown headings, code blocks and tables kept whole where "
+        f"they fit, sized in the embedding model's own tokens (at most {chunking.MAX_TOKENS}), with the heading "
+        "path; ids from document id and chunk content.",
+        kinds={"python", "duckdb"},
+        pool=DUCKDB_POOL,
+        deps=[RAW],
+        metadata=PARTITION_EXPR,
+        check_specs=[
+            _spec(TOKENS_CHECK, CHUNKS, f"Every chunk has at most {chunking.MAX_TOKENS} tokens and a unique id.", True)
+        ],
+        **_COMMON,
+    )
+    def _chunks(context: dg.AssetExecutionContext, warehouse: DuckDBResource):
+        raw = _read(
+            warehouse, f"select * from main.{RAW} where collection = ? order by doc_id", [context.partition_key]
+        )
+        counter = chunking.TokenCounter()
+        started = time.perf_counter()
+        chunks = [c for doc in _documents(raw) for c in chunking.chunk_document(doc, counter)]
+        frame = chunking.chunks_frame(chunks).with_columns(pl.lit(context.partition_key).alias("collection"))
+        tokens = frame["tokens"] if frame.height else pl.Series([0])
+        yield dg.Output(
+            frame,
+            metadata={
+                "dagster/row_count": frame.height,
+                "documents": raw.height,
+                "max_tokens": int(tokens.max()),
+                "mean_tokens": round(float(tokens.mean()), 1),
+                "seconds": round(time.perf_counter() - started, 3),
+            },
+        )
+        over = int((tokens > chunking.MAX_TOKENS).sum())
+        duplicates = frame.height - frame["chunk_id"].n_unique() if frame.height else 0
+        verdict = Verdict(
+            over == 0 and duplicates == 0,
+            "ERROR",
+            f"{frame.height} chunks, {over} over {chunking.MAX_TOKENS} tokens, {duplicates} duplicate ids",
+        )
+        yield _check(TOKENS_CHECK, verdict, {"over_limit": over, "duplicate_ids": duplicates}, CHUNKS)
+
+    @dg.asset(
+        name=EMBEDDINGS,
+        description=f"One {embedding.DIMENSION}-dimensional, normalized {embedding.MODEL_NAME} vector per chunk. "
+        "Content-addressed: a chunk whose text was embedded before by the same model (in any collection) reuses "
+        "that vector; only new text is embedded.",
+        kinds={"python", "pytorch", "duckdb"},
+        pool=DUCKDB_POOL,
+        deps=[CHUNKS],
+        metadata=PARTITION_EXPR,
+        check_specs=[_spec(COVERAGE_CHECK, EMBEDDINGS, "Every chunk has exactly one vector of the model.", True)],
+        **_COMMON,
+    )
+    def _embeddings(context: dg.AssetExecutionContext, warehouse: DuckDBResource):
+        collection = context.partition_key
+        chunks = _read(
+            warehouse,
+            f"select chunk_id, content_hash, text from main.{CHUNKS} where collection = ? order by chunk_id",
+            [collection],
+        )
+        cached = _cached_vectors(warehouse, embedding.MODEL_NAME, chunks["content_hash"].unique().to_list())
+        todo = chunks.filter(~pl.col("content_hash").is_in(cached["content_hash"].implode())).unique(
+            "content_hash", keep="first", maintain_order=True
+        )
+        started = time.perf_counter()
+        fresh = pl.DataFrame(schema=cached.schema)
+        if todo.height:
+
+            def progress(done: int, total: int) -> None:
+                context.log.info(f"embedded {done}/{total} chunks of {collection}")
+
+            vectors = embedding.Embedder().embed(todo["text"].to_list(), progress=progress)
+            fresh = pl.DataFrame({"content_hash": todo["content_hash"], "embedding": vectors}, schema=cached.schema)
+        seconds = time.perf_counter() - started
+        frame = (
+            chunks.select("chunk_id", "content_hash")
+            .join(pl.concat([cached, fresh]), on="content_hash", how="left")
+            .with_columns(pl.lit(embedding.MODEL_NAME).alias("model"), pl.lit(collection).alias("collection"))
+        )
+        yield dg.Output(
+            frame,
+            metadata={
+                "dagster/row_count": frame.height,
+                "embedded": todo.height,
+                "reused": frame.height - todo.height,
+                "embed_seconds": round(seconds, 3),
+                "texts_per_second": round(todo.height / seconds, 1) if todo.height and seconds else 0.0,
+                "model": embedding.MODEL_NAME,
+            },
+        )
+        missing = int(frame["embedding"].is_null().sum())
+        verdict = Verdict(missing == 0, "ERROR", f"{frame.height - missing} of {frame.height} chunks have a vector")
+        yield _check(COVERAGE_CHECK, verdict, {"missing": missing}, EMBEDDINGS)
+
+    @dg.asset(
+        name=VECTORS,
+        description="The ChromaDB collection (cosine space) of one source, kept in exact sync with its chunks: new "
+        "chunks added, moved ones updated, those of changed or deleted documents removed; a run with nothing "
+        "changed writes nothing. Each vector carries document id, source path, heading path, chunk index, content "
+        "hash, model and dimension; the collection refuses another model's vectors.",
+        kinds={"python", "chromadb"},
+        deps=[EMBEDDINGS],
+        **_COMMON,
+    )
+    def _vectors(context: dg.AssetExecutionContext, warehouse: DuckDBResource):
+        collection = settings.vector_collection(context.partition_key)
+        records = _records(warehouse, context.partition_key)
+        started = time.perf_counter()
+
+        def progress(stage: str, done: int, total: int) -> None:
+            context.log.info(f"{stage}: {done}/{total} vectors")
+
+        report = vector_store.sync_collection(collection, records, progress=progress)
+        return dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": len(records),
+                "added": report.added,
+                "updated": report.updated,
+                "deleted": report.deleted,
+                "unchanged": report.unchanged,
+                "writes": report.writes,
+                "no_op": report.writes == 0,
+                "sync_seconds": round(time.perf_counter() - started, 3),
+                "store": settings.chroma_url or str(settings.chroma),
+            }
+        )
+
+    return [_raw, _chunks, _embeddings, _vectors]
+
+
+def _documents(raw: pl.DataFrame) -> list[documents.Document]:
+    fields = documents.Document.__dataclass_fields__
+    return [documents.Document(**{k: v for k, v in row.items() if k in fields}) for row in raw.iter_rows(named=True)]
+
+
+def _cached_vectors(warehouse: DuckDBResource, model: str, hashes: list[str]) -> pl.DataFrame:
+    schema = {"content_hash": pl.String, "embedding": pl.Array(pl.Float32, embedding.DIMENSION)}
+    with warehouse.get_connection() as conn:
+        exists = conn.execute(
+            "select count(*) from information_schema.tables where table_schema = 'main' and table_name = ?",
+            [EMBEDDINGS],
+        ).fetchone()[0]
+        if not exists or not hashes:
+            return pl.DataFrame(schema=schema)
+        found = conn.execute(
+            f"select content_hash, any_value(embedding) as embedding from main.{EMBEDDINGS} "
+            "where model = ? and content_hash in (select unnest(?)) group by content_hash",
+            [model, hashes],
+        ).pl()
+    return found.cast(schema)
+
+
+def _records(warehouse: DuckDBResource, collection: str) -> list[vector_store.VectorRecord]:
+    rows = _read(
+        warehouse,
+        f"""
+        select c.chunk_id, c.text, c.doc_id, d.path, d.content_hash as doc_hash, c.heading_path, c.index,
+               c.content_hash, e.embedding
+        from main.{CHUNKS} c
+        join main.{RAW} d on d.collection = c.collection and d.doc_id = c.doc_id
+        join main.{EMBEDDINGS} e on e.collection = c.collection and e.chunk_id = c.chunk_id
+        where c.collection = ?
+        order by c.chunk_id
+        """,
+        [collection],
+    )
+    return [
+        vector_store.VectorRecord(
+            id=row["chunk_id"],
+            embedding=np.asarray(row["embedding"], dtype=np.float32),
+            document=row["text"],
+            metadata={
+                "doc_id": row["doc_id"],
+                "source_path": row["path"],
+                "doc_hash": row["doc_hash"],
+                "heading_path": retrieval.HEADING_SEPARATOR.join(row["heading_path"]),
+                "chunk_index": row["index"],
+                "content_hash": row["content_hash"],
+                "model": embedding.MODEL_NAME,
+                "dimension": embedding.DIMENSION,
+            },
+        )
+        for row in rows.iter_rows(named=True)
+    ]
+
+
+def rag_checks(settings: Settings) -> dg.AssetChecksDefinition:
+    """Checks read the collection back from Chroma, so they can be re-run on their own from the UI."""
+
+    @dg.multi_asset_check(
+        specs=[
+            _spec(SYNC_CHECK, VECTORS, "Same ids as the chunks (no orphans, none missing), same vectors.", True),
+            _spec(VALID_CHECK, VECTORS, f"Every vector has {embedding.DIMENSION} finite values and unit norm.", True),
+            _spec(STALE_CHECK, VECTORS, "The collection reflects every document now in the source (content hashes)."),
+            _spec(
+                GATE_CHECK,
+                VECTORS,
+                "recall@5 of the source's golden question set (gold passages found in the top 5) stays above its "
+                "threshold.",
+                True,
+            ),
+        ],
+        can_subset=False,
+    )
+    def vector_collection_checks(context: dg.AssetCheckExecutionContext, warehouse: DuckDBResource):
+        name = context.partition_key
+        source = settings.doc_source(name)
+        collection = settings.vector_collection(name)
+        ids, vectors, metadatas = vector_store.collection_vectors(collection)
+        expected = {r.id: r for r in _records(warehouse, name)}
+        yield _sync_result(ids, vectors, expected)
+        yield _valid_result(vectors)
+        yield _stale_result(source, metadatas)
+        yield _gate_result(source, collection)
+
+    return vector_collection_checks
+
+
+def _sync_result(ids: list[str], vectors: np.ndarray, expected: dict) -> dg.AssetCheckResult:
+    orphans = sorted(set(ids) - set(expected))
+    missing = sorted(set(expected) - set(ids))
+    common = [i for i in ids if i in expected]
+    position = {i: n for n, i in enumerate(ids)}
+    moved = [i for i in common if not np.allclose(vectors[position[i]], expected[i].embedding, atol=1e-6)]
+    verdict = Verdict(
+        not (orphans or missing or moved),
+        "ERROR",
+        f"{len(ids)} vectors for {len(expected)} chunks: {len(orphans)} orphans, {len(missing)} missing, "
+        f"{len(moved)} differ from the pipeline's embedding",
+    )
+    metadata = {
+        "vectors": len(ids),
+        "chunks": len(expected),
+        "orphans": len(orphans),
+        "missing": len(missing),
+        "vectors_differing": len(moved),
+        "examples": dg.MetadataValue.json((orphans + missing + moved)[:5]),
+    }
+    return _check(SYNC_CHECK, verdict, metadata, VECTORS)
+
+
+def _valid_result(vectors: np.ndarray) -> dg.AssetCheckResult:
+    width = vectors.shape[1] if vectors.ndim == 2 else 0
+    finite = bool(np.isfinite(vectors).all())
+    norms = np.linalg.norm(vectors, axis=1) if len(vectors) else np.ones(1)
+    off = int((np.abs(norms - 1) > NORM_TOLERANCE).sum())
+    ok = (width == embedding.DIMENSION or not len(vectors)) and finite and off == 0
+    verdict = Verdict(ok, "ERROR", f"dimension {width}, all finite: {finite}, {off} vectors not of unit norm")
+    metadata = {
+        "dimension": width,
+        "not_unit_norm": off,
+        "min_norm": float(norms.min()),
+        "max_norm": float(norms.max()),
+    }
+    return _check(VALID_CHECK, verdict, metadata, VECTORS)
+
+
+def _stale_result(source: DocSource, metadatas: list[dict]) -> dg.AssetCheckResult:
+    docs, _ = load_source(source)
+    current = {d.doc_id: d.content_hash for d in docs}
+    indexed = {m["doc_id"]: m["doc_hash"] for m in metadatas}
+    changed = sorted(d for d in current.keys() & indexed.keys() if current[d] != indexed[d])
+    added = sorted(current.keys() - indexed.keys())
+    deleted = sorted(indexed.keys() - current.keys())
+    stale = changed + added + deleted
+    verdict = Verdict(
+        not stale,
+        "WARN",
+        f"{len(changed)} changed, {len(added)} new (or without chunks), {len(deleted)} deleted documents since the "
+        "last sync"
+        if stale
+        else f"all {len(indexed)} indexed documents match the source",
+    )
+    metadata = {
+        "changed": len(changed),
+        "new": len(added),
+        "deleted": len(deleted),
+        "examples": dg.MetadataValue.json(stale[:5]),
+    }
+    return _check(STALE_CHECK, verdict, metadata, VECTORS)
+
+
+def _gate_result(source: DocSource, collection) -> dg.AssetCheckResult:
+    if source.golden is None:
+        return _check(GATE_CHECK, Verdict(True, "ERROR", "no golden question set for this source"), {}, VECTORS)
+    golden = retrieval.GoldenSet.load(source.golden)
+    questions = embedding.Embedder().embed([q.question for q in golden.questions])
+    result = retrieval.evaluate(collection, questions, golden)
+    recall = result.recall[5]
+    verdict = Verdict(
+        recall >= golden.threshold,
+        "ERROR",
+        f"recall@5 {recall:.3f} on {result.questions} questions (threshold {golden.threshold})",
+    )
+    metadata = {
+        **result.metadata(),
+        "threshold": golden.threshold,
+        "questions": result.questions,
+        "misses": dg.MetadataValue.json(result.misses[:10]),
+    }
+    return _check(GATE_CHECK, verdict, metadata, VECTORS)
