@@ -201,5 +201,6 @@ def test_squad_golden_set_passes_the_gate_among_distractors(shared_data, tmp_pat
     assert gate.passed and gate.metadata["recall_at_5"].value >= SQUAD_THRESHOLD
 
 
-# Measured recall@5 on the 810 questions with the pydantic docs as distractors (see README), minus a margin.
-SQUAD_THRESHOLD = 0.0
+# Measured: recall@5 0.891 (recall@1 0.598, MRR 0.719) on the 810 questions with the pydantic docs as
+# distractors; the gate sits below it with room for float noise, not for a real loss of quality.
+SQUAD_THRESHOLD = 0.85

@@ -7,6 +7,7 @@ from datetime import date, timedelta
 
 import dagster as dg
 
+from ai_pipeline.lib.quality import Verdict
 from ai_pipeline.settings import Settings
 
 OWNERS = ["team:data-platform"]
@@ -29,3 +30,14 @@ def daily_partitions(settings: Settings) -> dg.DailyPartitionsDefinition:
 
 def partition_date(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> date:
     return date.fromisoformat(context.partition_key)
+
+
+def check_result(verdict: Verdict, metadata: dict | None = None, **target: str) -> dg.AssetCheckResult:
+    """A check's result from a verdict; `target` (asset_key, check_name) where the check is yielded in an asset."""
+    return dg.AssetCheckResult(
+        passed=verdict.passed,
+        severity=dg.AssetCheckSeverity(verdict.severity),
+        description=verdict.description,
+        metadata=metadata or {},
+        **target,
+    )

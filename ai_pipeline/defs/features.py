@@ -13,7 +13,7 @@ import polars as pl
 import polars.selectors as cs
 from dagster_duckdb import DuckDBResource
 
-from ai_pipeline.defs.common import DAILY_BACKFILL, DUCKDB_POOL, OWNERS, partition_date
+from ai_pipeline.defs.common import DAILY_BACKFILL, DUCKDB_POOL, OWNERS, check_result, partition_date
 from ai_pipeline.lib import drift, feature_checks, features
 from ai_pipeline.lib.quality import Verdict
 from ai_pipeline.settings import Settings
@@ -38,14 +38,15 @@ class WindowConfig(dg.Config):
     drift_reference_lag_days: int = DRIFT_REFERENCE_LAG_DAYS
 
 
-def _check(name: str, verdict: Verdict, metadata: dict | None = None, asset: str = WINDOWS) -> dg.AssetCheckResult:
-    return dg.AssetCheckResult(
-        asset_key=asset,
-        check_name=name,
-        passed=verdict.passed,
-        severity=dg.AssetCheckSeverity(verdict.severity),
-        description=verdict.description,
-        metadata=metadata or {},
+def _warehouse_writer(partitions: dg.DailyPartitionsDefinition) -> dict:
+    """What the two DuckDB-writing feature assets declare alike."""
+    return dict(
+        group_name=GROUP,
+        kinds={"python", "polars", "duckdb"},
+        owners=OWNERS,
+        partitions_def=partitions,
+        backfill_policy=DAILY_BACKFILL,
+        pool=DUCKDB_POOL,
     )
 
 
@@ -78,12 +79,7 @@ def aggregates_asset(partitions: dg.DailyPartitionsDefinition) -> dg.AssetsDefin
         name=AGGREGATES,
         description="Per user and day: every partial aggregate the feature registry needs (counts, sums, "
         "distinct categories, first/last event), computed once per day from validated_events.",
-        group_name=GROUP,
-        kinds={"python", "polars", "duckdb"},
-        owners=OWNERS,
-        partitions_def=partitions,
-        backfill_policy=DAILY_BACKFILL,
-        pool=DUCKDB_POOL,
+        **_warehouse_writer(partitions),
         deps=["validated_events"],
         metadata={"partition_expr": features.DAY},
         check_specs=_specs(
@@ -113,7 +109,9 @@ def aggregates_asset(partitions: dg.DailyPartitionsDefinition) -> dg.AssetsDefin
             "ERROR",
             f"{counted} events counted in partials, {events.height} validated events",
         )
-        yield _check(CONSERVATION_CHECK, verdict, {"events": events.height, "counted": counted}, asset=AGGREGATES)
+        yield check_result(
+            verdict, {"events": events.height, "counted": counted}, check_name=CONSERVATION_CHECK, asset_key=AGGREGATES
+        )
 
     return _aggregates
 
@@ -129,12 +127,7 @@ def windows_asset(settings: Settings, partitions: dg.DailyPartitionsDefinition) 
         description=f"The offline feature store: per user active in the {features.HORIZON} days ending D, "
         f"{len(features.FEATURES)} features (7/30/90-day windows, totals, category pivot) as of the end of D, "
         f"combined from {AGGREGATES} (never from raw events). One table keyed by (user_id, feature_date).",
-        group_name=GROUP,
-        kinds={"python", "polars", "duckdb"},
-        owners=OWNERS,
-        partitions_def=partitions,
-        backfill_policy=DAILY_BACKFILL,
-        pool=DUCKDB_POOL,
+        **_warehouse_writer(partitions),
         deps=[
             dg.AssetDep(
                 AGGREGATES,
@@ -214,16 +207,25 @@ def windows_asset(settings: Settings, partitions: dg.DailyPartitionsDefinition) 
                 **{f"psi/{name}": score for name, score in report.scores.items()},
             },
         )
-        yield _check(NULLS_CHECK, nulls, {f"null_rate/{n}": round(r, 6) for n, r in rates.items()})
-        yield _check(RANGES_CHECK, ranges, {f"violations/{n}": v for n, v in broken.items()})
-        yield _check(ROWS_CHECK, feature_checks.row_count(frame, active), {"rows": frame.height, "active": active})
-        yield _check(
-            COMPLETENESS_CHECK,
+        yield check_result(
+            nulls, {f"null_rate/{n}": round(r, 6) for n, r in rates.items()}, check_name=NULLS_CHECK, asset_key=WINDOWS
+        )
+        yield check_result(
+            ranges, {f"violations/{n}": v for n, v in broken.items()}, check_name=RANGES_CHECK, asset_key=WINDOWS
+        )
+        yield check_result(
+            feature_checks.row_count(frame, active),
+            {"rows": frame.height, "active": active},
+            check_name=ROWS_CHECK,
+            asset_key=WINDOWS,
+        )
+        yield check_result(
             feature_checks.completeness(cover),
             {"days_present": len(cover.expected) - len(cover.missing), "days_before_history": cover.before_history},
+            check_name=COMPLETENESS_CHECK,
+            asset_key=WINDOWS,
         )
-        yield _check(
-            DRIFT_CHECK,
+        yield check_result(
             Verdict(
                 report.status in ("ok", "not enough data"),
                 "ERROR" if report.status == "error" else "WARN",
@@ -236,6 +238,8 @@ def windows_asset(settings: Settings, partitions: dg.DailyPartitionsDefinition) 
                 "comparable_features": len(comparable),
                 **{f"psi/{name}": score for name, score in report.scores.items()},
             },
+            check_name=DRIFT_CHECK,
+            asset_key=WINDOWS,
         )
 
     return _windows
@@ -295,8 +299,11 @@ def online_asset(settings: Settings, partitions: dg.DailyPartitionsDefinition) -
             )
         online, offline = store.snapshot(), _latest_offline(warehouse)
         verdict = feature_checks.consistency(online, offline)
-        yield _check(
-            CONSISTENCY_CHECK, verdict, {"online_rows": online.height, "offline_rows": offline.height}, asset=ONLINE
+        yield check_result(
+            verdict,
+            {"online_rows": online.height, "offline_rows": offline.height},
+            check_name=CONSISTENCY_CHECK,
+            asset_key=ONLINE,
         )
 
     return _online

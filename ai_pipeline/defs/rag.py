@@ -15,7 +15,7 @@ import numpy as np
 import polars as pl
 from dagster_duckdb import DuckDBResource
 
-from ai_pipeline.defs.common import DUCKDB_POOL, OWNERS
+from ai_pipeline.defs.common import DUCKDB_POOL, OWNERS, check_result
 from ai_pipeline.lib import chunking, documents, embedding, retrieval, vector_store
 from ai_pipeline.lib.quality import Verdict
 from ai_pipeline.settings import DocSource, Settings
@@ -57,17 +57,6 @@ def load_source(source: DocSource) -> tuple[list[documents.Document], list[docum
 def _read(warehouse: DuckDBResource, query: str, params: list) -> pl.DataFrame:
     with warehouse.get_connection() as conn:
         return conn.execute(query, params).pl()
-
-
-def _check(name: str, verdict: Verdict, metadata: dict, asset: str) -> dg.AssetCheckResult:
-    return dg.AssetCheckResult(
-        asset_key=asset,
-        check_name=name,
-        passed=verdict.passed,
-        severity=dg.AssetCheckSeverity(verdict.severity),
-        description=verdict.description,
-        metadata=metadata,
-    )
 
 
 def _spec(name: str, asset: str, description: str, blocking: bool = False) -> dg.AssetCheckSpec:
@@ -114,7 +103,7 @@ def rag_assets(settings: Settings) -> list[dg.AssetsDefinition]:
             "WARN",
             f"{len(docs)} documents loaded, {len(skipped)} files skipped" + (f": {reasons}" if skipped else ""),
         )
-        yield _check(LOADED_CHECK, verdict, {"skipped": dg.MetadataValue.json(reasons)}, RAW)
+        yield check_result(verdict, {"skipped": dg.MetadataValue.json(reasons)}, check_name=LOADED_CHECK, asset_key=RAW)
 
     @dg.asset(
         name=CHUNKS,
@@ -156,7 +145,9 @@ def rag_assets(settings: Settings) -> list[dg.AssetsDefinition]:
             "ERROR",
             f"{frame.height} chunks, {over} over {chunking.MAX_TOKENS} tokens, {duplicates} duplicate ids",
         )
-        yield _check(TOKENS_CHECK, verdict, {"over_limit": over, "duplicate_ids": duplicates}, CHUNKS)
+        yield check_result(
+            verdict, {"over_limit": over, "duplicate_ids": duplicates}, check_name=TOKENS_CHECK, asset_key=CHUNKS
+        )
 
     @dg.asset(
         name=EMBEDDINGS,
@@ -209,7 +200,7 @@ def rag_assets(settings: Settings) -> list[dg.AssetsDefinition]:
         )
         missing = int(frame["embedding"].is_null().sum())
         verdict = Verdict(missing == 0, "ERROR", f"{frame.height - missing} of {frame.height} chunks have a vector")
-        yield _check(COVERAGE_CHECK, verdict, {"missing": missing}, EMBEDDINGS)
+        yield check_result(verdict, {"missing": missing}, check_name=COVERAGE_CHECK, asset_key=EMBEDDINGS)
 
     @dg.asset(
         name=VECTORS,
@@ -355,7 +346,7 @@ def _sync_result(ids: list[str], vectors: np.ndarray, expected: dict) -> dg.Asse
         "vectors_differing": len(moved),
         "examples": dg.MetadataValue.json((orphans + missing + moved)[:5]),
     }
-    return _check(SYNC_CHECK, verdict, metadata, VECTORS)
+    return check_result(verdict, metadata, check_name=SYNC_CHECK, asset_key=VECTORS)
 
 
 def _valid_result(vectors: np.ndarray) -> dg.AssetCheckResult:
@@ -371,7 +362,7 @@ def _valid_result(vectors: np.ndarray) -> dg.AssetCheckResult:
         "min_norm": float(norms.min()),
         "max_norm": float(norms.max()),
     }
-    return _check(VALID_CHECK, verdict, metadata, VECTORS)
+    return check_result(verdict, metadata, check_name=VALID_CHECK, asset_key=VECTORS)
 
 
 def _stale_result(source: DocSource, metadatas: list[dict]) -> dg.AssetCheckResult:
@@ -396,12 +387,17 @@ def _stale_result(source: DocSource, metadatas: list[dict]) -> dg.AssetCheckResu
         "deleted": len(deleted),
         "examples": dg.MetadataValue.json(stale[:5]),
     }
-    return _check(STALE_CHECK, verdict, metadata, VECTORS)
+    return check_result(verdict, metadata, check_name=STALE_CHECK, asset_key=VECTORS)
 
 
 def _gate_result(source: DocSource, collection) -> dg.AssetCheckResult:
     if source.golden is None:
-        return _check(GATE_CHECK, Verdict(True, "ERROR", "no golden question set for this source"), {}, VECTORS)
+        return check_result(
+            Verdict(True, "ERROR", "no golden question set for this source"),
+            {},
+            check_name=GATE_CHECK,
+            asset_key=VECTORS,
+        )
     golden = retrieval.GoldenSet.load(source.golden)
     questions = embedding.Embedder().embed([q.question for q in golden.questions])
     result = retrieval.evaluate(collection, questions, golden)
@@ -417,4 +413,4 @@ def _gate_result(source: DocSource, collection) -> dg.AssetCheckResult:
         "questions": result.questions,
         "misses": dg.MetadataValue.json(result.misses[:10]),
     }
-    return _check(GATE_CHECK, verdict, metadata, VECTORS)
+    return check_result(verdict, metadata, check_name=GATE_CHECK, asset_key=VECTORS)

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from ai_pipeline.defs.common import partition_date
+from ai_pipeline.defs.common import check_result, partition_date
 from ai_pipeline.defs.ingest.assets import read_partition
 from ai_pipeline.lib import expectations, quality
 
@@ -44,15 +44,6 @@ from duplicates
 """
 
 
-def _result(verdict: quality.Verdict, metadata: dict) -> dg.AssetCheckResult:
-    return dg.AssetCheckResult(
-        passed=verdict.passed,
-        severity=dg.AssetCheckSeverity(verdict.severity),
-        description=verdict.description,
-        metadata=metadata,
-    )
-
-
 def ingest_checks(
     entity: str,
     raw_keys: Iterable[str],
@@ -82,7 +73,7 @@ def ingest_checks(
     def conservation(context: dg.AssetCheckExecutionContext, warehouse: DuckDBResource):
         rows_in, n_valid, n_quarantined = counts(warehouse, partition_date(context))
         verdict = quality.conservation(rows_in, n_valid, n_quarantined)
-        return _result(verdict, {"rows_in": rows_in, "rows_valid": n_valid, "rows_quarantined": n_quarantined})
+        return check_result(verdict, {"rows_in": rows_in, "rows_valid": n_valid, "rows_quarantined": n_quarantined})
 
     @dg.asset_check(
         asset=valid,
@@ -97,7 +88,7 @@ def ingest_checks(
         rows_in, _, n_quarantined = counts(warehouse, partition_date(context))
         verdict = quality.quarantine_rate(rows_in, n_quarantined)
         rate = n_quarantined / rows_in if rows_in else 0.0
-        return _result(verdict, {"quarantine_rate": round(rate, 6), "rows_quarantined": n_quarantined})
+        return check_result(verdict, {"quarantine_rate": round(rate, 6), "rows_quarantined": n_quarantined})
 
     @dg.asset_check(
         asset=valid,
@@ -113,7 +104,7 @@ def ingest_checks(
                 _DUPLICATES.format(table=quarantined), [partition_date(context)]
             ).fetchone()
         verdict = quality.duplicates(identical, conflicting)
-        return _result(verdict, {"identical_duplicates": identical, "conflicting_duplicates": conflicting})
+        return check_result(verdict, {"identical_duplicates": identical, "conflicting_duplicates": conflicting})
 
     def suite_check(suite: str) -> dg.AssetChecksDefinition:
         severity = expectations.SEVERITY[suite]
