@@ -87,18 +87,23 @@ def test_asset_specs_match_snapshot(defs):
     assert current == json.loads(SNAPSHOT.read_text())
 
 
-def test_feature_windows_look_back_ninety_days(defs):
+def test_feature_windows_read_states_up_to_ninety_days_back(defs):
     graph = defs.resolve_asset_graph()
-    mapping = graph.get_partition_mapping(dg.AssetKey("user_window_features"), dg.AssetKey("user_daily_aggregates"))
-    assert isinstance(mapping, dg.TimeWindowPartitionMapping)
-    assert (mapping.start_offset, mapping.end_offset) == (-89, 0)
-    node = graph.get(dg.AssetKey("user_window_features"))
-    upstream = mapping.get_upstream_mapped_partitions_result_for_partitions(
-        node.partitions_def.subset_with_partition_keys(["2024-06-30"]),
-        node.partitions_def,
-        node.partitions_def,
-    ).partitions_subset.get_partition_keys()
-    assert (min(upstream), max(upstream), len(upstream)) == ("2024-04-02", "2024-06-30", 90)
+    windows, state = dg.AssetKey("user_window_features"), dg.AssetKey("user_feature_state")
+    node = graph.get(windows)
+
+    def upstream(child: dg.AssetKey, parent: dg.AssetKey, key: str) -> list[str]:
+        mapping = graph.get_partition_mapping(child, parent)
+        return sorted(
+            mapping.get_upstream_mapped_partitions_result_for_partitions(
+                node.partitions_def.subset_with_partition_keys([key]), node.partitions_def, node.partitions_def
+            ).partitions_subset.get_partition_keys()
+        )
+
+    keys = upstream(windows, state, "2024-06-30")
+    assert (keys[0], keys[-1], len(keys)) == ("2024-04-01", "2024-06-30", 91)
+    assert upstream(state, state, "2024-06-30") == ["2024-06-29"]  # state D is state D-1 plus day D
+    assert upstream(state, state, "2024-01-01") == []  # the start of history has no previous state
 
 
 def test_jobs_cover_every_asset_once(defs):

@@ -25,7 +25,7 @@ START = date(2024, 3, 1)
 DAYS = 21
 SHIFT_FROM = START + timedelta(days=14)  # amounts x5 from here on
 LAG = 7
-ASSETS = [feature_defs.AGGREGATES, feature_defs.WINDOWS, feature_defs.ONLINE]
+ASSETS = [feature_defs.AGGREGATES, feature_defs.STATE, feature_defs.WINDOWS, feature_defs.ONLINE]
 
 
 def _events(start: date, end: date) -> pl.DataFrame:
@@ -82,6 +82,7 @@ def test_every_day_materializes_with_passing_blocking_checks(lane):
         checks = _checks(result)
         assert {
             feature_defs.CONSERVATION_CHECK,
+            feature_defs.STATE_CHECK,
             feature_defs.NULLS_CHECK,
             feature_defs.RANGES_CHECK,
             feature_defs.ROWS_CHECK,
@@ -91,6 +92,7 @@ def test_every_day_materializes_with_passing_blocking_checks(lane):
         } <= set(checks)
         for name in (
             feature_defs.CONSERVATION_CHECK,
+            feature_defs.STATE_CHECK,
             feature_defs.NULLS_CHECK,
             feature_defs.RANGES_CHECK,
             feature_defs.ROWS_CHECK,
@@ -102,11 +104,10 @@ def test_every_day_materializes_with_passing_blocking_checks(lane):
 
 def test_offline_store_equals_the_library_on_all_events(lane):
     settings, events, *_ = lane
-    daily = features.daily_aggregates(events)
-    for n in (0, 9, DAYS - 1):
-        day = START + timedelta(days=n)
+    days = [START + timedelta(days=n) for n in (0, 9, DAYS - 1)]
+    for day, computed in zip(days, features.run(features.daily_aggregates(events), START, days), strict=True):
         stored = _warehouse(settings, "select * from user_window_features where feature_date = ?", [day])
-        assert stored.sort("user_id").equals(features.window_features(daily, day)), day
+        assert stored.sort("user_id").equals(computed), day
     counts = _warehouse(settings, "select feature_date, count(*) as n from user_window_features group by 1")
     assert counts.height == DAYS
 
@@ -116,7 +117,7 @@ def test_start_of_history_windows_are_marked_partial(lane):
     first = results[START]
     meta = {e.asset_key.to_user_string(): e.materialization.metadata for e in first.get_asset_materialization_events()}
     assert meta[feature_defs.WINDOWS]["partial_window"].value is True
-    assert meta[feature_defs.WINDOWS]["window_days_present"].value == 1
+    assert meta[feature_defs.WINDOWS]["window_days_in_history"].value == 1
     completeness = _checks(first)[feature_defs.COMPLETENESS_CHECK]
     assert completeness.passed and completeness.metadata["days_before_history"].value == features.HORIZON - 1
 

@@ -23,8 +23,7 @@ def days() -> tuple[pl.DataFrame, pl.DataFrame]:
     (with an id that looks like SQL) only in the second."""
     events = clean_events(date(2024, 2, 1), DAY + timedelta(days=1), events_per_day=40, users=12, seed=5)
     daily = features.daily_aggregates(events)
-    first = features.window_features(daily, DAY)
-    second = features.window_features(daily, DAY + timedelta(days=1))
+    first, second = features.run(daily, date(2024, 2, 1), [DAY, DAY + timedelta(days=1)])
     gone = first["user_id"][2]
     odd = second.filter(pl.col("user_id") == second["user_id"][0]).with_columns(pl.lit(ODD_USER).alias("user_id"))
     second = pl.concat([second.filter(pl.col("user_id") != gone), odd]).sort("user_id")

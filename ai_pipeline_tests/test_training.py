@@ -48,7 +48,7 @@ CASES = [
 def offline() -> pl.DataFrame:
     events = clean_events(date(2023, 12, 20), date(2024, 1, 15), events_per_day=40, users=5, seed=3)
     daily = features.daily_aggregates(events)
-    frame = pl.concat([features.window_features(daily, day) for day in FEATURE_DAYS])
+    frame = pl.concat(features.run(daily, date(2023, 12, 20), FEATURE_DAYS))
     user, gap = GAP
     frame = frame.filter(~((pl.col("user_id") == user) & pl.col("feature_date").is_in(gap)))
     # every user has features on every computed day but the gap (the test relies on it)

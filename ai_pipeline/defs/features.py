@@ -20,9 +20,11 @@ from ai_pipeline.settings import Settings
 
 GROUP = "features"
 AGGREGATES = "user_daily_aggregates"
+STATE = "user_feature_state"
 WINDOWS = "user_window_features"
 ONLINE = "online_user_features"
 CONSERVATION_CHECK = "partials_count_every_event"
+STATE_CHECK = "running_totals_add_up"
 NULLS_CHECK = "null_rates"
 RANGES_CHECK = "value_ranges"
 ROWS_CHECK = "one_row_per_active_user"
@@ -116,23 +118,86 @@ def aggregates_asset(partitions: dg.DailyPartitionsDefinition) -> dg.AssetsDefin
     return _aggregates
 
 
-def _present_days(context: dg.AssetExecutionContext) -> set[date]:
-    materialized = context.instance.get_materialized_partitions(dg.AssetKey(AGGREGATES))
-    return {date.fromisoformat(key) for key in materialized}
+def _present_days(context: dg.AssetExecutionContext, asset: str) -> set[date]:
+    return {date.fromisoformat(key) for key in context.instance.get_materialized_partitions(dg.AssetKey(asset))}
+
+
+def _require(cover: features.Coverage, asset: str, upstream: str) -> None:
+    """Refuses to compute from incomplete upstream days (before the start of history is not incomplete)."""
+    if not cover.complete:
+        raise dg.Failure(
+            description=f"{asset} for {cover.day} not computed: {len(cover.missing)} upstream days of {upstream} "
+            f"were never materialized ({', '.join(map(str, cover.missing[:5]))}). Materialize or backfill them.",
+            metadata={"missing_days": dg.MetadataValue.json([d.isoformat() for d in cover.missing])},
+        )
+
+
+def state_asset(settings: Settings, partitions: dg.DailyPartitionsDefinition) -> dg.AssetsDefinition:
+    @dg.asset(
+        name=STATE,
+        description="Per user seen since the start of history, as of the end of D: running totals of every "
+        "partial, first/last event, active days and the last day each category was seen. State D is state D-1 "
+        f"plus D's {AGGREGATES}, so each day costs one day of partials; windows are differences of states.",
+        **_warehouse_writer(partitions),
+        deps=[
+            AGGREGATES,
+            dg.AssetDep(
+                STATE,
+                partition_mapping=dg.TimeWindowPartitionMapping(
+                    start_offset=-1, end_offset=-1, allow_nonexistent_upstream_partitions=True
+                ),
+            ),
+        ],
+        metadata={"partition_expr": features.STATE_DATE},
+        check_specs=_specs(
+            STATE,
+            partitions,
+            {STATE_CHECK: "The running event count of D is that of D-1 plus D's events, user by user in total."},
+            blocking={STATE_CHECK},
+        ),
+    )
+    def _state(context: dg.AssetExecutionContext, warehouse: DuckDBResource):
+        day = partition_date(context)
+        before = day - timedelta(days=1)
+        _require(features.coverage(day, settings.start_date, _present_days(context, STATE), [before]), STATE, STATE)
+        previous = (
+            _read_partition(warehouse, STATE, features.STATE_DATE, before) if before >= settings.start_date else None
+        )
+        daily = _read(warehouse, f"select * from main.{AGGREGATES} where {features.DAY} = ?", [day])
+        started = time.perf_counter()
+        state = features.advance_state(previous if previous is not None and previous.width else None, daily, day)
+        seconds = time.perf_counter() - started
+        yield dg.Output(
+            state,
+            metadata={
+                "dagster/row_count": state.height,
+                "active_users": daily.height,
+                "seconds": round(seconds, 4),
+            },
+        )
+        had = int(previous["event_id__count"].sum() or 0) if previous is not None and previous.height else 0
+        added = int(daily["event_id__count"].sum() or 0) if daily.height else 0
+        total = int(state["event_id__count"].sum() or 0)
+        verdict = Verdict(total == had + added, "ERROR", f"{total} events in the running totals = {had} + {added}")
+        yield check_result(
+            verdict, {"events_total": total, "events_today": added}, check_name=STATE_CHECK, asset_key=STATE
+        )
+
+    return _state
 
 
 def windows_asset(settings: Settings, partitions: dg.DailyPartitionsDefinition) -> dg.AssetsDefinition:
     @dg.asset(
         name=WINDOWS,
         description=f"The offline feature store: per user active in the {features.HORIZON} days ending D, "
-        f"{len(features.FEATURES)} features (7/30/90-day windows, totals, category pivot) as of the end of D, "
-        f"combined from {AGGREGATES} (never from raw events). One table keyed by (user_id, feature_date).",
+        f"{len(features.FEATURES)} features (7/30/90-day windows, totals, category pivot) as of the end of D: a "
+        f"window of w days is {STATE} of D minus that of D-w. One table keyed by (user_id, feature_date).",
         **_warehouse_writer(partitions),
         deps=[
             dg.AssetDep(
-                AGGREGATES,
+                STATE,
                 partition_mapping=dg.TimeWindowPartitionMapping(
-                    start_offset=-(features.HORIZON - 1), end_offset=0, allow_nonexistent_upstream_partitions=True
+                    start_offset=-features.HORIZON, end_offset=0, allow_nonexistent_upstream_partitions=True
                 ),
             )
         ],
@@ -151,8 +216,8 @@ def windows_asset(settings: Settings, partitions: dg.DailyPartitionsDefinition) 
                 "first <= last event, timestamps within the window.",
                 ROWS_CHECK: "One row per user with a validated event in the window (counted in SQL from "
                 "validated_events, independently of the feature code).",
-                COMPLETENESS_CHECK: "How many of the window's upstream days were present (partial at the start "
-                "of history).",
+                COMPLETENESS_CHECK: "The states the windows need (D and D-7, D-30, D-90) were present; partial "
+                "at the start of history.",
                 DRIFT_CHECK: f"PSI of every numeric feature against the same features {DRIFT_REFERENCE_LAG_DAYS} "
                 f"days earlier (config): WARN above {drift.WARN_PSI}, ERROR above {drift.ERROR_PSI}, "
                 f"'not enough data' under {drift.MIN_SAMPLES} values.",
@@ -162,36 +227,29 @@ def windows_asset(settings: Settings, partitions: dg.DailyPartitionsDefinition) 
     )
     def _windows(context: dg.AssetExecutionContext, config: WindowConfig, warehouse: DuckDBResource):
         day = partition_date(context)
-        cover = features.coverage(day, settings.start_date, _present_days(context))
-        if not cover.complete:
-            raise dg.Failure(
-                description=f"{WINDOWS} for {day} not computed: {len(cover.missing)} upstream days of "
-                f"{AGGREGATES} were never materialized (first: {cover.missing[0]}). Materialize or backfill them.",
-                metadata={"missing_days": dg.MetadataValue.json([d.isoformat() for d in cover.missing])},
-            )
-        first = day - timedelta(days=features.HORIZON - 1)
-        daily = _read(
-            warehouse,
-            f"select * from main.{AGGREGATES} where {features.DAY} between ? and ? "
-            f"order by {features.DAY}, {features.USER}",
-            [first, day],
-        )
+        needed = features.state_days(day)
+        cover = features.coverage(day, settings.start_date, _present_days(context, STATE), needed)
+        _require(cover, WINDOWS, STATE)
+        states = _read(
+            warehouse, f"select * from main.{STATE} where {features.STATE_DATE} in (?, ?, ?, ?)", needed
+        ).partition_by(features.STATE_DATE, as_dict=True)
         started = time.perf_counter()
-        frame = features.window_features(daily, day)
+        frame = features.window_features({key[0]: state for key, state in states.items()}, day)
         seconds = time.perf_counter() - started
         reference_day = day - timedelta(days=config.drift_reference_lag_days)
-        # A feature whose reference window is cut short by the start of history is not comparable.
+        # Windowed features only (totals since the start of history grow by design), and only those whose
+        # reference window is not cut short by the start of history.
         comparable = [
             f.name
             for f in features.FEATURES
-            if f.numeric and reference_day - timedelta(days=f.window_days - 1) >= settings.start_date
+            if f.numeric and f.window_days and reference_day - timedelta(days=f.window_days - 1) >= settings.start_date
         ]
         reference = _read_partition(warehouse, WINDOWS, features.FEATURE_DATE, reference_day)
         report = drift.drift(reference, frame, comparable)
         active = _read(
             warehouse,
             "select count(distinct user_id) as n from main.validated_events where partition_date between ? and ?",
-            [first, day],
+            [day - timedelta(days=features.HORIZON - 1), day],
         )["n"][0]
         nulls, rates = feature_checks.null_rates(frame)
         ranges, broken = feature_checks.value_ranges(frame, day)
@@ -200,7 +258,7 @@ def windows_asset(settings: Settings, partitions: dg.DailyPartitionsDefinition) 
             metadata={
                 "dagster/row_count": frame.height,
                 "features": len(features.FEATURES),
-                "window_days_present": len(cover.expected) - len(cover.missing),
+                "window_days_in_history": features.HORIZON - cover.before_history,
                 "partial_window": cover.partial,
                 "seconds": round(seconds, 4),
                 "drift_max_psi": report.worst[1] if report.worst else 0.0,
@@ -221,7 +279,7 @@ def windows_asset(settings: Settings, partitions: dg.DailyPartitionsDefinition) 
         )
         yield check_result(
             feature_checks.completeness(cover),
-            {"days_present": len(cover.expected) - len(cover.missing), "days_before_history": cover.before_history},
+            {"upstream_days": len(cover.expected), "days_before_history": cover.before_history},
             check_name=COMPLETENESS_CHECK,
             asset_key=WINDOWS,
         )
@@ -310,4 +368,9 @@ def online_asset(settings: Settings, partitions: dg.DailyPartitionsDefinition) -
 
 
 def feature_assets(settings: Settings, partitions: dg.DailyPartitionsDefinition) -> list[dg.AssetsDefinition]:
-    return [aggregates_asset(partitions), windows_asset(settings, partitions), online_asset(settings, partitions)]
+    return [
+        aggregates_asset(partitions),
+        state_asset(settings, partitions),
+        windows_asset(settings, partitions),
+        online_asset(settings, partitions),
+    ]

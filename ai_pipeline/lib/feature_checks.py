@@ -12,6 +12,7 @@ from ai_pipeline.lib.features import (
     COUNT,
     DISTINCT,
     FEATURES,
+    HORIZON,
     MAX,
     MEAN,
     MIN,
@@ -50,20 +51,25 @@ def range_rules(day: date, features: Sequence[Feature] = FEATURES) -> dict[str, 
         if f.aggregation in (COUNT, SUM, DISTINCT, PER_ACTIVE_DAY, MEAN):
             rules[f"{f.name} >= 0"] = col < 0
         if f.aggregation == ACTIVE_DAYS:
-            rules[f"1 <= {f.name} <= {f.window_days}"] = ~col.is_between(1, f.window_days)
+            rules[f"{f.name} >= 1"] = col < 1
         if f.aggregation == MEAN:
             total = by_key.get(((f.source, SUM, f.where), f.window_days))
             if total is not None:
                 rules[f"{f.name} <= {total.name}"] = col > pl.col(total.name) * (1 + TOLERANCE) + TOLERANCE
         if f.aggregation in (MIN, MAX):
-            start = end - timedelta(days=f.window_days)
-            rules[f"{f.name} within the window"] = ~col.dt.replace_time_zone(None).is_between(start, end, closed="left")
+            rules[f"{f.name} before the end of the day"] = col.dt.replace_time_zone(None) >= end
+        if f.aggregation == MAX:  # every user in a day's features had an event in the horizon
+            rules[f"{f.name} within the last {HORIZON} days"] = col.dt.replace_time_zone(None) < end - timedelta(
+                days=HORIZON
+            )
         if f.aggregation == MIN:
             latest = by_key.get(((f.source, MAX, f.where), f.window_days))
             if latest is not None:
                 rules[f"{f.name} <= {latest.name}"] = col > pl.col(latest.name)
-        if f.aggregation in (COUNT, SUM, DISTINCT):
-            wider = [g for (family, _), g in by_key.items() if family == _family(f) and g.window_days > f.window_days]
+        if f.aggregation in (COUNT, SUM, DISTINCT) and f.window_days:
+            wider = [
+                g for (family, days), g in by_key.items() if family == _family(f) and days and days > f.window_days
+            ]
             if wider:
                 nearest = min(wider, key=lambda g: g.window_days)
                 rules[f"{f.name} <= {nearest.name}"] = col > pl.col(nearest.name) * (1 + TOLERANCE) + TOLERANCE
@@ -92,12 +98,15 @@ def row_count(frame: pl.DataFrame, active_users: int) -> Verdict:
 
 
 def completeness(cover: Coverage) -> Verdict:
-    present = len(cover.expected) - len(cover.missing)
     if cover.missing:
         return Verdict(False, "ERROR", f"{len(cover.missing)} upstream days missing: {cover.missing[:5]}")
-    text = f"{present} of {present + cover.before_history} window days present"
+    text = f"all {len(cover.expected)} upstream days present"
     if cover.partial:
-        return Verdict(True, "WARN", f"{text}; partial window: {cover.before_history} days before the start of history")
+        return Verdict(
+            True,
+            "WARN",
+            f"{text}; partial window: {cover.before_history} of {HORIZON} days before the start of history",
+        )
     return Verdict(True, "WARN", text)
 
 

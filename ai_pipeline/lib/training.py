@@ -91,13 +91,20 @@ def training_set(
     ).to_arrow()
     fresh = f"f.{FEATURE_DATE} + interval 1 day > e.__oldest"
     selected = ", ".join(f'case when {fresh} then f."{name}" end as "{name}"' for name in [FEATURE_DATE, *features])
-    matched = connection.execute(
-        f"""
-        select {selected}
-        from entity_rows e
-        asof left join {table} f on e.{USER} = f.{USER} and e.__day > f.{FEATURE_DATE}
-        order by e.__row
-        """
-    ).pl()
+    # DuckDB estimates an Arrow scan at a handful of rows and would then plan a nested loop (quadratic) instead
+    # of its ASOF operator; a threshold of 0 forces the ASOF join for the duration of this query.
+    threshold = connection.execute("select current_setting('asof_loop_join_threshold')").fetchone()[0]
+    connection.execute("set asof_loop_join_threshold = 0")
+    try:
+        matched = connection.execute(
+            f"""
+            select {selected}
+            from entity_rows e
+            asof left join {table} f on e.{USER} = f.{USER} and e.__day > f.{FEATURE_DATE}
+            order by e.__row
+            """
+        ).pl()
+    finally:
+        connection.execute(f"set asof_loop_join_threshold = {int(threshold)}")
     utc = [pl.col(c).dt.convert_time_zone("UTC") for c, t in matched.schema.items() if isinstance(t, pl.Datetime)]
     return pl.concat([entities, matched.with_columns(utc)], how="horizontal")
