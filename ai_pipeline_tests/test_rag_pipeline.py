@@ -204,3 +204,32 @@ def test_squad_golden_set_passes_the_gate_among_distractors(shared_data, tmp_pat
 # Measured: recall@5 0.891 (recall@1 0.598, MRR 0.719) on the 810 questions with the pydantic docs as
 # distractors; the gate sits below it with room for float noise, not for a real loss of quality.
 SQUAD_THRESHOLD = 0.85
+
+
+def test_the_document_sensor_registers_sources_and_requests_one_run_per_file_state(tmp_path):
+    root = tmp_path / "docs"
+    _write(root, {"a.md": "# A\n\nalpha\n", "b.md": "# B\n\nbeta\n"})
+    settings = Settings(home=tmp_path / "home", doc_sources=(DocSource("kbase", root),))
+    sensor = build_defs(settings).resolve_sensor_def("document_sources")
+    instance = dg.DagsterInstance.ephemeral()
+
+    def tick(cursor: str | None):
+        return sensor(dg.build_sensor_context(instance=instance, cursor=cursor))
+
+    first = tick(None)
+    assert [r.partition_key for r in first.run_requests] == ["kbase"]
+    assert [list(r.partition_keys) for r in first.dynamic_partitions_requests] == [["kbase"]]
+    instance.add_dynamic_partitions(rag_defs.COLLECTIONS.name, ["kbase"])
+    quiet = tick(first.cursor)
+    assert quiet.run_requests == [] and quiet.dynamic_partitions_requests == []
+    (root / "b.md").write_text("# B\n\nbeta, rewritten\n")
+    changed = tick(quiet.cursor)
+    assert [r.partition_key for r in changed.run_requests] == ["kbase"]
+    assert changed.run_requests[0].run_key != first.run_requests[0].run_key
+    (root / "a.md").unlink()
+    deleted = tick(changed.cursor)
+    assert len(deleted.run_requests) == 1 and deleted.run_requests[0].run_key not in {
+        first.run_requests[0].run_key,
+        changed.run_requests[0].run_key,
+    }
+    assert tick(deleted.cursor).run_requests == []

@@ -12,7 +12,7 @@ from ai_pipeline.defs.ingest.assets import ingest_assets
 from ai_pipeline.defs.ingest.checks import ingest_checks
 from ai_pipeline.defs.marts import build_dbt_assets
 from ai_pipeline.defs.rag import GROUP as RAG_GROUP
-from ai_pipeline.defs.rag import rag_assets, rag_checks
+from ai_pipeline.defs.rag import documents_sensor, rag_assets, rag_checks
 from ai_pipeline.defs.resources import warehouse_resources
 from ai_pipeline.lib import expectations
 from ai_pipeline.settings import Settings
@@ -55,6 +55,7 @@ def build_defs(settings: Settings) -> dg.Definitions:
                 "its checks (the retrieval gate included).",
             ),
         ],
+        sensors=[documents_sensor(settings, DOCUMENTS_JOB)],
         resources={**warehouse_resources(settings), **dbt_resources},
     )
     # One freshness policy for every asset; an asset that declares its own keeps it.

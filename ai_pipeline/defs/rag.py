@@ -7,6 +7,7 @@ Partitions are dynamic: one key per configured document source (`Settings.doc_so
 `register_collections` (the demo) or the document sensor.
 """
 
+import json
 import time
 from datetime import timedelta
 
@@ -414,3 +415,43 @@ def _gate_result(source: DocSource, collection) -> dg.AssetCheckResult:
         "misses": dg.MetadataValue.json(result.misses[:10]),
     }
     return check_result(verdict, metadata, check_name=GATE_CHECK, asset_key=VECTORS)
+
+
+def documents_sensor(settings: Settings, job_name: str) -> dg.SensorDefinition:
+    """Registers every configured source as a partition and requests a build of a collection whose files changed.
+
+    The cursor holds each source's fingerprint (names, sizes and modification times of its files, no content
+    read); a run key of source and fingerprint means one run per state of the files, however often it ticks.
+    """
+
+    @dg.sensor(
+        name="document_sources",
+        job_name=job_name,
+        minimum_interval_seconds=60,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="New document sources become partitions of the RAG assets; added, changed or deleted files "
+        "request a rebuild of their collection.",
+    )
+    def _sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        known = json.loads(context.cursor) if context.cursor else {}
+        existing = set(context.instance.get_dynamic_partitions(COLLECTIONS.name))
+        new = [s.name for s in settings.doc_sources if s.name not in existing]
+        current, requests, skipped = {}, [], []
+        for source in settings.doc_sources:
+            try:
+                current[source.name] = documents.fingerprint(source.root, source.include)
+            except (OSError, ValueError) as error:
+                skipped.append(f"{source.name}: {error}")
+                continue
+            if current[source.name] != known.get(source.name):
+                requests.append(
+                    dg.RunRequest(partition_key=source.name, run_key=f"{source.name}:{current[source.name]}")
+                )
+        return dg.SensorResult(
+            run_requests=requests,
+            dynamic_partitions_requests=[COLLECTIONS.build_add_request(new)] if new else [],
+            cursor=json.dumps(current, sort_keys=True),
+            skip_reason="; ".join(skipped) if skipped and not requests else None,
+        )
+
+    return _sensor

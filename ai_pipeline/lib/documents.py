@@ -29,6 +29,7 @@ import hashlib
 import os
 import re
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from fnmatch import fnmatch
@@ -86,7 +87,28 @@ def load_documents(
     documents: list[Document] = []
     skipped: list[Skipped] = []
 
-    def walk(folder: Path, relative: PurePosixPath) -> None:
+    for rel, path, entry in _walk(root, include, skipped):
+        name = rel.as_posix()
+        if entry.is_symlink():
+            what = "symlink to a directory" if path.is_dir() else "symlink"
+            skipped.append(Skipped(name, f"{what} (not followed)"))
+        elif not entry.is_file(follow_symlinks=False):
+            skipped.append(Skipped(name, "not a regular file"))
+        elif (suffix := PurePosixPath(entry.name).suffix.lower()) not in wanted:
+            skipped.append(Skipped(name, f"unsupported extension {suffix or '(none)'}"))
+        else:
+            loaded = _load_file(path, rel, real_root, source, max_bytes, SUFFIX_KINDS.get(suffix, "text"))
+            (documents if isinstance(loaded, Document) else skipped).append(loaded)
+    return documents, skipped
+
+
+def _walk(
+    root: Path, include: tuple[str, ...], skipped: list[Skipped]
+) -> Iterator[tuple[PurePosixPath, Path, os.DirEntry]]:
+    """Non-hidden entries under `root` (folders entered, never through links) whose path matches `include`,
+    in sorted order; a folder that cannot be listed is reported in `skipped` (the root itself raises)."""
+
+    def walk(folder: Path, relative: PurePosixPath) -> Iterator[tuple[PurePosixPath, Path, os.DirEntry]]:
         try:
             with os.scandir(folder) as listing:
                 entries = sorted(listing, key=lambda e: e.name)
@@ -98,25 +120,23 @@ def load_documents(
         for entry in entries:
             if entry.name.startswith("."):
                 continue
-            rel = relative / entry.name
-            path = folder / entry.name
-            if not entry.is_dir(follow_symlinks=False) and not any(fnmatch(rel.as_posix(), p) for p in include):
-                continue
-            if entry.is_symlink():
-                what = "symlink to a directory" if path.is_dir() else "symlink"
-                skipped.append(Skipped(rel.as_posix(), f"{what} (not followed)"))
-            elif entry.is_dir(follow_symlinks=False):
-                walk(path, rel)
-            elif not entry.is_file(follow_symlinks=False):
-                skipped.append(Skipped(rel.as_posix(), "not a regular file"))
-            elif (suffix := PurePosixPath(entry.name).suffix.lower()) not in wanted:
-                skipped.append(Skipped(rel.as_posix(), f"unsupported extension {suffix or '(none)'}"))
-            else:
-                loaded = _load_file(path, rel, real_root, source, max_bytes, SUFFIX_KINDS.get(suffix, "text"))
-                (documents if isinstance(loaded, Document) else skipped).append(loaded)
+            rel, path = relative / entry.name, folder / entry.name
+            if entry.is_dir(follow_symlinks=False):
+                yield from walk(path, rel)
+            elif any(fnmatch(rel.as_posix(), pattern) for pattern in include):
+                yield rel, path, entry
 
-    walk(root, PurePosixPath())
-    return documents, skipped
+    yield from walk(Path(root), PurePosixPath())
+
+
+def fingerprint(root: Path, include: tuple[str, ...] = ("*",)) -> str:
+    """A digest of the names, sizes and modification times of what `load_documents` would look at: it changes
+    when a file is added, removed, renamed or rewritten, without reading any content."""
+    digest = hashlib.sha256()
+    for rel, _, entry in _walk(root, include, []):
+        info = entry.stat(follow_symlinks=False)
+        digest.update(f"{rel.as_posix()}\0{info.st_size}\0{info.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
 
 
 def _load_file(
