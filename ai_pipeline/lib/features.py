@@ -225,20 +225,31 @@ def advance_state(
     schema = state_schema(features)
     running = _running(features)
     previous = empty_state(features) if previous is None else previous
-    today = daily.filter(pl.col(DAY) == day)
-    seen_before = previous.join(today.select(USER), on=USER).select(USER, SEEN).explode(SEEN).unnest(SEEN)
-    seen_today = today.select(USER, pl.col("category__values").alias("category"), pl.lit(day).alias("last_seen"))
-    seen = (
-        pl.concat([seen_before, seen_today.explode("category")])
+    today = daily.lazy().filter(pl.col(DAY) == day)
+    seen_today = (
+        today.select(USER, pl.col("category__values").alias("category"))
+        .explode("category")
         .filter(pl.col("category").is_not_null())
-        .group_by(USER, "category")
-        .agg(pl.col("last_seen").max())
-        .sort(USER, "category")
-        .group_by(USER, maintain_order=True)
-        .agg(pl.struct("category", "last_seen").alias(f"{SEEN}__today"))
+        .with_columns(pl.lit(day).alias("last_seen"))
+    )
+    # Today's users' earlier categories, less those seen again today (today is then their last day).
+    seen_before = (
+        previous.lazy()
+        .join(today.select(USER), on=USER)
+        .select(USER, SEEN)
+        .explode(SEEN)
+        .unnest(SEEN)
+        .filter(pl.col("category").is_not_null())
+        .join(seen_today.select(USER, "category"), on=[USER, "category"], how="anti")
+    )
+    seen = (
+        pl.concat([seen_before, seen_today])
+        .group_by(USER)
+        .agg(pl.struct("category", "last_seen").sort_by("category").alias(f"{SEEN}__today"))
     )
     joined = (
-        previous.drop(STATE_DATE)
+        previous.lazy()
+        .drop(STATE_DATE)
         .join(today.drop(DAY), on=USER, how="full", coalesce=True, suffix="__today")
         .join(seen, on=USER, how="left")
     )
@@ -258,6 +269,7 @@ def advance_state(
             .alias(SEEN),
         )
         .sort(USER)
+        .collect()
         .cast(schema)
     )
 

@@ -89,22 +89,30 @@ def training_set(
         pl.col(TIMESTAMP).dt.convert_time_zone("UTC").dt.date().alias("__day"),
         (pl.col(TIMESTAMP).dt.convert_time_zone("UTC").dt.replace_time_zone(None) - ttl).alias("__oldest"),
     ).to_arrow()
-    fresh = f"f.{FEATURE_DATE} + interval 1 day > e.__oldest"
-    selected = ", ".join(f'case when {fresh} then f."{name}" end as "{name}"' for name in [FEATURE_DATE, *features])
+    selected = ", ".join(f'f."{name}"' for name in [FEATURE_DATE, *features])
     # DuckDB estimates an Arrow scan at a handful of rows and would then plan a nested loop (quadratic) instead
-    # of its ASOF operator; a threshold of 0 forces the ASOF join for the duration of this query.
+    # of its ASOF operator; a threshold of 0 forces the ASOF join for the duration of this query. The ASOF join
+    # matches keys only (sorting the feature columns too costs more than the join); the (user, date) key of the
+    # table then fetches the features of the fresh matches with a hash join.
     threshold = connection.execute("select current_setting('asof_loop_join_threshold')").fetchone()[0]
     connection.execute("set asof_loop_join_threshold = 0")
     try:
-        matched = connection.execute(
+        found = connection.execute(
             f"""
-            select {selected}
-            from entity_rows e
-            asof left join {table} f on e.{USER} = f.{USER} and e.__day > f.{FEATURE_DATE}
-            order by e.__row
+            with hit as (
+                select e.__row, e.{USER}, k.{FEATURE_DATE}
+                from entity_rows e
+                asof left join (select {USER}, {FEATURE_DATE} from {table}) k
+                  on e.{USER} = k.{USER} and e.__day > k.{FEATURE_DATE}
+                where k.{FEATURE_DATE} + interval 1 day > e.__oldest
+            )
+            select h.__row, {selected}
+            from hit h join {table} f on f.{USER} = h.{USER} and f.{FEATURE_DATE} = h.{FEATURE_DATE}
             """
         ).pl()
     finally:
         connection.execute(f"set asof_loop_join_threshold = {int(threshold)}")
+    rows = pl.DataFrame({"__row": pl.int_range(entities.height, dtype=pl.UInt32, eager=True)})
+    matched = rows.join(found, on="__row", how="left", maintain_order="left").drop("__row")
     utc = [pl.col(c).dt.convert_time_zone("UTC") for c, t in matched.schema.items() if isinstance(t, pl.Datetime)]
     return pl.concat([entities, matched.with_columns(utc)], how="horizontal")
