@@ -90,4 +90,6 @@ def test_search_answers_from_the_project_docs(demo):
     assert len(ranked) == 5
     scores = [float(line.split()[2]) for line in ranked]
     assert scores == sorted(scores, reverse=True) and scores[0] > 0.3
-    assert "project_docs:docs/operations.md" in ranked[0] and "Online feature store" in ranked[0]
+    # Two sections answer it: the configuration table and the operations guide; both must rank first and second.
+    relevant = ("project_docs:docs/operations.md  [Operations > Online feature store]", "[ai_pipeline > Configuration")
+    assert all(any(r in line for r in relevant) for line in ranked[:2]), ranked[:2]
