@@ -93,17 +93,20 @@ class Embedder:
         if total == 0:
             return out
         model = self._loaded()
+        # Longest texts first, as sentence-transformers orders one encode() call: batches of similar lengths
+        # pad less (in document order the padding cost ~20% more work). Rows go back to the input's order.
+        order = np.argsort([-len(text) for text in texts], kind="stable")
         for start in range(0, total, self.batch_size):
-            batch = texts[start : start + self.batch_size]
-            out[start : start + len(batch)] = model.encode(
-                batch,
-                batch_size=len(batch),
+            rows = order[start : start + self.batch_size]
+            out[rows] = model.encode(
+                [texts[i] for i in rows],
+                batch_size=len(rows),
                 normalize_embeddings=True,
                 convert_to_numpy=True,
                 show_progress_bar=False,
             )
             if progress is not None:
-                progress(start + len(batch), total)
+                progress(start + len(rows), total)
         return out
 
     def embed_query(self, text: str) -> np.ndarray:
