@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ai_pipeline.lib.embedding import DIMENSION, MODEL_NAME, Embedder, cache_key, missing, model_path
+from ai_pipeline.lib.embedding import DIMENSION, MODEL_NAME, Embedder, model_path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -90,21 +90,6 @@ def test_empty_input() -> None:
     assert embedder._model is None  # nothing to embed, nothing loaded
     with pytest.raises(TypeError):
         embedder.embed("a single string is not a list of texts")
-
-
-def test_cache_key_separates_models() -> None:
-    assert cache_key(MODEL_NAME, "abc") == cache_key(MODEL_NAME, "abc")
-    assert cache_key(MODEL_NAME, "abc") != cache_key(MODEL_NAME, "abd")
-    assert cache_key(MODEL_NAME, "abc") != cache_key("another/model", "abc")
-    with pytest.raises(ValueError):
-        cache_key(MODEL_NAME, "")
-
-
-def test_missing_dedups_in_first_appearance_order_and_skips_cached() -> None:
-    assert missing(["c", "a", "c", "b", "a", "d"], cached=["b"]) == ["c", "a", "d"]
-    assert missing(iter(["x", "x"]), cached=iter([])) == ["x"]
-    assert missing(["a", "b"], cached={"a", "b"}) == []
-    assert missing([], cached=["a"]) == []
 
 
 def test_import_is_light() -> None:

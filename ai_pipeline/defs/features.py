@@ -10,10 +10,10 @@ from datetime import date, timedelta
 
 import dagster as dg
 import polars as pl
-import polars.selectors as cs
 from dagster_duckdb import DuckDBResource
 
 from ai_pipeline.defs.common import DAILY_BACKFILL, DUCKDB_POOL, OWNERS, check_result, partition_date
+from ai_pipeline.defs.resources import query, table_exists
 from ai_pipeline.lib import drift, feature_checks, features
 from ai_pipeline.lib.quality import Verdict
 from ai_pipeline.settings import Settings
@@ -59,21 +59,11 @@ def _specs(asset: str, partitions, checks: dict[str, str], blocking: set[str]) -
     ]
 
 
-def _read(warehouse: DuckDBResource, query: str, params: list) -> pl.DataFrame:
-    """A query's result, timestamps in UTC (DuckDB names the zone after its session, e.g. Etc/UTC)."""
-    with warehouse.get_connection() as conn:
-        frame = conn.execute(query, params).pl()
-    return frame.with_columns(cs.datetime(time_zone="*").dt.convert_time_zone("UTC"))
-
-
 def _read_partition(warehouse: DuckDBResource, table: str, column: str, day: date) -> pl.DataFrame:
     """One day of a table this lane writes; empty (no columns) before its first materialization."""
-    exists = _read(
-        warehouse,
-        "select count(*) as n from information_schema.tables where table_schema = 'main' and table_name = ?",
-        [table],
-    )["n"][0]
-    return _read(warehouse, f"select * from main.{table} where {column} = ?", [day]) if exists else pl.DataFrame()
+    if not table_exists(warehouse, table):
+        return pl.DataFrame()
+    return query(warehouse, f"select * from main.{table} where {column} = ?", [day])
 
 
 def aggregates_asset(partitions: dg.DailyPartitionsDefinition) -> dg.AssetsDefinition:
@@ -93,7 +83,7 @@ def aggregates_asset(partitions: dg.DailyPartitionsDefinition) -> dg.AssetsDefin
     )
     def _aggregates(context: dg.AssetExecutionContext, warehouse: DuckDBResource):
         day = partition_date(context)
-        events = _read(warehouse, "select * from main.validated_events where partition_date = ?", [day])
+        events = query(warehouse, "select * from main.validated_events where partition_date = ?", [day])
         started = time.perf_counter()
         daily = features.daily_aggregates(events).with_columns(pl.lit(day).alias(features.DAY))
         counted = int(daily["event_id__count"].sum() or 0)
@@ -163,7 +153,7 @@ def state_asset(settings: Settings, partitions: dg.DailyPartitionsDefinition) ->
         previous = (
             _read_partition(warehouse, STATE, features.STATE_DATE, before) if before >= settings.start_date else None
         )
-        daily = _read(warehouse, f"select * from main.{AGGREGATES} where {features.DAY} = ?", [day])
+        daily = query(warehouse, f"select * from main.{AGGREGATES} where {features.DAY} = ?", [day])
         started = time.perf_counter()
         state = features.advance_state(previous if previous is not None and previous.width else None, daily, day)
         seconds = time.perf_counter() - started
@@ -230,7 +220,7 @@ def windows_asset(settings: Settings, partitions: dg.DailyPartitionsDefinition) 
         needed = features.state_days(day)
         cover = features.coverage(day, settings.start_date, _present_days(context, STATE), needed)
         _require(cover, WINDOWS, STATE)
-        states = _read(
+        states = query(
             warehouse, f"select * from main.{STATE} where {features.STATE_DATE} in (?, ?, ?, ?)", needed
         ).partition_by(features.STATE_DATE, as_dict=True)
         started = time.perf_counter()
@@ -246,7 +236,7 @@ def windows_asset(settings: Settings, partitions: dg.DailyPartitionsDefinition) 
         ]
         reference = _read_partition(warehouse, WINDOWS, features.FEATURE_DATE, reference_day)
         report = drift.drift(reference, frame, comparable)
-        active = _read(
+        active = query(
             warehouse,
             "select count(distinct user_id) as n from main.validated_events where partition_date between ? and ?",
             [day - timedelta(days=features.HORIZON - 1), day],
@@ -304,7 +294,7 @@ def windows_asset(settings: Settings, partitions: dg.DailyPartitionsDefinition) 
 
 
 def _latest_offline(warehouse: DuckDBResource) -> pl.DataFrame:
-    return _read(
+    return query(
         warehouse,
         f"select * from main.{WINDOWS} where {features.FEATURE_DATE} = (select max({features.FEATURE_DATE}) "
         f"from main.{WINDOWS}) order by {features.USER}",

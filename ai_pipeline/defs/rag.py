@@ -17,6 +17,7 @@ import polars as pl
 from dagster_duckdb import DuckDBResource
 
 from ai_pipeline.defs.common import DUCKDB_POOL, OWNERS, check_result
+from ai_pipeline.defs.resources import query, table_exists
 from ai_pipeline.lib import chunking, documents, embedding, retrieval, vector_store
 from ai_pipeline.lib.quality import Verdict
 from ai_pipeline.settings import DocSource, Settings
@@ -53,11 +54,6 @@ def load_source(source: DocSource) -> tuple[list[documents.Document], list[docum
     golden = source.golden.resolve() if source.golden else None
     relative = golden.relative_to(root).as_posix() if golden and golden.is_relative_to(root) else None
     return docs, [s for s in skipped if s.path != relative]
-
-
-def _read(warehouse: DuckDBResource, query: str, params: list) -> pl.DataFrame:
-    with warehouse.get_connection() as conn:
-        return conn.execute(query, params).pl()
 
 
 def _spec(name: str, asset: str, description: str, blocking: bool = False) -> dg.AssetCheckSpec:
@@ -121,7 +117,7 @@ def rag_assets(settings: Settings) -> list[dg.AssetsDefinition]:
         **_COMMON,
     )
     def _chunks(context: dg.AssetExecutionContext, warehouse: DuckDBResource):
-        raw = _read(
+        raw = query(
             warehouse, f"select * from main.{RAW} where collection = ? order by doc_id", [context.partition_key]
         )
         counter = chunking.TokenCounter()
@@ -164,7 +160,7 @@ def rag_assets(settings: Settings) -> list[dg.AssetsDefinition]:
     )
     def _embeddings(context: dg.AssetExecutionContext, warehouse: DuckDBResource):
         collection = context.partition_key
-        chunks = _read(
+        chunks = query(
             warehouse,
             f"select chunk_id, content_hash, text from main.{CHUNKS} where collection = ? order by chunk_id",
             [collection],
@@ -246,23 +242,19 @@ def _documents(raw: pl.DataFrame) -> list[documents.Document]:
 
 def _cached_vectors(warehouse: DuckDBResource, model: str, hashes: list[str]) -> pl.DataFrame:
     schema = {"content_hash": pl.String, "embedding": pl.Array(pl.Float32, embedding.DIMENSION)}
-    with warehouse.get_connection() as conn:
-        exists = conn.execute(
-            "select count(*) from information_schema.tables where table_schema = 'main' and table_name = ?",
-            [EMBEDDINGS],
-        ).fetchone()[0]
-        if not exists or not hashes:
-            return pl.DataFrame(schema=schema)
-        found = conn.execute(
-            f"select content_hash, any_value(embedding) as embedding from main.{EMBEDDINGS} "
-            "where model = ? and content_hash in (select unnest(?)) group by content_hash",
-            [model, hashes],
-        ).pl()
+    if not hashes or not table_exists(warehouse, EMBEDDINGS):
+        return pl.DataFrame(schema=schema)
+    found = query(
+        warehouse,
+        f"select content_hash, any_value(embedding) as embedding from main.{EMBEDDINGS} "
+        "where model = ? and content_hash in (select unnest(?)) group by content_hash",
+        [model, hashes],
+    )
     return found.cast(schema)
 
 
 def _records(warehouse: DuckDBResource, collection: str) -> list[vector_store.VectorRecord]:
-    rows = _read(
+    rows = query(
         warehouse,
         f"""
         select c.chunk_id, c.text, c.doc_id, d.path, d.content_hash as doc_hash, c.heading_path, c.index,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import polars as pl
+import polars.selectors as cs
 from dagster._core.storage.db_io_manager import DbTypeHandler, TableSlice
 from dagster_duckdb import DuckDBIOManager, DuckDBResource
 from dagster_duckdb_polars import DuckDBPolarsTypeHandler
@@ -43,3 +44,16 @@ def warehouse_resources(settings: Settings) -> dict:
         "io_manager": WarehouseIOManager(database=database, schema="main"),
         "warehouse": DuckDBResource(database=database),
     }
+
+
+def query(warehouse: DuckDBResource, sql: str, params: list) -> pl.DataFrame:
+    """A query's result, timestamps in UTC (DuckDB names the zone after its session, e.g. Etc/UTC)."""
+    with warehouse.get_connection() as conn:
+        frame = conn.execute(sql, params).pl()
+    return frame.with_columns(cs.datetime(time_zone="*").dt.convert_time_zone("UTC"))
+
+
+def table_exists(warehouse: DuckDBResource, table: str) -> bool:
+    """Whether the IO manager has written `main.<table>` yet (it does on an asset's first materialization)."""
+    sql = "select count(*) as n from information_schema.tables where table_schema = 'main' and table_name = ?"
+    return bool(query(warehouse, sql, [table])["n"][0])

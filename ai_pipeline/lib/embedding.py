@@ -13,15 +13,15 @@ Texts are embedded in batches of `batch_size`, one `encode` call each, so a long
 caller can log it. On CPU the result of a text does not depend on its batch (padding is masked), so
 embedding one text alone gives the same vector, within float noise, as embedding it among others.
 
-The cache is content-addressed: a vector is a function of (model, text), so it is stored under
-`cache_key(model, content_hash)` and `missing` tells which texts still need the model.
+A vector is a function of (model, text), so the pipeline caches vectors by (model, content hash): the
+`chunk_embeddings` asset embeds only the texts whose hash has no vector of this model yet.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -112,22 +112,3 @@ class Embedder:
     def embed_query(self, text: str) -> np.ndarray:
         """float32 (384,): the same model and normalization as `embed` (MiniLM has no query prompt)."""
         return self.embed([text])[0]
-
-
-def cache_key(model: str, content_hash: str) -> str:
-    """The cache key of the vector of the content with hash `content_hash` under `model`: one text embedded by
-    two models is two entries, and a new model never reads the old model's vectors."""
-    if not model or not content_hash:
-        raise ValueError(f"cache_key needs a model and a content hash, got {model!r} and {content_hash!r}")
-    return f"{model}:{content_hash}"
-
-
-def missing(content_hashes: Iterable[str], cached: Iterable[str]) -> list[str]:
-    """The hashes to embed: those not in `cached`, each once, in the order of their first appearance."""
-    seen = set(cached)
-    todo = []
-    for content_hash in content_hashes:
-        if content_hash not in seen:
-            seen.add(content_hash)
-            todo.append(content_hash)
-    return todo
