@@ -72,6 +72,11 @@ class Settings:
     doc_sources: tuple[DocSource, ...] = (PROJECT_DOCS,)
     # ChromaDB: a `chroma run` server URL; absent means an embedded PersistentClient under the data root.
     chroma_url: str | None = None
+    # Failure alerts: a webhook that receives JSON (its URL may hold a secret); absent means no alerts are posted.
+    alert_webhook_url: str | None = field(default=None, repr=False)
+    alert_timeout_s: float = 10.0
+    # The Dagster UI, for links in alerts.
+    ui_url: str = "http://127.0.0.1:3000"
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -89,6 +94,9 @@ class Settings:
             online_table=env.get("AI_PIPELINE_ONLINE_TABLE") or "public.online_user_features",
             doc_sources=(PROJECT_DOCS, *parse_doc_sources(env.get("AI_PIPELINE_DOC_SOURCES") or "")),
             chroma_url=env.get("AI_PIPELINE_CHROMA_URL") or None,
+            alert_webhook_url=env.get("AI_PIPELINE_ALERT_WEBHOOK_URL") or None,
+            alert_timeout_s=float(env.get("AI_PIPELINE_ALERT_TIMEOUT_S") or 10.0),
+            ui_url=env.get("AI_PIPELINE_UI_URL") or "http://127.0.0.1:3000",
         )
 
     def __post_init__(self):

@@ -17,6 +17,7 @@ import pytest
 
 from ai_pipeline.defs import build_defs
 from ai_pipeline.defs import features as feature_defs
+from ai_pipeline.defs.freshness import LAG_CHECK
 from ai_pipeline.lib import features
 from ai_pipeline.lib.sample import clean_events
 from ai_pipeline.settings import PROJECT_ROOT, Settings
@@ -43,7 +44,9 @@ def _write_validated(settings: Settings, events: pl.DataFrame) -> None:
 
 
 def _materialize(defs: dg.Definitions, instance: dg.DagsterInstance, day: date, lag: int = LAG):
-    job = defs.resolve_implicit_global_asset_job_def().get_subset(asset_selection={dg.AssetKey(a) for a in ASSETS})
+    keys = {dg.AssetKey(a) for a in ASSETS}
+    checks = {k for k in defs.resolve_asset_graph().asset_check_keys if k.asset_key in keys and k.name != LAG_CHECK}
+    job = defs.resolve_implicit_global_asset_job_def().get_subset(asset_selection=keys, asset_check_selection=checks)
     config = {"ops": {feature_defs.WINDOWS: {"config": {"drift_reference_lag_days": lag}}}}
     return job.execute_in_process(
         partition_key=day.isoformat(), instance=instance, run_config=config, raise_on_error=False

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from functools import partial
-
 import dagster as dg
 
-from ai_pipeline.defs.common import DAILY_FRESHNESS, daily_partitions
+from ai_pipeline.defs.automation import apply_conditions, automation_sensors
+from ai_pipeline.defs.common import daily_partitions
 from ai_pipeline.defs.features import feature_assets
+from ai_pipeline.defs.freshness import apply_freshness, lag_checks
 from ai_pipeline.defs.ingest.assets import ingest_assets
 from ai_pipeline.defs.ingest.checks import ingest_checks
 from ai_pipeline.defs.marts import build_dbt_assets
 from ai_pipeline.defs.rag import GROUP as RAG_GROUP
 from ai_pipeline.defs.rag import documents_sensor, rag_assets, rag_checks
 from ai_pipeline.defs.resources import warehouse_resources
+from ai_pipeline.defs.sensors import pipeline_sensors
 from ai_pipeline.lib import expectations
 from ai_pipeline.settings import Settings
 from ai_pipeline.sources import EVENT_SOURCES, USER_SOURCES
@@ -38,13 +39,14 @@ def build_defs(settings: Settings) -> dg.Definitions:
         partitions=partitions,
     )
     dbt_assets, dbt_resources = build_dbt_assets(settings, partitions)
+    lag = lag_checks(partitions)  # evaluated hourly on their own, not as part of a day's run
     defs = dg.Definitions(
         assets=[*assets, dbt_assets, *feature_assets(settings, partitions), *rag_assets(settings)],
-        asset_checks=[*checks, rag_checks(settings)],
+        asset_checks=[*checks, rag_checks(settings), lag],
         jobs=[
             dg.define_asset_job(
                 DAILY_JOB,
-                selection=dg.AssetSelection.all() - dg.AssetSelection.groups(RAG_GROUP),
+                selection=dg.AssetSelection.all() - dg.AssetSelection.groups(RAG_GROUP) - dg.AssetSelection.checks(lag),
                 description="Every daily asset for one day: raw sources, validation, dbt marts, features, the online "
                 "store, and their checks.",
             ),
@@ -55,10 +57,7 @@ def build_defs(settings: Settings) -> dg.Definitions:
                 "its checks (the retrieval gate included).",
             ),
         ],
-        sensors=[documents_sensor(settings, DOCUMENTS_JOB)],
+        sensors=[documents_sensor(settings), *automation_sensors(RAG_GROUP), *pipeline_sensors(settings, partitions)],
         resources={**warehouse_resources(settings), **dbt_resources},
     )
-    # One freshness policy for every asset; an asset that declares its own keeps it.
-    return defs.map_resolved_asset_specs(
-        func=partial(dg.apply_freshness_policy, policy=DAILY_FRESHNESS, overwrite_existing=False)
-    )
+    return apply_freshness(apply_conditions(defs))

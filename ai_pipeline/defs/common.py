@@ -1,9 +1,9 @@
-"""Policy set once for every asset: partitions, ownership, freshness, the DuckDB writer pool."""
+"""Policy set once for every asset: partitions, ownership, backfills, the DuckDB writer pool."""
 
 from __future__ import annotations
 
 import warnings
-from datetime import date, timedelta
+from datetime import date
 
 import dagster as dg
 
@@ -14,8 +14,6 @@ OWNERS = ["team:data-platform"]
 # DuckDB allows one writing process per file: every asset that writes the warehouse takes this pool,
 # whose limit (1) is set in dagster.yaml.
 DUCKDB_POOL = "duckdb_warehouse"
-# Daily data is expected by the next morning; a day late is a failure.
-DAILY_FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=48), warn_window=timedelta(hours=30))
 # One run per partition keeps every partition's checks exact (a range run evaluates a check once).
 DAILY_BACKFILL = dg.BackfillPolicy.multi_run(max_partitions_per_run=1)
 

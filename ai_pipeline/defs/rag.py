@@ -383,6 +383,20 @@ def _stale_result(source: DocSource, metadatas: list[dict]) -> dg.AssetCheckResu
     return check_result(verdict, metadata, check_name=STALE_CHECK, asset_key=VECTORS)
 
 
+class _TimedCollection:
+    """Times each search the gate sends to the collection, so the gate reports the latency it saw."""
+
+    def __init__(self, collection):
+        self.collection = collection
+        self.milliseconds: list[float] = []
+
+    def query(self, **kwargs):
+        started = time.perf_counter()
+        found = self.collection.query(**kwargs)
+        self.milliseconds.append((time.perf_counter() - started) * 1000)
+        return found
+
+
 def _gate_result(source: DocSource, collection) -> dg.AssetCheckResult:
     if source.golden is None:
         return check_result(
@@ -393,8 +407,10 @@ def _gate_result(source: DocSource, collection) -> dg.AssetCheckResult:
         )
     golden = retrieval.GoldenSet.load(source.golden)
     questions = embedding.Embedder().embed([q.question for q in golden.questions])
-    result = retrieval.evaluate(collection, questions, golden)
+    timed = _TimedCollection(collection)
+    result = retrieval.evaluate(timed, questions, golden)
     recall = result.recall[5]
+    latencies = np.asarray(timed.milliseconds)
     verdict = Verdict(
         recall >= golden.threshold,
         "ERROR",
@@ -405,12 +421,18 @@ def _gate_result(source: DocSource, collection) -> dg.AssetCheckResult:
         "threshold": golden.threshold,
         "questions": result.questions,
         "misses": dg.MetadataValue.json(result.misses[:10]),
+        # Every search's latency, for the exporter's histogram (ai_pipeline.monitoring).
+        "search_p50_ms": round(float(np.percentile(latencies, 50)), 3),
+        "search_p99_ms": round(float(np.percentile(latencies, 99)), 3),
+        "search_latencies_ms": dg.MetadataValue.json([round(float(ms), 3) for ms in latencies]),
     }
     return check_result(verdict, metadata, check_name=GATE_CHECK, asset_key=VECTORS)
 
 
-def documents_sensor(settings: Settings, job_name: str) -> dg.SensorDefinition:
-    """Registers every configured source as a partition and requests a build of a collection whose files changed.
+def documents_sensor(settings: Settings) -> dg.SensorDefinition:
+    """Registers every configured source as a partition and reloads the documents of a source whose files changed.
+
+    The automation sensor then carries the change to chunks, embeddings and the vector collection.
 
     The cursor holds each source's fingerprint (names, sizes and modification times of its files, no content
     read); a run key of source and fingerprint means one run per state of the files, however often it ticks.
@@ -418,11 +440,11 @@ def documents_sensor(settings: Settings, job_name: str) -> dg.SensorDefinition:
 
     @dg.sensor(
         name="document_sources",
-        job_name=job_name,
+        target=[RAW],
         minimum_interval_seconds=60,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="New document sources become partitions of the RAG assets; added, changed or deleted files "
-        "request a rebuild of their collection.",
+        "request a reload of their documents, which automation carries down to the vector collection.",
     )
     def _sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         known = json.loads(context.cursor) if context.cursor else {}

@@ -8,8 +8,10 @@ names the file and line. Files outside the configured root (symlinks) are refuse
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
+import re
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -202,6 +204,56 @@ def day_files(root: Path, folder: str, day: date) -> tuple[list[Path], list[str]
         else:
             files.append(path)
     return files, issues
+
+
+_DAY_FOLDER = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+@dataclass(frozen=True)
+class LandingScan:
+    """What a landing folder holds now, from file names and stat alone (no file is read).
+
+    `fingerprints` has one entry per day folder with at least one readable file: a short hash of each file's
+    (path, size, modification time), which changes when a file is added, removed, rewritten or touched.
+    """
+
+    fingerprints: dict[date, str]
+    files: dict[date, int]
+    issues: list[str]
+
+
+def scan_landing(root: Path, folder: str) -> LandingScan:
+    """Every day folder under `<root>/<folder>/`; entries that are not `YYYY-MM-DD` folders are issues."""
+    base = root / folder
+    fingerprints: dict[date, str] = {}
+    counts: dict[date, int] = {}
+    issues: list[str] = []
+    if not base.is_dir():
+        return LandingScan(fingerprints, counts, issues)
+    for entry in sorted(base.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        uri = entry.relative_to(root).as_posix()
+        try:
+            day = date.fromisoformat(entry.name) if _DAY_FOLDER.fullmatch(entry.name) and entry.is_dir() else None
+        except ValueError:
+            day = None
+        if day is None:
+            issues.append(f"{uri}: not a day folder; files are read from {folder}/YYYY-MM-DD/")
+            continue
+        paths, refused = day_files(root, folder, day)
+        issues.extend(refused)
+        states = []
+        for path in paths:
+            try:
+                stat = path.stat()
+            except FileNotFoundError:
+                continue  # removed while scanning: the next scan sees the new state
+            states.append((path.relative_to(root).as_posix(), stat.st_size, stat.st_mtime_ns))
+        if states:
+            fingerprints[day] = hashlib.sha256(json.dumps(states).encode()).hexdigest()[:16]
+            counts[day] = len(states)
+    return LandingScan(fingerprints, counts, issues)
 
 
 @dataclass(frozen=True)

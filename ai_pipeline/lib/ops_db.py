@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -139,6 +140,18 @@ def _time_column(columns: list[str], table: str) -> str:
     raise OpsDbError(f"table {table} has no event time column: expected one of {accepted}, found columns {columns}")
 
 
+def _typed_time_column(typed: list[tuple[str, str]], table: str) -> str:
+    """The event time column, which must be a timestamp or a date for day windows to mean anything."""
+    types = dict(typed)
+    column = _time_column([c for c, _ in typed], table)
+    if types[column] not in _TIME_TYPES:
+        raise OpsDbError(
+            f"event time column {column!r} of table {table} has type {types[column]!r};"
+            f" expected one of {sorted(_TIME_TYPES)}"
+        )
+    return column
+
+
 def _data_columns(columns: list[str], key: list[str]) -> list[str]:
     """The columns handed to the contract: a surrogate key is dropped if another column supplies its field."""
     aliases = field_aliases(Event)
@@ -170,12 +183,7 @@ def read_events(
             key = _primary_key(cur, table)
         names = [c for c, _ in typed]
         types = dict(typed)
-        time_column = _time_column(names, table)
-        if types[time_column] not in _TIME_TYPES:
-            raise OpsDbError(
-                f"event time column {time_column!r} of table {table} has type {types[time_column]!r};"
-                f" expected one of {sorted(_TIME_TYPES)}"
-            )
+        time_column = _typed_time_column(typed, table)
         if not key:
             raise OpsDbError(f"table {table} has no primary key to order and locate rows by; columns {names}")
         integer_key = len(key) == 1 and types[key[0]] in _INTEGER_TYPES
@@ -265,13 +273,52 @@ def insert_events(dsn: str, table: str, rows: Iterable[Mapping[str, Any]], *, pa
     return len(rows)
 
 
+def _integer_key(cur: psycopg2.extensions.cursor, table: str) -> str:
+    """The single integer primary key column: what a watermark can be kept on."""
+    typed = _columns(cur, table)
+    key = _primary_key(cur, table)
+    if len(key) != 1 or dict(typed)[key[0]] not in _INTEGER_TYPES:
+        raise OpsDbError(f"table {table} has no single integer primary key (key {key}); columns {typed}")
+    return key[0]
+
+
 def max_id(dsn: str, table: str) -> int | None:
     """The largest primary key value (a watermark for a sensor); None for an empty table."""
     with _connect(dsn, readonly=True) as conn, conn.cursor() as cur:
-        key = _primary_key(cur, table)
-        if len(key) != 1:
-            names = [c for c, _ in _columns(cur, table)]
-            raise OpsDbError(f"table {table} has no single-column primary key; columns {names}")
-        cur.execute(sql.SQL("SELECT max({}) FROM {}").format(sql.Identifier(key[0]), _table_identifier(table)))
+        key = _integer_key(cur, table)
+        cur.execute(sql.SQL("SELECT max({}) FROM {}").format(sql.Identifier(key), _table_identifier(table)))
         value = cur.fetchone()[0]
     return None if value is None else int(value)
+
+
+@dataclass(frozen=True)
+class NewRows:
+    """The rows whose primary key lies beyond a watermark."""
+
+    watermark: int | None  # the largest key among them; the old watermark when there are none
+    rows: int
+    days: list[date]  # the distinct UTC days of their event times (a row without one belongs to no day)
+
+
+def rows_after(dsn: str, table: str, watermark: int | None) -> NewRows:
+    """What was added beyond `watermark` (the largest integer primary key already seen; None: nothing seen).
+
+    Keys are assigned at insert, not at commit: a transaction that commits after a later one can land behind
+    the watermark; its day is read again when the day's partition next runs.
+    """
+    with _connect(dsn, readonly=True) as conn, conn.cursor() as cur:
+        key = _integer_key(cur, table)
+        time_column = _typed_time_column(_columns(cur, table), table)
+        beyond = sql.SQL("WHERE {} > %s").format(sql.Identifier(key)) if watermark is not None else sql.SQL("")
+        # The session time zone is UTC (`_connect`): `::date` is the UTC day of a timestamptz.
+        cur.execute(
+            sql.SQL(
+                "SELECT max({key}), count(*), array_agg(DISTINCT {t}::date) FILTER (WHERE {t} IS NOT NULL)"
+                " FROM {table} {beyond}"
+            ).format(
+                key=sql.Identifier(key), t=sql.Identifier(time_column), table=_table_identifier(table), beyond=beyond
+            ),
+            () if watermark is None else (watermark,),
+        )
+        top, rows, days = cur.fetchone()
+    return NewRows(watermark if top is None else int(top), int(rows), sorted(days or []))

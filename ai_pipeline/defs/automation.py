@@ -1,0 +1,79 @@
+"""Declarative automation: how new data flows down the graph without a click.
+
+Every asset family has one condition, set here in one table (`CONDITIONS`) and evaluated by two explicit
+automation sensors that run by default (Dagster's implicit one starts stopped):
+
+- Raw sources are pulled in by their sensors (`ai_pipeline.defs.sensors`: landing files, the operational
+  table's watermark); the HTTP API has no change feed and is polled once a day after midnight (`POLLED`).
+- `validated_*` (`FROM_SOURCES`) runs when ANY raw feed of the day updates: a feed that has not arrived yet
+  counts as empty and re-validates the day when it does (idempotent per partition). At 02:00 UTC the day is
+  closed: yesterday is validated even if no source sent anything, so a quiet day never stalls the feature chain.
+- Everything below (`DOWNSTREAM`: dbt marts, features, the online store; chunks, embeddings, vectors) is
+  `eager()`: any parent partition updated, none missing or in progress. Two guards on top:
+  * never over a parent partition whose BLOCKING check failed (bad data stops where it was found; the
+    request is not retried until the parent is materialized again, since `eager` counts a partition as
+    handled once evaluated, so a failure is never retried in a loop);
+  * the lookback windows: `eager` already refuses a window whose mapped upstream days exist but are missing;
+    days before the start of history do not exist and are the documented partial case (dagster issue
+    #34094 is about non-existent parents, which here only precede the start).
+- Like `eager`, daily conditions consider the latest partition only; older days are backfills (from the UI).
+"""
+
+import dagster as dg
+
+AC = dg.AutomationCondition
+
+AUTOMATION_SENSOR = "pipeline_automation"
+DOCUMENTS_AUTOMATION_SENSOR = "documents_automation"
+DAY_CLOSES_CRON = "0 2 * * *"
+API_POLL_CRON = "30 0 * * *"
+
+UPSTREAM_BLOCKED = AC.any_deps_match(AC.any_checks_match(AC.check_failed(), blocking_only=True)).with_label(
+    "a parent's blocking check failed"
+)
+DOWNSTREAM = (AC.eager() & ~UPSTREAM_BLOCKED).with_label("eager, unless a parent's blocking check failed")
+FROM_SOURCES = (
+    AC.in_latest_time_window()
+    & (AC.any_deps_updated() | AC.cron_tick_passed(DAY_CLOSES_CRON)).since_last_handled()
+    & ~AC.any_deps_in_progress()
+    & ~AC.in_progress()
+).with_label("any source of the day updated, or the day closed (02:00 UTC)")
+POLLED = AC.on_cron(API_POLL_CRON).with_label("polled daily at 00:30 UTC")
+
+# The other raw assets and `raw_documents` have no condition: their sensors request them.
+CONDITIONS: list[tuple[dg.AssetSelection, AC]] = [
+    (dg.AssetSelection.assets("raw_api_events"), POLLED),
+    (dg.AssetSelection.groups("validated"), FROM_SOURCES),
+    (dg.AssetSelection.groups("marts", "features", "rag"), DOWNSTREAM),
+]
+
+
+def apply_conditions(defs: dg.Definitions) -> dg.Definitions:
+    """`defs` with each family's condition."""
+    for selection, condition in CONDITIONS:
+        defs = defs.map_resolved_asset_specs(
+            func=lambda spec, c=condition: spec.replace_attributes(automation_condition=c),
+            selection=selection - dg.AssetSelection.assets("raw_documents"),
+        )
+    return defs
+
+
+def automation_sensors(documents_group: str) -> list[dg.AutomationConditionSensorDefinition]:
+    """One sensor for the daily lanes, one for the documents lane, both running by default."""
+    return [
+        dg.AutomationConditionSensorDefinition(
+            AUTOMATION_SENSOR,
+            target=dg.AssetSelection.all() - dg.AssetSelection.groups(documents_group),
+            default_status=dg.DefaultSensorStatus.RUNNING,
+            minimum_interval_seconds=30,
+            description="Carries new raw partitions down to validated tables, dbt marts, features and the online "
+            "store (conditions in ai_pipeline/defs/automation.py).",
+        ),
+        dg.AutomationConditionSensorDefinition(
+            DOCUMENTS_AUTOMATION_SENSOR,
+            target=dg.AssetSelection.groups(documents_group),
+            default_status=dg.DefaultSensorStatus.RUNNING,
+            minimum_interval_seconds=30,
+            description="Carries changed documents to chunks, embeddings and the vector collection.",
+        ),
+    ]

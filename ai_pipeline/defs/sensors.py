@@ -1,0 +1,335 @@
+"""Sensors: new raw data requests its raw partition; failures post an alert. All run by default.
+
+- `<source>_files`, one per landing source: a new, changed or removed file under `landing/<folder>/<day>/`
+  requests that day's `raw_<source>` partition, once per state of the day's files.
+- `operational_events_rows`: rows beyond a watermark (the largest primary key seen) of the operational table
+  request the days their event times fall on.
+- `failure_alerts`: a failed ERROR check or a failed run is posted to a webhook (`ai_pipeline.lib.alerts`).
+
+Only raw partitions are requested: declarative automation (`automation.py`) carries them downstream. The
+document sensor lives with the RAG assets (`rag.documents_sensor`). Days that are not partitions (before the
+start of history, or not ended yet in UTC) are reported in the tick's log and skip reason, never dropped silently.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from datetime import UTC, date, datetime
+from typing import Any
+
+import dagster as dg
+
+from ai_pipeline.lib import alerts, landing, ops_db
+from ai_pipeline.settings import Settings
+from ai_pipeline.sources import LANDING_SOURCES, LandingSource
+
+OPERATIONAL_SENSOR = "operational_events_rows"
+ALERTS_SENSOR = "failure_alerts"
+# Finished runs examined per alerting tick; the rest wait for the next tick (the cursor says where it stopped).
+ALERT_BATCH = 25
+FINISHED = (dg.DagsterEventType.RUN_SUCCESS, dg.DagsterEventType.RUN_FAILURE, dg.DagsterEventType.RUN_CANCELED)
+MAX_NOTES_IN_SKIP_REASON = 20
+
+IN_RANGE, BEFORE_START, NOT_YET = "partition", "before_start", "not_yet"
+
+
+def day_status(partitions: dg.TimeWindowPartitionsDefinition, day: date, today: date) -> tuple[str, str]:
+    """Whether `day` is a daily partition now; if not, why, in words for the operator."""
+    if partitions.has_partition_key(day.isoformat()):
+        return IN_RANGE, ""
+    start = partitions.start.date()
+    if day < start:
+        return BEFORE_START, (
+            f"before the first partition {start}: never read (move the data, or set AI_PIPELINE_START_DATE earlier)"
+        )
+    if day == today:
+        return NOT_YET, "today is not a partition until it ends (UTC): requested then"
+    return NOT_YET, "a day in the future: requested once it has ended (UTC)"
+
+
+def _skip_reason(notes: list[str], quiet: str) -> str:
+    shown = notes[:MAX_NOTES_IN_SKIP_REASON]
+    more = f"; and {len(notes) - len(shown)} more (see the tick's log)" if len(notes) > len(shown) else ""
+    return "; ".join(shown) + more if notes else quiet
+
+
+def landing_files_sensor(
+    source: LandingSource, settings: Settings, partitions: dg.TimeWindowPartitionsDefinition
+) -> dg.SensorDefinition:
+    """One run per state of a day's files: the cursor holds each requested day's fingerprint (paths, sizes and
+    modification times, no content read), and the run key carries it, so a repeated tick requests nothing.
+
+    A day whose files were all removed is reported and not re-run: a re-read of nothing would erase the day's raw
+    rows (an archiving job that moves landed files away must not do that). Run the partition by hand to clear it.
+    """
+    asset = f"raw_{source.name}"
+
+    @dg.sensor(
+        name=f"{source.name}_files",
+        target=[asset],
+        minimum_interval_seconds=30,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=f"A new or changed file under landing/{source.folder}/<YYYY-MM-DD>/ requests that day's "
+        f"{asset} partition, once per state of the day's files.",
+        metadata={"landing_folder": str(settings.landing / source.folder)},
+    )
+    def _sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        known: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
+        scan = landing.scan_landing(settings.landing, source.folder)
+        today = datetime.now(UTC).date()
+        requests, cursor, notes = [], {}, list(scan.issues)
+        for day, state in scan.fingerprints.items():
+            key = day.isoformat()
+            status, why = day_status(partitions, day, today)
+            if status != IN_RANGE:
+                notes.append(f"{source.folder}/{key} ({scan.files[day]} files): {why}")
+                continue
+            cursor[key] = state
+            if known.get(key) != state:
+                context.log.info(f"{source.folder}/{key}: {scan.files[day]} files in state {state}, requesting {key}")
+                requests.append(dg.RunRequest(partition_key=key, run_key=f"{source.name}:{key}:{state}"))
+        for key in sorted(set(known) - {d.isoformat() for d in scan.fingerprints}):
+            notes.append(
+                f"{source.folder}/{key}: no files left; not re-run (a re-run would erase the day's raw rows), "
+                "run the partition by hand if that is intended"
+            )
+        for note in notes:
+            context.log.warning(note)
+        return dg.SensorResult(
+            run_requests=requests,
+            cursor=json.dumps(cursor, sort_keys=True),
+            skip_reason=None
+            if requests
+            else _skip_reason(notes, f"no new or changed files in landing/{source.folder} ({len(cursor)} days)"),
+        )
+
+    return _sensor
+
+
+def operational_rows_sensor(settings: Settings, partitions: dg.TimeWindowPartitionsDefinition) -> dg.SensorDefinition:
+    """Rows beyond the watermark request the days they fall on; days not yet partitions wait in the cursor.
+
+    Cursor: `{"watermark": largest primary key seen, "pending": [days]}`. With no cursor every row is new, so the
+    first tick requests every day the table has (run keys make repeats harmless).
+    """
+    asset = "raw_operational_events"
+
+    @dg.sensor(
+        name=OPERATIONAL_SENSOR,
+        target=[asset],
+        minimum_interval_seconds=60,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=f"New rows in the operational table (beyond the largest primary key seen) request the {asset} "
+        "partitions of the days they fall on.",
+        metadata={
+            "configured": bool(settings.ops_dsn),
+            "table": settings.ops_table if settings.ops_dsn else "AI_PIPELINE_OPS_DSN is not set: nothing to watch",
+        },
+    )
+    def _sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
+        if not settings.ops_dsn:
+            return dg.SkipReason("AI_PIPELINE_OPS_DSN is not set: the operational source is not configured")
+        state = json.loads(context.cursor) if context.cursor else {"watermark": None, "pending": []}
+        new = ops_db.rows_after(settings.ops_dsn, settings.ops_table, state["watermark"])
+        if new.rows:
+            context.log.info(
+                f"{new.rows} rows beyond watermark {state['watermark']} (now {new.watermark}) on days "
+                f"{[d.isoformat() for d in new.days]}"
+            )
+        today = datetime.now(UTC).date()
+        requests, pending, notes = [], [], []
+        for day in sorted(set(new.days) | {date.fromisoformat(d) for d in state["pending"]}):
+            key = day.isoformat()
+            status, why = day_status(partitions, day, today)
+            if status == IN_RANGE:
+                requests.append(dg.RunRequest(partition_key=key, run_key=f"operational_events:{key}:{new.watermark}"))
+                continue
+            if status == NOT_YET:
+                pending.append(key)
+            notes.append(f"rows for {key}: {why}")
+        for note in notes:
+            context.log.warning(note)
+        return dg.SensorResult(
+            run_requests=requests,
+            cursor=json.dumps({"watermark": new.watermark, "pending": pending}),
+            skip_reason=None
+            if requests
+            else _skip_reason(notes, f"no rows beyond watermark {new.watermark} in {settings.ops_table}"),
+        )
+
+    return _sensor
+
+
+# ------------------------------------------------------------------------------------------------- alerting
+
+
+def _metadata_value(value: dg.MetadataValue) -> object:
+    """A metadata value as plain data (`alerts.json_safe` finishes the job)."""
+    if isinstance(value, dg.TableMetadataValue):
+        return [record.data for record in value.records]
+    if isinstance(value, dg.TableSchemaMetadataValue):
+        return {column.name: column.type for column in value.schema.columns}
+    if isinstance(value.value, dg.AssetKey):
+        return value.value.to_user_string()
+    return value.value
+
+
+def _root_error(error: Any) -> str:
+    """The innermost cause of a step's SerializableErrorInfo: the user's exception, not the wrapping step error."""
+    while error.cause is not None:
+        error = error.cause
+    return error.message.strip()
+
+
+def _run_partition(run: dg.DagsterRun | None) -> str | None:
+    if run is None:
+        return None
+    if "dagster/partition" in run.tags:
+        return run.tags["dagster/partition"]
+    start, end = run.tags.get("dagster/asset_partition_range_start"), run.tags.get("dagster/asset_partition_range_end")
+    return f"{start}...{end}" if start and end else None
+
+
+def run_alerts(instance: dg.DagsterInstance, finished: dg.EventLogRecord, ui_url: str) -> list[alerts.Alert]:
+    """The alerts of one finished run: each failed ERROR check evaluation in it, then the run's failure if it failed."""
+    entry = finished.event_log_entry
+    run_id = entry.run_id
+    run = instance.get_run_by_id(run_id)
+    partition = _run_partition(run)
+    common = {"run_id": run_id, "job_name": entry.job_name or "", "run_url": alerts.run_url(ui_url, run_id)}
+    out, failed_steps = [], []
+    records = instance.get_records_for_run(
+        run_id, of_type={dg.DagsterEventType.ASSET_CHECK_EVALUATION, dg.DagsterEventType.STEP_FAILURE}
+    ).records
+    for record in records:
+        event = record.event_log_entry.dagster_event
+        if event.event_type == dg.DagsterEventType.STEP_FAILURE:
+            failed_steps.append({"step": event.step_key, "error": _root_error(event.event_specific_data.error)})
+            continue
+        evaluation = event.event_specific_data
+        if evaluation.passed or evaluation.severity != dg.AssetCheckSeverity.ERROR:
+            continue
+        out.append(
+            alerts.Alert(
+                alert_id=f"{run_id}:check:{record.storage_id}",
+                kind=alerts.CHECK_FAILED,
+                occurred_at=datetime.fromtimestamp(record.event_log_entry.timestamp, UTC),
+                description=evaluation.description or "",
+                asset_key=evaluation.asset_key.to_user_string(),
+                asset_url=alerts.asset_url(ui_url, list(evaluation.asset_key.path)),
+                partition=evaluation.partition or partition,
+                check_name=evaluation.check_name,
+                severity=evaluation.severity.value,
+                metadata={
+                    **{k: _metadata_value(v) for k, v in evaluation.metadata.items()},
+                    "blocking": bool(evaluation.blocking),
+                },
+                **common,
+            )
+        )
+    if entry.dagster_event_type == dg.DagsterEventType.RUN_FAILURE:
+        message = entry.dagster_event.message or entry.user_message
+        out.append(
+            alerts.Alert(
+                alert_id=f"{run_id}:run_failed",
+                kind=alerts.RUN_FAILED,
+                occurred_at=datetime.fromtimestamp(entry.timestamp, UTC),
+                description=failed_steps[0]["error"] if failed_steps else message,
+                partition=partition,
+                metadata={
+                    "run_failure": message,
+                    "failed_steps": failed_steps,
+                    "assets": sorted(k.to_user_string() for k in (run.asset_selection or ())) if run else [],
+                },
+                **common,
+            )
+        )
+    return out
+
+
+def finished_runs(instance: dg.DagsterInstance, after: int | None, limit: int) -> list[dg.EventLogRecord]:
+    """Run-finished events (success, failure, cancellation) after storage id `after`, oldest first, gap-free:
+    when a type has more than `limit`, nothing past its last returned record is taken from the others."""
+    batches = [
+        instance.fetch_run_status_changes(
+            dg.RunStatusChangeRecordsFilter(event_type, after_storage_id=after), limit=limit, ascending=True
+        )
+        for event_type in FINISHED
+    ]
+    bound = min((b.records[-1].storage_id for b in batches if b.has_more), default=None)
+    records = sorted((r for b in batches for r in b.records), key=lambda r: r.storage_id)
+    return [r for r in records if bound is None or r.storage_id <= bound][:limit]
+
+
+def _latest_finished(instance: dg.DagsterInstance) -> int | None:
+    latest = [
+        instance.fetch_run_status_changes(dg.RunStatusChangeRecordsFilter(event_type), limit=1).records
+        for event_type in FINISHED
+    ]
+    return max((r[0].storage_id for r in latest if r), default=None)
+
+
+def failure_alerts_sensor(settings: Settings) -> dg.SensorDefinition:
+    """Posts every failed ERROR check and failed run, in event-log order, at least once.
+
+    Cursor: `{"after": storage id of the last run-finished event fully alerted, "delivered": [alert ids already
+    posted for the next run]}`. Alerts are posted one by one; the cursor never moves past one that was not
+    accepted, which is retried on the next tick. A tick that cannot deliver anything fails (red in the UI) with
+    the webhook's answer; one that delivered some alerts first keeps them and reports the failure.
+    A run's alerts are posted when the run has finished. While no webhook is set the cursor follows the log, so
+    setting one later does not post the history.
+    """
+    url = settings.alert_webhook_url
+
+    @dg.sensor(
+        name=ALERTS_SENSOR,
+        minimum_interval_seconds=30,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Posts failed ERROR asset checks and failed runs to the webhook in "
+        "AI_PIPELINE_ALERT_WEBHOOK_URL, with the asset, partition, check, metadata and a link to the run.",
+        metadata={
+            "configured": bool(url),
+            "webhook": alerts.redacted(url) if url else "AI_PIPELINE_ALERT_WEBHOOK_URL is not set: no alerts",
+        },
+    )
+    def _sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        if not url:
+            return _alert_result(
+                _latest_finished(context.instance),
+                [],
+                "AI_PIPELINE_ALERT_WEBHOOK_URL is not set: failures are not posted",
+            )
+        state = json.loads(context.cursor) if context.cursor else {"after": None, "delivered": []}
+        after, delivered, sent = state["after"], set(state["delivered"]), 0
+        for finished in finished_runs(context.instance, after, ALERT_BATCH):
+            for alert in run_alerts(context.instance, finished, settings.ui_url):
+                if alert.alert_id in delivered:
+                    continue
+                try:
+                    alerts.post(url, alert, timeout_s=settings.alert_timeout_s)
+                except alerts.DeliveryError as error:
+                    if not sent:
+                        raise
+                    context.log.error(f"{error}; it and the alerts after it are retried on the next tick")
+                    return _alert_result(after, delivered, f"{sent} alerts posted, then: {error}")
+                context.log.info(f"posted {alert.kind} {alert.alert_id}: {alert.summary}")
+                delivered.add(alert.alert_id)
+                sent += 1
+            after, delivered = finished.storage_id, set()
+        return _alert_result(after, delivered, f"{sent} alerts posted" if sent else "no new failures")
+
+    return _sensor
+
+
+def _alert_result(after: int | None, delivered: Iterable[str], reason: str) -> dg.SensorResult:
+    return dg.SensorResult(cursor=json.dumps({"after": after, "delivered": sorted(delivered)}), skip_reason=reason)
+
+
+def pipeline_sensors(settings: Settings, partitions: dg.TimeWindowPartitionsDefinition) -> list[dg.SensorDefinition]:
+    """The raw-data sensors and the alerting sensor (the document sensor is built with the RAG assets)."""
+    return [
+        *(landing_files_sensor(source, settings, partitions) for source in LANDING_SOURCES),
+        operational_rows_sensor(settings, partitions),
+        failure_alerts_sensor(settings),
+    ]

@@ -1,0 +1,161 @@
+"""Declarative automation, evaluated tick by tick against a real instance (ai_pipeline/defs/automation.py).
+
+Upstream materializations and check results are reported to the instance as events (what a run would write), so
+each test drives the conditions exactly and in seconds; the daemon end to end is in test_daemon.py.
+"""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+    AssetCheckEvaluationTargetMaterializationData,
+)
+
+from ai_pipeline.defs import build_defs
+from ai_pipeline.defs.ingest.checks import CONSERVATION_CHECK
+from ai_pipeline.settings import Settings
+
+START = date(2024, 1, 1)
+# 01:00 UTC on Jan 5th: the newest daily partition is Jan 4th, before the 02:00 close of the day.
+NOW = datetime(2024, 1, 5, 1, 0, tzinfo=UTC)
+DAY = "2024-01-04"
+DAILY = ["validated_events", "quarantined_events", "stg_events", "fct_user_daily_activity", "user_daily_aggregates"]
+FEATURES = ["user_feature_state", "user_window_features", "online_user_features"]
+
+
+class Ticks:
+    """Successive automation ticks over one instance, a minute apart."""
+
+    def __init__(self, defs: dg.Definitions, instance: dg.DagsterInstance, time: datetime = NOW):
+        self.defs, self.instance, self.cursor, self.time = defs, instance, None, time
+
+    def __call__(self) -> dict[str, set[str]]:
+        result = dg.evaluate_automation_conditions(
+            defs=self.defs, instance=self.instance, cursor=self.cursor, evaluation_time=self.time
+        )
+        self.cursor, self.time = result.cursor, self.time + timedelta(minutes=1)
+        return {
+            key.to_user_string(): set(result.get_requested_partitions(key))
+            for key in self.defs.resolve_asset_graph().get_all_asset_keys()
+            if result.get_requested_partitions(key)
+        }
+
+    def materialized(self, *assets: str, day: str = DAY) -> None:
+        for asset in assets:
+            self.instance.report_runless_asset_event(dg.AssetMaterialization(asset, partition=day))
+
+    def checked(self, asset: str, check: str, passed: bool, day: str = DAY) -> None:
+        """A blocking check's result on the day's latest materialization (as its run would record it)."""
+        key = dg.AssetKey(asset)
+        latest = self.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=key, asset_partitions=[day]), limit=1
+        ).records[0]
+        target = AssetCheckEvaluationTargetMaterializationData(
+            storage_id=latest.storage_id, run_id=latest.run_id, timestamp=latest.timestamp
+        )
+        self.instance.report_runless_asset_event(
+            dg.AssetCheckEvaluation(
+                asset_key=key,
+                check_name=check,
+                passed=passed,
+                blocking=True,
+                partition=day,
+                target_materialization_data=target,
+            )
+        )
+
+
+@contextmanager
+def _ticks(home: Path, start: date = START, time: datetime = NOW) -> Iterator[Ticks]:
+    with dg.instance_for_test(temp_dir=str(home)) as instance:
+        run = Ticks(build_defs(Settings(home=home, start_date=start)), instance, time)
+        run()  # the first tick only records the state it starts from
+        yield run
+
+
+@pytest.fixture
+def ticks(tmp_path) -> Iterator[Ticks]:
+    with _ticks(tmp_path) as run:
+        yield run
+
+
+def _history(ticks: Ticks, days: list[str], skip: tuple[str, ...] = ()) -> None:
+    for day in days:
+        ticks.materialized(*[a for a in [*DAILY, *FEATURES] if (a, day) not in skip], day=day)
+
+
+def test_a_new_raw_partition_flows_down_to_the_online_store_in_one_request(ticks):
+    _history(ticks, ["2024-01-01", "2024-01-02", "2024-01-03"])
+    assert ticks() == {}
+    ticks.materialized("raw_landing_events")
+    requested = ticks()
+    # One run carries the day through validation, marts and features (the users lane has no new data).
+    for asset in [*DAILY, *FEATURES]:
+        assert requested.get(asset) == {DAY}, asset
+    assert "validated_users" not in requested and "dim_users" not in requested
+    assert ticks() == {}  # handled: not requested again
+
+
+def test_a_source_that_has_not_arrived_does_not_hold_the_day_back(ticks):
+    _history(ticks, ["2024-01-01", "2024-01-02", "2024-01-03"])
+    ticks()
+    ticks.materialized("raw_operational_events")  # landing files, the API and Online Retail not in yet
+    assert ticks().get("validated_events") == {DAY}
+    ticks.materialized(*DAILY, *FEATURES)
+    ticks()
+    ticks.materialized("raw_landing_events")  # a late source re-validates the day
+    assert ticks().get("validated_events") == {DAY}
+
+
+def test_the_day_closes_at_two_even_when_no_source_sent_anything(ticks):
+    _history(ticks, ["2024-01-01", "2024-01-02", "2024-01-03"])
+    ticks.time = datetime(2024, 1, 5, 1, 58, tzinfo=UTC)
+    assert "validated_events" not in ticks()
+    ticks.time = datetime(2024, 1, 5, 2, 1, tzinfo=UTC)
+    assert ticks().get("validated_events") == {DAY}
+
+
+def test_a_failed_blocking_check_stops_the_partition_and_is_not_retried(ticks):
+    _history(ticks, ["2024-01-01", "2024-01-02", "2024-01-03"])
+    ticks()
+    # A run validated the day and its conservation check failed: blocking, so the run stopped there.
+    ticks.materialized("raw_landing_events", "validated_events", "quarantined_events")
+    ticks.checked("validated_events", CONSERVATION_CHECK, passed=False)
+    for _ in range(3):
+        assert not ({"stg_events", "user_daily_aggregates"} & set(ticks()))
+    # The source is fixed and the day validated again (a new materialization; its run records the check anew).
+    ticks.materialized("validated_events", "quarantined_events")
+    requested = ticks()
+    assert requested.get("stg_events") == {DAY} and requested.get("user_daily_aggregates") == {DAY}
+
+
+def test_a_window_is_never_requested_over_a_missing_upstream_day(ticks):
+    days = ["2024-01-01", "2024-01-02", "2024-01-03"]
+    _history(ticks, days, skip=(("user_feature_state", "2024-01-02"),))
+    ticks()
+    ticks.materialized(*DAILY, "user_feature_state")  # Jan 4th's state, written by hand over the hole
+    assert "user_window_features" not in ticks()
+    ticks.materialized("user_feature_state", day="2024-01-02")  # the hole is filled (a backfill)
+    ticks.materialized("user_feature_state")
+    assert ticks().get("user_window_features") == {DAY}
+
+
+def test_the_start_of_history_is_the_documented_partial_case(tmp_path):
+    with _ticks(tmp_path, start=date(2024, 1, 4)) as ticks:
+        ticks.materialized("raw_landing_events")
+        requested = ticks()
+    for asset in [*DAILY, *FEATURES]:
+        assert requested.get(asset) == {DAY}, asset
+
+
+def test_raw_sources_with_a_feed_wait_for_their_sensors_and_the_api_is_polled_after_midnight(tmp_path):
+    with _ticks(tmp_path, time=datetime(2024, 1, 5, 0, 20, tzinfo=UTC)) as ticks:
+        assert ticks() == {}
+        ticks.time = datetime(2024, 1, 5, 0, 31, tzinfo=UTC)
+        requested = ticks()
+    assert requested.get("raw_api_events") == {DAY}
+    assert not {"raw_landing_events", "raw_operational_events", "raw_landing_users"} & set(requested)

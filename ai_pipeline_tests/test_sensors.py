@@ -1,0 +1,239 @@
+"""The raw-data sensors on real files and a real PostgreSQL table, ticked against a real temporary instance."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from ai_pipeline.defs import build_defs
+from ai_pipeline.defs.common import daily_partitions
+from ai_pipeline.defs.sensors import BEFORE_START, IN_RANGE, NOT_YET, OPERATIONAL_SENSOR, day_status
+from ai_pipeline.lib import landing, ops_db
+from ai_pipeline.settings import Settings
+
+START = date(2024, 1, 1)
+CSV = "event_id,user_id,event_type,event_time\ne1,u1,click,2024-01-05T10:00:00Z\n"
+
+
+@pytest.fixture(scope="module")
+def instance():
+    with dg.instance_for_test() as instance:
+        yield instance
+
+
+def _write(path: Path, text: str = CSV) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def _tick(defs: dg.Definitions, name: str, instance: dg.DagsterInstance, cursor: str | None):
+    sensor = defs.resolve_sensor_def(name)
+    return sensor(dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs))
+
+
+def _target(defs: dg.Definitions, name: str) -> set[dg.AssetKey]:
+    return set(defs.resolve_job_def(defs.resolve_sensor_def(name).job_name).asset_layer.executable_asset_keys)
+
+
+def _requests(result) -> dict[str, str]:
+    return {r.partition_key: r.run_key for r in result.run_requests}
+
+
+def test_day_status_says_why_a_day_is_not_a_partition():
+    partitions = daily_partitions(Settings(start_date=START))
+    today = datetime.now(UTC).date()
+    assert day_status(partitions, date(2024, 1, 5), today) == (IN_RANGE, "")
+    status, why = day_status(partitions, date(2023, 12, 31), today)
+    assert status == BEFORE_START and "before the first partition 2024-01-01" in why
+    status, why = day_status(partitions, today + timedelta(days=2), today)
+    assert status == NOT_YET and "future" in why
+    # Whether today is a partition depends on the clock; its wording is checked with a fixed "today".
+    assert day_status(partitions, today + timedelta(days=1), today + timedelta(days=1)) == (
+        NOT_YET,
+        "today is not a partition until it ends (UTC): requested then",
+    )
+
+
+def test_scan_fingerprints_days_from_stat_and_reports_what_is_not_a_day(tmp_path):
+    root = tmp_path / "landing"
+    a = _write(root / "events" / "2024-01-05" / "a.csv")
+    _write(root / "events" / "2024-01-05" / "b.jsonl", '{"event_id": "e2"}\n')
+    _write(root / "events" / "2024-01-05" / ".uploading.csv")  # hidden: a file still being written
+    _write(root / "events" / "2024-01-05" / "notes.txt", "not data")
+    _write(root / "events" / "2024-02-30" / "c.csv")
+    _write(root / "events" / "20240106" / "d.csv")
+    _write(root / "events" / "loose.csv")
+    (root / "events" / "2024-01-07").mkdir()
+    scan = landing.scan_landing(root, "events")
+    assert list(scan.fingerprints) == [date(2024, 1, 5)] and scan.files == {date(2024, 1, 5): 2}
+    assert sorted(scan.issues) == [
+        "events/2024-01-05/notes.txt: unsupported file type, expected one of ['.csv', '.jsonl', '.parquet']",
+        "events/2024-02-30: not a day folder; files are read from events/YYYY-MM-DD/",
+        "events/20240106: not a day folder; files are read from events/YYYY-MM-DD/",
+        "events/loose.csv: not a day folder; files are read from events/YYYY-MM-DD/",
+    ]
+    before = scan.fingerprints[date(2024, 1, 5)]
+    assert landing.scan_landing(root, "events").fingerprints[date(2024, 1, 5)] == before
+    stat = a.stat()
+    os.utime(a, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))  # touched, same content
+    assert landing.scan_landing(root, "events").fingerprints[date(2024, 1, 5)] != before
+    assert landing.scan_landing(root, "missing") == landing.LandingScan({}, {}, [])
+
+
+def test_landing_sensor_requests_each_state_of_a_day_once_and_reports_other_days(tmp_path, instance):
+    settings = Settings(home=tmp_path, start_date=START)
+    events = settings.landing / "events"
+    _write(events / "2024-01-05" / "a.csv")
+    _write(events / "2024-01-05" / "b.csv")
+    _write(events / "2024-01-06" / "a.csv")
+    _write(events / "2023-12-31" / "old.csv")
+    future = (datetime.now(UTC).date() + timedelta(days=2)).isoformat()
+    _write(events / future / "early.csv")
+    defs = build_defs(settings)
+    assert _target(defs, "landing_events_files") == {dg.AssetKey("raw_landing_events")}
+    assert defs.resolve_sensor_def("landing_events_files").default_status == dg.DefaultSensorStatus.RUNNING
+
+    first = _tick(defs, "landing_events_files", instance, None)
+    fingerprints = landing.scan_landing(settings.landing, "events").fingerprints
+    assert _requests(first) == {
+        "2024-01-05": f"landing_events:2024-01-05:{fingerprints[date(2024, 1, 5)]}",
+        "2024-01-06": f"landing_events:2024-01-06:{fingerprints[date(2024, 1, 6)]}",
+    }
+
+    quiet = _tick(defs, "landing_events_files", instance, first.cursor)
+    assert quiet.run_requests == []
+    assert "events/2023-12-31 (1 files): before the first partition 2024-01-01" in quiet.skip_reason.skip_message
+    assert f"events/{future} (1 files): a day in the future" in quiet.skip_reason.skip_message
+
+    # Two files of a day change: the day is requested once, under a new run key.
+    for name in ("a.csv", "b.csv"):
+        _write(events / "2024-01-05" / name, CSV + "e9,u2,view,2024-01-05T11:00:00Z\n")
+    changed = _tick(defs, "landing_events_files", instance, quiet.cursor)
+    assert list(_requests(changed)) == ["2024-01-05"]
+    assert _requests(changed)["2024-01-05"] != _requests(first)["2024-01-05"]
+    assert _tick(defs, "landing_events_files", instance, changed.cursor).run_requests == []
+
+    # A file removed from a day that keeps others re-reads the day; a day left with no file is only reported.
+    (events / "2024-01-05" / "b.csv").unlink()
+    removed = _tick(defs, "landing_events_files", instance, changed.cursor)
+    assert list(_requests(removed)) == ["2024-01-05"]
+    (events / "2024-01-06" / "a.csv").unlink()
+    emptied = _tick(defs, "landing_events_files", instance, removed.cursor)
+    assert emptied.run_requests == []
+    assert "events/2024-01-06: no files left; not re-run" in emptied.skip_reason.skip_message
+    assert "2024-01-06" not in _tick(defs, "landing_events_files", instance, emptied.cursor).skip_reason.skip_message
+
+    # The other landing sources have sensors of their own, with nothing to do here.
+    users = _tick(defs, "landing_users_files", instance, None)
+    assert (
+        users.run_requests == []
+        and users.skip_reason.skip_message == "no new or changed files in landing/users (0 days)"
+    )
+
+
+def test_landing_request_runs_the_raw_partition_it_names(tmp_path, instance):
+    settings = Settings(home=tmp_path, start_date=START)
+    _write(settings.landing / "events" / "2024-01-05" / "a.csv")
+    defs = build_defs(settings)
+    [request] = _tick(defs, "landing_events_files", instance, None).run_requests
+    job = defs.resolve_job_def(defs.resolve_sensor_def("landing_events_files").job_name)
+    result = job.execute_in_process(partition_key=request.partition_key, instance=instance, tags=request.tags)
+    [materialization] = result.asset_materializations_for_node("raw_landing_events")
+    assert materialization.partition == "2024-01-05"
+    assert materialization.metadata["dagster/row_count"].value == 1
+    assert {m.asset_key for m in result.get_asset_materialization_events() if m.asset_key} == {
+        dg.AssetKey("raw_landing_events")
+    }
+
+
+def _event(event_id: str, event_time: str | None) -> dict:
+    return {"event_id": event_id, "user_id": "u1", "event_type": "click", "event_time": event_time}
+
+
+def test_rows_after_returns_the_new_rows_utc_days_and_watermark(pg_dsn, pg_schema):
+    table = f"{pg_schema}.events"
+    ops_db.create_events_table(pg_dsn, table)
+    assert ops_db.rows_after(pg_dsn, table, None) == ops_db.NewRows(None, 0, [])
+    ops_db.insert_events(
+        pg_dsn,
+        table,
+        [
+            _event("a", "2024-01-05T10:00:00Z"),
+            _event("b", "2024-01-05T23:30:00-02:00"),  # 2024-01-06 01:30 UTC
+            _event("c", None),  # no time: no day, but it moves the watermark
+        ],
+    )
+    assert ops_db.rows_after(pg_dsn, table, None) == ops_db.NewRows(3, 3, [date(2024, 1, 5), date(2024, 1, 6)])
+    assert ops_db.rows_after(pg_dsn, table, 1) == ops_db.NewRows(3, 2, [date(2024, 1, 6)])
+    assert ops_db.rows_after(pg_dsn, table, 3) == ops_db.NewRows(3, 0, [])
+
+
+def test_operational_sensor_requests_the_days_of_new_rows(tmp_path, instance, pg_dsn, pg_schema):
+    table = f"{pg_schema}.events"
+    ops_db.create_events_table(pg_dsn, table)
+    future = datetime.now(UTC).date() + timedelta(days=2)
+    ops_db.insert_events(
+        pg_dsn,
+        table,
+        [
+            _event("a", "2024-01-05T10:00:00Z"),
+            _event("b", "2024-01-05T11:00:00Z"),
+            _event("c", "2024-01-06T00:00:00Z"),
+            _event("d", "2023-12-30T12:00:00Z"),
+            _event("e", f"{future.isoformat()}T08:00:00Z"),
+        ],
+    )
+    settings = Settings(home=tmp_path, start_date=START, ops_dsn=pg_dsn, ops_table=table)
+    defs = build_defs(settings)
+    assert _target(defs, OPERATIONAL_SENSOR) == {dg.AssetKey("raw_operational_events")}
+
+    first = _tick(defs, OPERATIONAL_SENSOR, instance, None)
+    assert _requests(first) == {
+        "2024-01-05": "operational_events:2024-01-05:5",
+        "2024-01-06": "operational_events:2024-01-06:5",
+    }
+    assert first.cursor == f'{{"watermark": 5, "pending": ["{future.isoformat()}"]}}'
+
+    quiet = _tick(defs, OPERATIONAL_SENSOR, instance, first.cursor)
+    assert quiet.run_requests == [] and quiet.cursor == first.cursor
+    message = quiet.skip_reason.skip_message
+    assert f"rows for {future.isoformat()}: a day in the future" in message
+    assert "2023-12-30" not in message  # reported once, on the tick that saw the row (it never becomes a day)
+
+    ops_db.insert_events(pg_dsn, table, [_event("f", "2024-01-06T09:00:00Z"), _event("g", "2024-01-07T09:00:00Z")])
+    more = _tick(defs, OPERATIONAL_SENSOR, instance, quiet.cursor)
+    assert _requests(more) == {
+        "2024-01-06": "operational_events:2024-01-06:7",
+        "2024-01-07": "operational_events:2024-01-07:7",
+    }
+    assert '"watermark": 7' in more.cursor
+    assert _tick(defs, OPERATIONAL_SENSOR, instance, more.cursor).run_requests == []
+
+    # A waiting day is requested once it has become a partition.
+    released = _tick(defs, OPERATIONAL_SENSOR, instance, '{"watermark": 7, "pending": ["2024-01-09"]}')
+    assert _requests(released) == {"2024-01-09": "operational_events:2024-01-09:7"}
+    assert released.cursor == '{"watermark": 7, "pending": []}'
+
+
+def test_operational_sensor_reports_rows_before_the_start(tmp_path, instance, pg_dsn, pg_schema):
+    table = f"{pg_schema}.events"
+    ops_db.create_events_table(pg_dsn, table)
+    ops_db.insert_events(pg_dsn, table, [_event("d", "2023-12-30T12:00:00Z")])
+    defs = build_defs(Settings(home=tmp_path, start_date=START, ops_dsn=pg_dsn, ops_table=table))
+    result = _tick(defs, OPERATIONAL_SENSOR, instance, None)
+    assert result.run_requests == []
+    assert result.skip_reason.skip_message.startswith("rows for 2023-12-30: before the first partition 2024-01-01")
+    assert result.cursor == '{"watermark": 1, "pending": []}'
+
+
+def test_sensors_of_unconfigured_sources_say_why_they_do_nothing(tmp_path, instance):
+    defs = build_defs(Settings(home=tmp_path, start_date=START))
+    sensor = defs.resolve_sensor_def(OPERATIONAL_SENSOR)
+    assert sensor.metadata["configured"].value is False
+    result = _tick(defs, OPERATIONAL_SENSOR, instance, None)
+    assert result.skip_message == "AI_PIPELINE_OPS_DSN is not set: the operational source is not configured"
