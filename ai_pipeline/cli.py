@@ -213,6 +213,15 @@ def write_training_set(settings: Settings, entities: Path, output: Path, ttl: ti
     return 0
 
 
+def serve_metrics(settings: Settings, host: str, port: int) -> int:
+    from ai_pipeline.monitoring import serve
+
+    server, thread = serve(_use_instance(settings), host, port)
+    print(f"Serving Prometheus metrics on http://{host}:{server.server_port}/metrics", flush=True)
+    thread.join()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ai-pipeline", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -243,6 +252,9 @@ def main(argv: list[str] | None = None) -> int:
     training.add_argument("entities", type=Path)
     training.add_argument("output", type=Path, help="Parquet file to write")
     training.add_argument("--ttl-days", type=float, default=DEFAULT_TTL.total_seconds() / 86400)
+    exporter = sub.add_parser("metrics", help="serve Prometheus metrics read from the instance's event log")
+    exporter.add_argument("--host", default="127.0.0.1")
+    exporter.add_argument("--port", type=int, default=9108, help="0 picks a free port")
 
     args = parser.parse_args(argv)
     settings = Settings.from_env()
@@ -259,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
         return print_features(settings, args.user_ids)
     if args.command == "training-set":
         return write_training_set(settings, args.entities, args.output, timedelta(days=args.ttl_days))
+    if args.command == "metrics":
+        return serve_metrics(settings, args.host, args.port)
     if args.command == "demo":
         args.start, args.end = _default_range(args.days)
         # The demo's history starts with its first day, so its feature windows are partial, not missing.

@@ -93,10 +93,11 @@ def test_a_new_raw_partition_flows_down_to_the_online_store_in_one_request(ticks
     assert ticks() == {}
     ticks.materialized("raw_landing_events")
     requested = ticks()
-    # One run carries the day through validation, marts and features (the users lane has no new data).
-    for asset in [*DAILY, *FEATURES]:
+    # One run carries the day through validation, marts and features. The users lane has no new data, and
+    # dim_users (every user seen anywhere) follows the new activity without waiting for the day's profiles.
+    for asset in [*DAILY, *FEATURES, "dim_users"]:
         assert requested.get(asset) == {DAY}, asset
-    assert "validated_users" not in requested and "dim_users" not in requested
+    assert "validated_users" not in requested and "stg_users" not in requested
     assert ticks() == {}  # handled: not requested again
 
 

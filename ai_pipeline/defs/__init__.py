@@ -59,5 +59,8 @@ def build_defs(settings: Settings) -> dg.Definitions:
         ],
         sensors=[documents_sensor(settings), *automation_sensors(RAG_GROUP), *pipeline_sensors(settings, partitions)],
         resources={**warehouse_resources(settings), **dbt_resources},
+        # A run's steps run one after another in the run's process: every step that writes the warehouse takes
+        # the single `duckdb_warehouse` slot anyway, and a process per step would cost seconds of start-up each.
+        executor=dg.in_process_executor,
     )
     return apply_freshness(apply_conditions(defs))

@@ -8,7 +8,8 @@ automation sensors that run by default (Dagster's implicit one starts stopped):
 - `validated_*` (`FROM_SOURCES`) runs when ANY raw feed of the day updates: a feed that has not arrived yet
   counts as empty and re-validates the day when it does (idempotent per partition). At 02:00 UTC the day is
   closed: yesterday is validated even if no source sent anything, so a quiet day never stalls the feature chain.
-- Everything below (`DOWNSTREAM`: dbt marts, features, the online store; chunks, embeddings, vectors) is
+- `dim_users` (`FROM_EITHER_SIDE`) follows profiles or activity, whichever updates (late-arriving profiles).
+- Everything else below (`DOWNSTREAM`: dbt marts, features, the online store; chunks, embeddings, vectors) is
   `eager()`: any parent partition updated, none missing or in progress. Two guards on top:
   * never over a parent partition whose BLOCKING check failed (bad data stops where it was found; the
     request is not retried until the parent is materialized again, since `eager` counts a partition as
@@ -32,12 +33,25 @@ UPSTREAM_BLOCKED = AC.any_deps_match(AC.any_checks_match(AC.check_failed(), bloc
     "a parent's blocking check failed"
 )
 DOWNSTREAM = (AC.eager() & ~UPSTREAM_BLOCKED).with_label("eager, unless a parent's blocking check failed")
-FROM_SOURCES = (
-    AC.in_latest_time_window()
-    & (AC.any_deps_updated() | AC.cron_tick_passed(DAY_CLOSES_CRON)).since_last_handled()
-    & ~AC.any_deps_in_progress()
-    & ~AC.in_progress()
-).with_label("any source of the day updated, or the day closed (02:00 UTC)")
+
+
+def _on_update(trigger: AC) -> AC:
+    """Like `eager`, but a parent whose day is missing does not hold the asset back."""
+    return (
+        AC.in_latest_time_window()
+        & trigger.since_last_handled()
+        & ~AC.any_deps_in_progress()
+        & ~AC.in_progress()
+        & ~UPSTREAM_BLOCKED
+    )
+
+
+FROM_SOURCES = _on_update(AC.any_deps_updated() | AC.cron_tick_passed(DAY_CLOSES_CRON)).with_label(
+    "any source of the day updated, or the day closed (02:00 UTC)"
+)
+# dim_users is every user seen anywhere (profiles and activity): it follows either side, so a day's events that
+# arrive before their users' profiles still find their users in it (late-arriving profiles), and vice versa.
+FROM_EITHER_SIDE = _on_update(AC.any_deps_updated()).with_label("either side updated (profiles or activity)")
 POLLED = AC.on_cron(API_POLL_CRON).with_label("polled daily at 00:30 UTC")
 
 # The other raw assets and `raw_documents` have no condition: their sensors request them.
@@ -45,6 +59,7 @@ CONDITIONS: list[tuple[dg.AssetSelection, AC]] = [
     (dg.AssetSelection.assets("raw_api_events"), POLLED),
     (dg.AssetSelection.groups("validated"), FROM_SOURCES),
     (dg.AssetSelection.groups("marts", "features", "rag"), DOWNSTREAM),
+    (dg.AssetSelection.assets("dim_users"), FROM_EITHER_SIDE),
 ]
 
 

@@ -159,6 +159,15 @@ def api_events_asset(settings: Settings, partitions) -> dg.AssetsDefinition:
     )
 
 
+def arrived_sources(
+    context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext, raw_keys: Iterable[str]
+) -> list[str]:
+    """The raw sources whose partition has been materialized. Automation validates a day as soon as any source
+    delivered it; a source not in yet counts as empty, and re-validates the day when it arrives."""
+    key = context.partition_key
+    return [raw for raw in raw_keys if key in context.instance.get_materialized_partitions(dg.AssetKey(raw))]
+
+
 def read_partition(warehouse: DuckDBResource, table: str, day: date) -> pl.DataFrame:
     """One partition of a warehouse table (written by the IO manager under schema `main`)."""
     with warehouse.get_connection() as conn:
@@ -203,13 +212,7 @@ def validation_assets(
     )
     def _validate(context: dg.AssetExecutionContext, warehouse: DuckDBResource):
         day = partition_date(context)
-        # Automation validates a day as soon as any source delivered it; a source not in yet counts as empty,
-        # and re-validates the day when it arrives.
-        arrived = [
-            key
-            for key in raw_keys
-            if context.partition_key in context.instance.get_materialized_partitions(dg.AssetKey(key))
-        ]
+        arrived = arrived_sources(context, raw_keys)
         frames = [read_partition(warehouse, key, day) for key in arrived]
         raw = pl.concat(frames, how="vertical") if frames else empty_raw(model)
         started = time.perf_counter()

@@ -9,7 +9,7 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from ai_pipeline.defs.common import check_result, partition_date
-from ai_pipeline.defs.ingest.assets import read_partition
+from ai_pipeline.defs.ingest.assets import arrived_sources, read_partition
 from ai_pipeline.lib import expectations, quality
 
 CONSERVATION_CHECK = "rows_in_equal_valid_plus_quarantined"
@@ -55,9 +55,12 @@ def ingest_checks(
     raw_keys = list(raw_keys)
     valid, quarantined = f"validated_{entity}", f"quarantined_{entity}"
 
-    def counts(warehouse: DuckDBResource, day) -> tuple[int, int, int]:
+    def counts(context: dg.AssetCheckExecutionContext, warehouse: DuckDBResource) -> tuple[int, int, int]:
+        day = partition_date(context)
         with warehouse.get_connection() as conn:
-            rows_in = sum(conn.execute(_COUNT.format(table=t), [day]).fetchone()[0] for t in raw_keys)
+            rows_in = sum(
+                conn.execute(_COUNT.format(table=t), [day]).fetchone()[0] for t in arrived_sources(context, raw_keys)
+            )
             n_valid = conn.execute(_COUNT.format(table=valid), [day]).fetchone()[0]
             n_quarantined = conn.execute(_COUNT.format(table=quarantined), [day]).fetchone()[0]
         return rows_in, n_valid, n_quarantined
@@ -71,7 +74,7 @@ def ingest_checks(
         additional_deps=[quarantined, *raw_keys],
     )
     def conservation(context: dg.AssetCheckExecutionContext, warehouse: DuckDBResource):
-        rows_in, n_valid, n_quarantined = counts(warehouse, partition_date(context))
+        rows_in, n_valid, n_quarantined = counts(context, warehouse)
         verdict = quality.conservation(rows_in, n_valid, n_quarantined)
         return check_result(verdict, {"rows_in": rows_in, "rows_valid": n_valid, "rows_quarantined": n_quarantined})
 
@@ -85,7 +88,7 @@ def ingest_checks(
         additional_deps=[quarantined],
     )
     def quarantine_rate(context: dg.AssetCheckExecutionContext, warehouse: DuckDBResource):
-        rows_in, _, n_quarantined = counts(warehouse, partition_date(context))
+        rows_in, _, n_quarantined = counts(context, warehouse)
         verdict = quality.quarantine_rate(rows_in, n_quarantined)
         rate = n_quarantined / rows_in if rows_in else 0.0
         return check_result(verdict, {"quarantine_rate": round(rate, 6), "rows_quarantined": n_quarantined})
