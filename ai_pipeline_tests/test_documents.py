@@ -10,7 +10,14 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from ai_pipeline.lib.documents import Document, Skipped, documents_frame, html_to_markdown, load_documents
+from ai_pipeline.lib.documents import (
+    Document,
+    Skipped,
+    documents_frame,
+    html_to_markdown,
+    index_drift,
+    load_documents,
+)
 
 MTIME = datetime(2024, 5, 17, 8, 30, 15, 123456, tzinfo=UTC)
 
@@ -199,3 +206,18 @@ def test_documents_frame_has_one_typed_row_per_document(tmp_path: Path) -> None:
     assert frame["updated_at"].to_list() == [MTIME, MTIME]
     assert frame["title"].to_list() == ["a", "Z"]
     assert documents_frame([]).height == 0
+
+
+def _doc(doc_id: str, content_hash: str, updated_at: datetime) -> Document:
+    return Document(doc_id, "s", doc_id, doc_id, "text", content_hash, updated_at, 4, "text")
+
+
+def test_index_drift_names_changed_new_and_deleted_and_leaves_fresh_changes_in_their_grace():
+    old, new = datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 1, 2, tzinfo=UTC)
+    current = [_doc("a", "h1", old), _doc("b", "h2-new", old), _doc("c", "h3", old), _doc("d", "h4", new)]
+    indexed = {"a": "h1", "b": "h2", "gone": "h5", "d": "h4-old"}
+    drift = index_drift(current, indexed)
+    assert (drift.changed, drift.added, drift.deleted) == (["b", "d"], ["c"], ["gone"])
+    assert drift.stale == ["b", "d", "c", "gone"]
+    graced = index_drift(current, indexed, modified_before=new)
+    assert (graced.changed, graced.added, graced.deleted) == (["b"], ["c"], ["gone"])

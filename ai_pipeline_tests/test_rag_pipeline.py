@@ -7,7 +7,9 @@ change, delete, add), staleness, the retrieval gate firing on shuffled vectors, 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -172,6 +174,27 @@ def test_changes_and_deletions_sync_exactly_and_staleness_shows_before(lane):
     assert before_ids - set(ids) and set(ids) - before_ids
     for name in (rag_defs.SYNC_CHECK, rag_defs.STALE_CHECK):
         assert checks[name].passed, checks[name].description
+
+
+def test_the_hourly_lag_check_counts_changes_older_than_the_grace_only(lane):
+    key = dg.AssetCheckKey(dg.AssetKey(rag_defs.VECTORS), rag_defs.LAG_CHECK)
+    job = lane.defs.resolve_implicit_global_asset_job_def().get_subset(
+        asset_selection=set(), asset_check_selection={key}
+    )
+
+    def lag() -> dg.AssetCheckEvaluation:
+        return _checks(job.execute_in_process(instance=lane.instance, raise_on_error=False))[rag_defs.LAG_CHECK]
+
+    assert lag().passed
+    _write(lane.root, {"late.md": "# Late\n\nA note nobody carried over.\n", "fresh.md": "# Fresh\n\nJust written.\n"})
+    an_hour_ago = time.time() - 2 * rag_defs.LAG_GRACE.total_seconds()
+    os.utime(lane.root / "late.md", (an_hour_ago, an_hour_ago))
+    behind = lag()
+    assert not behind.passed and behind.severity == dg.AssetCheckSeverity.ERROR
+    assert behind.metadata["notes/behind"].value == 1  # fresh.md is within its grace period
+    assert behind.metadata["examples"].value == ["notes: notes:late.md"]
+    assert lane.build().success
+    assert lag().passed
 
 
 def test_the_retrieval_gate_fires_on_shuffled_vectors(lane):

@@ -12,7 +12,7 @@ from ai_pipeline.defs.ingest.assets import ingest_assets
 from ai_pipeline.defs.ingest.checks import ingest_checks
 from ai_pipeline.defs.marts import build_dbt_assets
 from ai_pipeline.defs.rag import GROUP as RAG_GROUP
-from ai_pipeline.defs.rag import documents_sensor, rag_assets, rag_checks
+from ai_pipeline.defs.rag import collection_lag_check, documents_sensor, rag_assets, rag_checks
 from ai_pipeline.defs.resources import warehouse_resources
 from ai_pipeline.defs.sensors import pipeline_sensors
 from ai_pipeline.lib import expectations
@@ -39,20 +39,23 @@ def build_defs(settings: Settings) -> dg.Definitions:
         partitions=partitions,
     )
     dbt_assets, dbt_resources = build_dbt_assets(settings, partitions)
-    lag = lag_checks(partitions)  # evaluated hourly on their own, not as part of a day's run
+    # Evaluated hourly on their own (automation conditions), not as part of a day's or a collection's run.
+    hourly = [lag_checks(partitions), collection_lag_check(settings)]
     defs = dg.Definitions(
         assets=[*assets, dbt_assets, *feature_assets(settings, partitions), *rag_assets(settings)],
-        asset_checks=[*checks, rag_checks(settings), lag],
+        asset_checks=[*checks, rag_checks(settings), *hourly],
         jobs=[
             dg.define_asset_job(
                 DAILY_JOB,
-                selection=dg.AssetSelection.all() - dg.AssetSelection.groups(RAG_GROUP) - dg.AssetSelection.checks(lag),
+                selection=dg.AssetSelection.all()
+                - dg.AssetSelection.groups(RAG_GROUP)
+                - dg.AssetSelection.checks(*hourly),
                 description="Every daily asset for one day: raw sources, validation, dbt marts, features, the online "
                 "store, and their checks.",
             ),
             dg.define_asset_job(
                 DOCUMENTS_JOB,
-                selection=dg.AssetSelection.groups(RAG_GROUP),
+                selection=dg.AssetSelection.groups(RAG_GROUP) - dg.AssetSelection.checks(*hourly),
                 description="One document collection: documents, chunks, embeddings, the vector collection, and "
                 "its checks (the retrieval gate included).",
             ),

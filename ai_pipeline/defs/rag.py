@@ -9,7 +9,7 @@ Partitions are dynamic: one key per configured document source (`Settings.doc_so
 
 import json
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import numpy as np
@@ -32,6 +32,9 @@ COVERAGE_CHECK = "every_chunk_embedded"
 SYNC_CHECK = "vectors_match_chunks"
 VALID_CHECK = "vectors_finite_and_normalized"
 STALE_CHECK = "collection_reflects_sources"
+LAG_CHECK = "collections_current"
+# A document change has this long to reach its collection before the hourly lag check counts it.
+LAG_GRACE = timedelta(minutes=30)
 GATE_CHECK = "retrieval_recall_at_5"
 # A document collection is rebuilt when its sources change, not on a clock: stale after a week, failed after two.
 DOCS_FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(days=14), warn_window=timedelta(days=7))
@@ -358,29 +361,70 @@ def _valid_result(vectors: np.ndarray) -> dg.AssetCheckResult:
     return check_result(verdict, metadata, check_name=VALID_CHECK, asset_key=VECTORS)
 
 
+def _indexed_hashes(metadatas: list[dict]) -> dict[str, str]:
+    return {m["doc_id"]: m["doc_hash"] for m in metadatas}
+
+
+def _drift_metadata(drift: documents.IndexDrift) -> dict:
+    return {
+        "changed": len(drift.changed),
+        "new": len(drift.added),
+        "deleted": len(drift.deleted),
+        "examples": dg.MetadataValue.json(drift.stale[:5]),
+    }
+
+
 def _stale_result(source: DocSource, metadatas: list[dict]) -> dg.AssetCheckResult:
-    docs, _ = load_source(source)
-    current = {d.doc_id: d.content_hash for d in docs}
-    indexed = {m["doc_id"]: m["doc_hash"] for m in metadatas}
-    changed = sorted(d for d in current.keys() & indexed.keys() if current[d] != indexed[d])
-    added = sorted(current.keys() - indexed.keys())
-    deleted = sorted(indexed.keys() - current.keys())
-    stale = changed + added + deleted
+    indexed = _indexed_hashes(metadatas)
+    drift = documents.index_drift(load_source(source)[0], indexed)
     verdict = Verdict(
-        not stale,
+        not drift.stale,
         "WARN",
-        f"{len(changed)} changed, {len(added)} new (or without chunks), {len(deleted)} deleted documents since the "
-        "last sync"
-        if stale
+        f"{len(drift.changed)} changed, {len(drift.added)} new (or without chunks), {len(drift.deleted)} deleted "
+        "documents since the last sync"
+        if drift.stale
         else f"all {len(indexed)} indexed documents match the source",
     )
-    metadata = {
-        "changed": len(changed),
-        "new": len(added),
-        "deleted": len(deleted),
-        "examples": dg.MetadataValue.json(stale[:5]),
-    }
-    return check_result(verdict, metadata, check_name=STALE_CHECK, asset_key=VECTORS)
+    return check_result(verdict, _drift_metadata(drift), check_name=STALE_CHECK, asset_key=VECTORS)
+
+
+def collection_lag_check(settings: Settings) -> dg.AssetChecksDefinition:
+    """Hourly, on its own: every collection reflects every document changed more than `LAG_GRACE` ago.
+
+    The document sensor reacts within a minute; this catches a sensor, daemon or run that stopped carrying changes.
+    """
+
+    @dg.asset_check(
+        asset=VECTORS,
+        name=LAG_CHECK,
+        description=f"Every collection reflects every document added or changed more than "
+        f"{int(LAG_GRACE.total_seconds() // 60)} minutes ago (and no deleted one), evaluated hourly.",
+        automation_condition=dg.AutomationCondition.cron_tick_passed("20 * * * *").with_label("hourly at :20"),
+    )
+    def _collection_lag(context: dg.AssetCheckExecutionContext):
+        cutoff = datetime.now(UTC) - LAG_GRACE
+        built = set(context.instance.get_dynamic_partitions(COLLECTIONS.name))
+        metadata, lagging = {}, []
+        for source in settings.doc_sources:
+            metadatas = (
+                vector_store.collection_vectors(settings.vector_collection(source.name))[2]
+                if (source.name in built)
+                else []
+            )
+            drift = documents.index_drift(load_source(source)[0], _indexed_hashes(metadatas), modified_before=cutoff)
+            metadata[f"{source.name}/behind"] = len(drift.stale)
+            lagging += [f"{source.name}: {doc}" for doc in drift.stale]
+        verdict = Verdict(
+            not lagging,
+            "ERROR",
+            f"{len(lagging)} document(s) not reflected in their collection more than "
+            f"{int(LAG_GRACE.total_seconds() // 60)} minutes after their change"
+            if lagging
+            else f"all {len(settings.doc_sources)} collection(s) reflect their sources",
+        )
+        return check_result(verdict, {**metadata, "examples": dg.MetadataValue.json(lagging[:5])})
+
+    return _collection_lag
 
 
 class _TimedCollection:

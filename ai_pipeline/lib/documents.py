@@ -181,6 +181,33 @@ def _load_file(
     )
 
 
+@dataclass(frozen=True)
+class IndexDrift:
+    """How an index (document id -> content hash it was built from) differs from the source's documents now."""
+
+    changed: list[str]
+    added: list[str]  # in the source, not in the index (or indexed without chunks)
+    deleted: list[str]  # in the index, gone from the source
+
+    @property
+    def stale(self) -> list[str]:
+        return self.changed + self.added + self.deleted
+
+
+def index_drift(
+    current: list[Document], indexed: dict[str, str], *, modified_before: datetime | None = None
+) -> IndexDrift:
+    """The documents an index does not reflect. With `modified_before`, changed and added documents modified at
+    or after it are left out (still within their grace period); a deletion has no time and always counts."""
+    hashes = {d.doc_id: d.content_hash for d in current}
+    due = {d.doc_id for d in current if modified_before is None or d.updated_at < modified_before}
+    return IndexDrift(
+        changed=sorted(d for d in hashes.keys() & indexed.keys() & due if hashes[d] != indexed[d]),
+        added=sorted((hashes.keys() - indexed.keys()) & due),
+        deleted=sorted(indexed.keys() - hashes.keys()),
+    )
+
+
 def documents_frame(documents: list[Document]) -> pl.DataFrame:
     """One row per document, sorted by doc_id."""
     schema = {
