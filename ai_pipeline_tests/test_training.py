@@ -3,6 +3,7 @@ entity files they start from."""
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
@@ -140,15 +141,64 @@ def test_training_set_equals_the_naive_reference(connection, offline, zone) -> N
     assert result["feature_date"].null_count() == 8  # the test covers both outcomes
 
 
-@pytest.mark.parametrize("days", [1, 3, 4, 30])
+def _asof_threshold(connection: duckdb.DuckDBPyConnection) -> int:
+    return int(connection.execute("select current_setting('asof_loop_join_threshold')").fetchone()[0])
+
+
+@pytest.mark.parametrize("days", [0, 0.5, 1, 3, 4, 30])  # up to 1 day: the equi-join on day - 1; beyond: ASOF
 def test_ttl(connection, offline, days) -> None:
     entities = _entities(ORDER)
+    threshold = _asof_threshold(connection)
     result = training_set(connection, entities, ttl=timedelta(days=days))
     _check(result, entities, offline, timedelta(days=days))
     if days == 3:
         assert result["feature_date"].to_list() == [CASES[i][3] for i in ORDER]
+    if days == 0:
+        assert result["feature_date"].null_count() == entities.height
     stale_at_3 = result.filter(pl.col("note") == "case 11")["feature_date"].to_list()
     assert stale_at_3 == [None if days <= 3 else date(2024, 1, 15)]
+    assert _asof_threshold(connection) == threshold  # the forced ASOF plan does not outlive the call
+
+
+@pytest.mark.parametrize(
+    ("ttl", "reach"),  # reach: the most days between a timestamp's day and the feature date it may get
+    [
+        (timedelta(hours=6), 1),
+        (timedelta(days=1), 1),
+        (timedelta(days=1, microseconds=1), 2),  # the smallest TTL past the equi-join: day - 2 at exactly midnight
+        (timedelta(days=2, hours=12), 3),  # the 13th and 14th were never computed: the 15th reaches the 12th
+        (timedelta(days=6), 3),
+    ],
+)
+def test_random_entities_equal_the_naive_reference(connection, offline, ttl, reach) -> None:
+    rng = random.Random(11)
+    users = [U1, U2, U3, "u000004", "u000005", "nobody", None]
+    start = datetime(2024, 1, 3, tzinfo=UTC)
+    stamps = []
+    for _ in range(1500):
+        stamp = start + timedelta(microseconds=rng.randrange(16 * 86_400_000_000))
+        edge = rng.random()
+        if edge < 0.1:  # exactly midnight, and the last microsecond before it
+            stamp = stamp.replace(hour=0, minute=0, second=0, microsecond=0)
+        elif edge < 0.15:
+            stamp = stamp.replace(hour=23, minute=59, second=59, microsecond=999_999)
+        stamps.append(stamp)
+    entities = pl.DataFrame(
+        {
+            "user_id": [rng.choice(users) for _ in stamps],
+            "event_timestamp": stamps,
+            "note": [f"row {i}" for i in range(len(stamps))],
+        },
+        schema={"user_id": pl.String, "event_timestamp": pl.Datetime("us", "UTC"), "note": pl.String},
+    ).with_columns(pl.col("event_timestamp").dt.convert_time_zone("Asia/Kolkata"))
+    result = training_set(connection, entities, ttl=ttl)
+    _check(result, entities, offline, ttl)
+    assert result.select(entities.columns).equals(entities)
+    matched = result.filter(pl.col("feature_date").is_not_null())
+    assert 0 < matched.height < entities.height
+    age = (matched["event_timestamp"].dt.convert_time_zone("UTC").dt.date() - matched["feature_date"]).dt.total_days()
+    assert age.min() == 1
+    assert age.max() == reach
 
 
 def test_another_table_and_stale_rows_are_all_null(tmp_path, offline) -> None:
@@ -180,6 +230,29 @@ def test_entity_frame_errors(connection) -> None:
         training_set(connection, entities.with_columns(pl.col("event_timestamp").dt.date()))
     with pytest.raises(EntityError, match="active_days"):
         training_set(connection, entities.with_columns(pl.lit(1).alias("active_days")))
+
+
+def test_an_empty_entity_frame_gives_an_empty_training_set(connection, offline) -> None:
+    for ttl in (timedelta(days=1), timedelta(days=3)):
+        result = training_set(connection, _entities([]), ttl=ttl)
+        assert result.height == 0
+        assert result.columns == [*_entities([]).columns, *[c for c in offline.columns if c != "user_id"]]
+
+
+def test_a_store_key_held_twice_is_an_error(tmp_path, offline) -> None:
+    con = duckdb.connect(str(tmp_path / "twice.duckdb"))
+    try:
+        con.register("offline_frame", pl.concat([offline, offline.head(1)]).to_arrow())
+        con.execute("create table main.user_window_features as select * from offline_frame")
+        user, day = offline.row(0)[:2]
+        entities = pl.DataFrame(
+            {"user_id": [user], "event_timestamp": [datetime.combine(day + timedelta(days=1), time(9), UTC)]}
+        )
+        for ttl in (timedelta(days=1), timedelta(days=3)):
+            with pytest.raises(ValueError, match=r"main\.user_window_features has more than one row"):
+                training_set(con, entities, ttl=ttl)
+    finally:
+        con.close()
 
 
 # --- entity files ---------------------------------------------------------------------------------------------

@@ -3,12 +3,19 @@
 For each entity row (user_id, event_timestamp[, label, ...]) the features are those of the latest feature
 date strictly before the timestamp's UTC day: features of day D are as of the end of D, so they are known at
 any time on D+1 and later. A row older than `ttl` (timestamp minus the end of its feature date) is stale and
-gives nulls, as does a user without features. One DuckDB ASOF JOIN does the matching; the input's order and
-columns are kept, and the features follow them, with `feature_date` telling which day each row came from.
+gives nulls, as does a user without features. The input's order and columns are kept, and the features follow
+them, with `feature_date` telling which day each row came from.
+
+Feature dates are whole days, so with a TTL of at most one day only the previous day's features can be fresh
+(the day before that ended at least a day before the timestamp): the match is then an equi-join on
+(user, day - 1). A longer TTL takes DuckDB's ASOF JOIN to find each row's latest earlier date. Either way one
+DuckDB query fetches the features with a hash join and returns them sorted back into the input's order.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -59,6 +66,18 @@ def read_entities(path: Path) -> pl.DataFrame:
     return frame
 
 
+@contextmanager
+def _forced_asof_join(connection: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """DuckDB estimates an Arrow scan at a handful of rows and would then plan a nested loop (quadratic) instead
+    of its ASOF operator; a threshold of 0 forces the ASOF join, for one query."""
+    threshold = connection.execute("select current_setting('asof_loop_join_threshold')").fetchone()[0]
+    connection.execute("set asof_loop_join_threshold = 0")
+    try:
+        yield
+    finally:
+        connection.execute(f"set asof_loop_join_threshold = {int(threshold)}")
+
+
 def training_set(
     connection: duckdb.DuckDBPyConnection,
     entities: pl.DataFrame,
@@ -83,36 +102,41 @@ def training_set(
     clash = set(features) & set(entities.columns)
     if clash:
         raise EntityError(f"entity columns {sorted(clash)} clash with feature names")
-    entity_rows = entities.select(  # noqa: F841  (read by name in the SQL below)
-        pl.int_range(pl.len(), dtype=pl.UInt32).alias("__row"),
-        pl.col(USER).cast(pl.String),
-        pl.col(TIMESTAMP).dt.convert_time_zone("UTC").dt.date().alias("__day"),
-        (pl.col(TIMESTAMP).dt.convert_time_zone("UTC").dt.replace_time_zone(None) - ttl).alias("__oldest"),
-    ).to_arrow()
+    row = pl.int_range(pl.len(), dtype=pl.UInt32).alias("__row")
+    at = pl.col(TIMESTAMP).dt.convert_time_zone("UTC").dt.replace_time_zone(None)  # UTC wall time
+    day = at.dt.date()
+    if ttl <= timedelta(days=1):
+        # The previous day's features ended at midnight: fresh while the time of day is under the TTL.
+        previous_day = pl.when(at - at.dt.truncate("1d") < ttl).then(day - pl.duration(days=1))
+        keys = [row, pl.col(USER).cast(pl.String), previous_day.alias("__date")]
+        wanted, planning = "entity_rows", nullcontext()
+    else:
+        keys = [row, pl.col(USER).cast(pl.String), day.alias("__day"), (at - ttl).alias("__oldest")]
+        # The ASOF join matches keys only: sorting the feature columns too costs more than the hash join after it.
+        wanted = f"""(
+            select
+                e.__row,
+                e.{USER},
+                case when k.{FEATURE_DATE} + interval 1 day > e.__oldest then k.{FEATURE_DATE} end as __date
+            from entity_rows e
+            asof left join (select {USER}, {FEATURE_DATE} from {table}) k
+              on e.{USER} = k.{USER} and e.__day > k.{FEATURE_DATE}
+        )"""
+        planning = _forced_asof_join(connection)
+    # Arrow string views, Polars' own layout: DuckDB reads the user ids without a conversion to Arrow's older one.
+    entity_rows = entities.select(keys).to_arrow(compat_level=pl.CompatLevel.newest())  # noqa: F841 (read in SQL)
     selected = ", ".join(f'f."{name}"' for name in [FEATURE_DATE, *features])
-    # DuckDB estimates an Arrow scan at a handful of rows and would then plan a nested loop (quadratic) instead
-    # of its ASOF operator; a threshold of 0 forces the ASOF join for the duration of this query. The ASOF join
-    # matches keys only (sorting the feature columns too costs more than the join); the (user, date) key of the
-    # table then fetches the features of the fresh matches with a hash join.
-    threshold = connection.execute("select current_setting('asof_loop_join_threshold')").fetchone()[0]
-    connection.execute("set asof_loop_join_threshold = 0")
-    try:
+    # ORDER BY restores the input's order: DuckDB's sort moves whole rows, cheaper than a gather per column.
+    with planning:
         found = connection.execute(
             f"""
-            with hit as (
-                select e.__row, e.{USER}, k.{FEATURE_DATE}
-                from entity_rows e
-                asof left join (select {USER}, {FEATURE_DATE} from {table}) k
-                  on e.{USER} = k.{USER} and e.__day > k.{FEATURE_DATE}
-                where k.{FEATURE_DATE} + interval 1 day > e.__oldest
-            )
-            select h.__row, {selected}
-            from hit h join {table} f on f.{USER} = h.{USER} and f.{FEATURE_DATE} = h.{FEATURE_DATE}
+            select {selected}
+            from {wanted} w
+            left join {table} f on f.{USER} = w.{USER} and f.{FEATURE_DATE} = w.__date
+            order by w.__row
             """
         ).pl()
-    finally:
-        connection.execute(f"set asof_loop_join_threshold = {int(threshold)}")
-    rows = pl.DataFrame({"__row": pl.int_range(entities.height, dtype=pl.UInt32, eager=True)})
-    matched = rows.join(found, on="__row", how="left", maintain_order="left").drop("__row")
-    utc = [pl.col(c).dt.convert_time_zone("UTC") for c, t in matched.schema.items() if isinstance(t, pl.Datetime)]
-    return pl.concat([entities, matched.with_columns(utc)], how="horizontal")
+    if found.height != entities.height:
+        raise ValueError(f"{table} has more than one row for some ({USER}, {FEATURE_DATE}); it must be unique")
+    utc_columns = [pl.col(c).dt.convert_time_zone("UTC") for c, t in found.schema.items() if isinstance(t, pl.Datetime)]
+    return pl.concat([entities, found.with_columns(utc_columns)], how="horizontal")
