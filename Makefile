@@ -10,6 +10,6 @@ demo: install
 test: install
 	.venv/bin/pytest -q
 
-# The Dagster UI and daemon on 127.0.0.1:3000, on the instance the demo wrote to.
+# The Dagster webserver and daemon on 127.0.0.1:3000, on the instance the demo wrote to (Ctrl-C stops both).
 ui: install
-	DAGSTER_HOME=$$(.venv/bin/ai-pipeline dagster-home) .venv/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+	.venv/bin/ai-pipeline ui

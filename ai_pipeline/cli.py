@@ -255,6 +255,9 @@ def main(argv: list[str] | None = None) -> int:
     exporter = sub.add_parser("metrics", help="serve Prometheus metrics read from the instance's event log")
     exporter.add_argument("--host", default="127.0.0.1")
     exporter.add_argument("--port", type=int, default=9108, help="0 picks a free port")
+    ui = sub.add_parser("ui", help="run the Dagster webserver and daemon over the configured instance (Ctrl-C stops)")
+    ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--port", type=int, default=3000)
 
     args = parser.parse_args(argv)
     settings = Settings.from_env()
@@ -273,6 +276,10 @@ def main(argv: list[str] | None = None) -> int:
         return write_training_set(settings, args.entities, args.output, timedelta(days=args.ttl_days))
     if args.command == "metrics":
         return serve_metrics(settings, args.host, args.port)
+    if args.command == "ui":
+        from ai_pipeline.ui import serve
+
+        return serve(args.host, args.port)
     if args.command == "demo":
         args.start, args.end = _default_range(args.days)
         # The demo's history starts with its first day, so its feature windows are partial, not missing.

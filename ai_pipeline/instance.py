@@ -19,12 +19,17 @@ EMBEDDED_YAML = """\
 run_coordinator:
   module: dagster.core.run_coordinator
   class: QueuedRunCoordinator
+  config:
+    dequeue_interval_seconds: 1
 concurrency:
   runs:
     max_concurrent_runs: 4
   pools:
     granularity: op
     default_limit: 1
+    # Up to 3 runs start (process, code load) while another holds the writer slot: a backfill's run start-up
+    # overlaps the previous run's work instead of adding to it.
+    op_granularity_run_buffer: 3
 telemetry:
   enabled: false
 """

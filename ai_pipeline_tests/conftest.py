@@ -113,3 +113,39 @@ def http_server(respond: Responder) -> Iterator[str]:
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+
+ADMIN_DSN = "host=127.0.0.1 port=5432 dbname=postgres user=postgres connect_timeout=5"
+
+
+@contextmanager
+def postgres_database() -> Iterator[dict[str, str]]:
+    """A fresh database on the local server for a Dagster instance, dropped afterwards; yields its DAGSTER_PG_*
+    variables (what the top-level dagster.yaml reads)."""
+    try:
+        pg_execute(ADMIN_DSN, "select 1")
+    except psycopg2.OperationalError as exc:
+        require(False, f"PostgreSQL is not reachable on 127.0.0.1:5432: {exc}")
+    name = f"ai_pipeline_test_{uuid.uuid4().hex[:12]}"
+    pg_execute(ADMIN_DSN, sql.SQL("create database {}").format(sql.Identifier(name)))
+    try:
+        yield {
+            "DAGSTER_PG_HOST": "127.0.0.1",
+            "DAGSTER_PG_PORT": "5432",
+            "DAGSTER_PG_USER": "postgres",
+            "DAGSTER_PG_PASSWORD": "",
+            "DAGSTER_PG_DB": name,
+        }
+    finally:
+        pg_execute(ADMIN_DSN, sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def postgres_instance(monkeypatch) -> Iterator[str]:
+    """The environment selects a PostgreSQL Dagster instance in a fresh database, as users do
+    (AI_PIPELINE_INSTANCE=postgres and DAGSTER_PG_*); yields the database's name."""
+    with postgres_database() as env:
+        monkeypatch.setenv("AI_PIPELINE_INSTANCE", "postgres")
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        yield env["DAGSTER_PG_DB"]

@@ -7,7 +7,6 @@ landing-file sensor, the automation sensor and the alert sensor at work.
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -27,8 +26,8 @@ from ai_pipeline.lib.sample import generate
 from ai_pipeline.monitoring import serve
 from ai_pipeline.settings import Settings
 from ai_pipeline.ui import DagsterUI, graphql
+from ai_pipeline_tests.dagster_server import free_port
 from ai_pipeline_tests.test_alerts import webhook
-from ai_pipeline_tests.test_postgres_instance import postgres_db  # noqa: F401  (fixture)
 
 TODAY = datetime.now(UTC).date()
 HISTORY, NEW_DAY = TODAY - timedelta(days=2), TODAY - timedelta(days=1)
@@ -41,12 +40,6 @@ query ($selector: SensorSelector!) {
   }
 }
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _until(what: str, condition: Callable[[], object], timeout_s: float, ui: DagsterUI) -> object:
@@ -87,7 +80,7 @@ def _bad_file(path: Path, rows: int) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-@pytest.mark.usefixtures("postgres_db")
+@pytest.mark.usefixtures("postgres_instance")
 def test_a_landing_file_flows_to_the_online_store_and_a_bad_one_is_stopped_with_an_alert(tmp_path, monkeypatch):
     settings = Settings(home=tmp_path / "home", start_date=HISTORY)
     generate(settings.landing, HISTORY, HISTORY, events_per_day=300, users=60, dirty_rate=0.0)
@@ -102,7 +95,7 @@ def test_a_landing_file_flows_to_the_online_store_and_a_bad_one_is_stopped_with_
             monkeypatch.setenv(key, value)
         # The day before is history: materialized by a run of the daily job before the daemon starts.
         assert all(day.success for day in run_days(settings, HISTORY, HISTORY))
-        ui = DagsterUI(port=_free_port(), log=tmp_path / "services.log")
+        ui = DagsterUI(port=free_port(), log=tmp_path / "services.log")
         with ui, dg.DagsterInstance.from_config(str(prepare_instance_home(settings, "postgres"))) as instance:
             by_hand = {run.run_id for run in instance.get_runs()}
             location = graphql(ui.url, "{ workspaceOrError { ... on Workspace { locationEntries { name } } } }")

@@ -15,6 +15,7 @@ import dagster as dg
 import pytest
 
 from ai_pipeline.defs import DAILY_JOB, DOCUMENTS_JOB, build_defs
+from ai_pipeline.defs.common import DBT_BACKFILL
 from ai_pipeline.settings import PROJECT_ROOT, Settings
 
 SNAPSHOT = Path(__file__).parent / "snapshots" / "asset_specs.json"
@@ -76,7 +77,11 @@ def test_every_asset_declares_its_policy(defs):
         else:
             assert isinstance(node.partitions_def, dg.DailyPartitionsDefinition), name
         assert node.freshness_policy is not None, name
-        assert node.backfill_policy is not None, name
+        # Backfills run one partition per run (defs/common.py): no policy, but dbt's, which needs multi_run(1).
+        assert node.backfill_policy == (DBT_BACKFILL if node.group_name == "marts" else None), name
+        # Raw sources with a feed are requested by their sensors; everything else has an automation condition.
+        sensor_fed = name.startswith("raw_") and name != "raw_api_events"
+        assert (node.automation_condition is None) == sensor_fed, name
 
 
 def test_asset_specs_match_snapshot(defs):
@@ -133,3 +138,12 @@ def test_entry_point_loads_without_heavy_imports(tmp_path):
     count, heavy = out.stdout.strip().split(" ", 1)
     assert int(count) >= 13
     assert heavy == "[]"
+
+
+def test_every_sensor_runs_by_default(defs):
+    """Dagster's implicit automation sensor starts stopped; ours are explicit and running."""
+    sensors = {s.name: s for s in defs.sensors}
+    assert {"pipeline_automation", "documents_automation", "document_sources", "landing_events_files"} <= set(sensors)
+    assert {"operational_events_rows", "failure_alerts"} <= set(sensors)
+    for name, sensor in sensors.items():
+        assert sensor.default_status == dg.DefaultSensorStatus.RUNNING, name

@@ -16,7 +16,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,11 +25,9 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 import polars as pl
-import psycopg2
 import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
-from psycopg2 import sql
 
 from ai_pipeline import monitoring
 from ai_pipeline.defs import DAILY_JOB, DOCUMENTS_JOB, build_defs
@@ -40,7 +37,7 @@ from ai_pipeline.instance import prepare_instance_home
 from ai_pipeline.lib import metrics
 from ai_pipeline.lib.sample import clean_events
 from ai_pipeline.settings import PROJECT_ROOT, DocSource, Settings
-from ai_pipeline_tests.conftest import pg_execute, require
+from ai_pipeline_tests.conftest import require
 
 START = date(2024, 3, 1)
 DAYS = 8  # the first day whose 7-day windows can be compared with the day before: START + 7
@@ -442,23 +439,8 @@ def test_a_malformed_record_is_logged_and_skipped_not_fatal(tmp_path, caplog):
         assert _value(registry, "ai_pipeline_runs_total", **job, status="success") == 2  # later scrapes go on
 
 
-@pytest.fixture
-def postgres_instance_env(pg_dsn, monkeypatch):
-    """A fresh PostgreSQL database for the Dagster instance, selected the way users do (AI_PIPELINE_INSTANCE)."""
-    params = psycopg2.extensions.parse_dsn(pg_dsn)
-    name = f"ai_pipeline_metrics_{uuid.uuid4().hex[:12]}"
-    pg_execute(pg_dsn, sql.SQL("create database {}").format(sql.Identifier(name)))
-    env = {"HOST": params.get("host", "127.0.0.1"), "PORT": params.get("port", "5432"), "DB": name}
-    env |= {"USER": params.get("user", "postgres"), "PASSWORD": params.get("password", "")}
-    monkeypatch.setenv("AI_PIPELINE_INSTANCE", "postgres")
-    for key, value in env.items():
-        monkeypatch.setenv(f"DAGSTER_PG_{key}", value)
-    yield
-    pg_execute(pg_dsn, sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
-
-
 @pytest.mark.postgres
-def test_exporter_on_a_postgres_instance(tmp_path, postgres_instance_env):
+def test_exporter_on_a_postgres_instance(tmp_path, postgres_instance):
     settings = Settings(home=tmp_path, start_date=START)
     _validated_events(settings, 2)
     defs = build_defs(settings)

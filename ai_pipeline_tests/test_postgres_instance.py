@@ -2,38 +2,20 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import date
 
 import dagster as dg
 import psycopg2
-import pytest
 
 from ai_pipeline.defs import DAILY_JOB, build_defs
 from ai_pipeline.instance import prepare_instance_home
 from ai_pipeline.lib.sample import generate
 from ai_pipeline.settings import Settings
-from ai_pipeline_tests.conftest import pg_execute, require
 
 DAY = date(2024, 2, 1)
-ADMIN_DSN = "host=127.0.0.1 port=5432 dbname=postgres user=postgres connect_timeout=5"
 
 
-@pytest.fixture
-def postgres_db(monkeypatch):
-    try:
-        pg_execute(ADMIN_DSN, "select 1")
-    except psycopg2.OperationalError as exc:
-        require(False, f"PostgreSQL is not reachable on 127.0.0.1:5432: {exc}")
-    name = f"ai_pipeline_test_{uuid.uuid4().hex[:12]}"
-    pg_execute(ADMIN_DSN, f"create database {name}")
-    for key, value in {"HOST": "127.0.0.1", "PORT": "5432", "USER": "postgres", "PASSWORD": "", "DB": name}.items():
-        monkeypatch.setenv(f"DAGSTER_PG_{key}", value)
-    yield name
-    pg_execute(ADMIN_DSN, f"drop database if exists {name} with (force)")
-
-
-def test_materialization_is_recorded_in_postgres(tmp_path, postgres_db):
+def test_materialization_is_recorded_in_postgres(tmp_path, postgres_instance):
     settings = Settings(home=tmp_path, start_date=DAY)
     generate(settings.landing, DAY, DAY, events_per_day=200, users=40, dirty_rate=0.02)
     home = prepare_instance_home(settings, "postgres")
@@ -57,7 +39,7 @@ def test_materialization_is_recorded_in_postgres(tmp_path, postgres_db):
         ]
         assert len(checks) == len(result.get_asset_check_evaluations()) > 5
     # The rows really are in PostgreSQL, not in a local SQLite file.
-    conn = psycopg2.connect(f"host=127.0.0.1 port=5432 dbname={postgres_db} user=postgres")
+    conn = psycopg2.connect(f"host=127.0.0.1 port=5432 dbname={postgres_instance} user=postgres")
     with conn, conn.cursor() as cur:
         cur.execute("select count(*) from runs")
         assert cur.fetchone()[0] == 1

@@ -12,7 +12,7 @@ import dagster as dg
 import polars as pl
 from dagster_duckdb import DuckDBResource
 
-from ai_pipeline.defs.common import DAILY_BACKFILL, DUCKDB_POOL, OWNERS, check_result, partition_date
+from ai_pipeline.defs.common import DUCKDB_POOL, OWNERS, check_result, partition_date
 from ai_pipeline.defs.resources import query, table_exists
 from ai_pipeline.lib import drift, feature_checks, features
 from ai_pipeline.lib.quality import Verdict
@@ -47,7 +47,6 @@ def _warehouse_writer(partitions: dg.DailyPartitionsDefinition) -> dict:
         kinds={"python", "polars", "duckdb"},
         owners=OWNERS,
         partitions_def=partitions,
-        backfill_policy=DAILY_BACKFILL,
         pool=DUCKDB_POOL,
     )
 
@@ -328,7 +327,6 @@ def online_asset(settings: Settings, partitions: dg.DailyPartitionsDefinition) -
         kinds={"python", "sqlite" if settings.online_store == "embedded" else "postgres"},
         owners=OWNERS,
         partitions_def=partitions,
-        backfill_policy=DAILY_BACKFILL,
         deps=[WINDOWS],
         check_specs=_specs(
             ONLINE,

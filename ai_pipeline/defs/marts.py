@@ -25,7 +25,7 @@ from typing import Any
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
 
-from ai_pipeline.defs.common import DAILY_BACKFILL, DUCKDB_POOL, OWNERS
+from ai_pipeline.defs.common import DBT_BACKFILL, DUCKDB_POOL, OWNERS
 from ai_pipeline.settings import DBT_PROJECT_DIR, Settings
 
 MARTS_GROUP = "marts"
@@ -134,7 +134,7 @@ def build_dbt_assets(
         dagster_dbt_translator=MartsTranslator(partitions_def),
         partitions_def=partitions_def,
         # The models replace exactly the window they are given, so a range is one `dbt build`.
-        backfill_policy=DAILY_BACKFILL,
+        backfill_policy=DBT_BACKFILL,
         pool=DUCKDB_POOL,
     )
     def dbt_marts(context: dg.AssetExecutionContext, dbt: DbtCliResource):

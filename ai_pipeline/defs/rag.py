@@ -68,7 +68,6 @@ _COMMON = dict(
     owners=OWNERS,
     partitions_def=COLLECTIONS,
     freshness_policy=DOCS_FRESHNESS,
-    backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=1),
 )
 
 

@@ -15,7 +15,7 @@ import polars as pl
 from dagster_duckdb import DuckDBResource
 from pydantic import BaseModel
 
-from ai_pipeline.defs.common import DAILY_BACKFILL, DUCKDB_POOL, OWNERS, partition_date
+from ai_pipeline.defs.common import DUCKDB_POOL, OWNERS, partition_date
 from ai_pipeline.lib import http_api, ops_db
 from ai_pipeline.lib.contracts import Event, User
 from ai_pipeline.lib.landing import read_landing_day
@@ -71,7 +71,6 @@ def _raw_asset(
         kinds=kinds,
         owners=OWNERS,
         partitions_def=partitions,
-        backfill_policy=DAILY_BACKFILL,
         pool=DUCKDB_POOL,
         metadata=PARTITION_EXPR,
         check_specs=[
@@ -207,7 +206,6 @@ def validation_assets(
         },
         deps=raw_keys,
         partitions_def=partitions,
-        backfill_policy=DAILY_BACKFILL,
         pool=DUCKDB_POOL,
     )
     def _validate(context: dg.AssetExecutionContext, warehouse: DuckDBResource):
