@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -103,16 +106,26 @@ def http_server(respond: Responder) -> Iterator[str]:
         def log_message(self, format: str, *args: object) -> None:  # noqa: A002
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    with _serving(Handler) as port:
+        yield f"http://127.0.0.1:{port}"
+
+
+@contextmanager
+def _serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[int]:
+    """A threaded HTTP server on 127.0.0.1 with `handler`, in a thread of this process; yields its port."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
+        yield server.server_address[1]
     finally:
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+
+WEBHOOK_SECRET = "T000/B000/s3cr3t"  # in the webhook's path, as chat webhooks carry theirs
 
 
 ADMIN_DSN = "host=127.0.0.1 port=5432 dbname=postgres user=postgres connect_timeout=5"
@@ -149,3 +162,38 @@ def postgres_instance(monkeypatch) -> Iterator[str]:
         for key, value in env.items():
             monkeypatch.setenv(key, value)
         yield env["DAGSTER_PG_DB"]
+
+
+@dataclass
+class Webhook:
+    url: str
+    received: list[dict] = field(default_factory=list)
+
+
+@contextmanager
+def webhook(answer: Callable[[int], int] = lambda n: 200, delay_s: float = 0.0) -> Iterator[Webhook]:
+    """A real HTTP server on 127.0.0.1 that records each POSTed JSON body and answers `answer(n)` to the n-th
+    (from 0); `delay_s` holds every answer back (to make a client time out)."""
+    hook = Webhook("")
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            status = answer(len(hook.received))
+            if status < 300:
+                hook.received.append(body)
+            time.sleep(delay_s)
+            try:
+                self.send_response(status)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok" if status < 300 else b"no")
+            except OSError:  # the client gave up
+                pass
+
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            pass
+
+    with _serving(Handler) as port:
+        hook.url = f"http://127.0.0.1:{port}/hooks/{WEBHOOK_SECRET}"
+        yield hook

@@ -10,15 +10,11 @@ from __future__ import annotations
 import json
 import math
 import socket
-import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import dagster as dg
@@ -30,55 +26,12 @@ from ai_pipeline.defs.sensors import ALERTS_SENSOR, failure_alerts_sensor
 from ai_pipeline.instance import prepare_instance_home
 from ai_pipeline.lib import alerts
 from ai_pipeline.settings import Settings
-from ai_pipeline_tests.conftest import pg_execute, require
+from ai_pipeline_tests.conftest import WEBHOOK_SECRET as SECRET
+from ai_pipeline_tests.conftest import pg_execute, require, webhook
 
 DAY = date(2024, 2, 1)
-SECRET = "T000/B000/s3cr3t"
 UI = "http://dagster.internal:3000"
 MISSING_TIME = "event_id,user_id,event_type,amount\ny1,u1,click,1\n"
-
-
-@dataclass
-class Webhook:
-    url: str
-    received: list[dict] = field(default_factory=list)
-
-
-@contextmanager
-def webhook(answer: Callable[[int], int] = lambda n: 200, delay_s: float = 0.0) -> Iterator[Webhook]:
-    """A real HTTP server on 127.0.0.1 that records each POSTed JSON body and answers `answer(n)` to the n-th
-    (from 0); `delay_s` holds every answer back (to make a client time out)."""
-    hook = Webhook("")
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            status = answer(len(hook.received))
-            if status < 300:
-                hook.received.append(body)
-            time.sleep(delay_s)
-            try:
-                self.send_response(status)
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"ok" if status < 300 else b"no")
-            except OSError:  # the client gave up
-                pass
-
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    hook.url = f"http://127.0.0.1:{server.server_address[1]}/hooks/{SECRET}"
-    try:
-        yield hook
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
 
 
 def closed_port() -> int:

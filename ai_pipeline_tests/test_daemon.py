@@ -26,8 +26,8 @@ from ai_pipeline.lib.sample import generate
 from ai_pipeline.monitoring import serve
 from ai_pipeline.settings import Settings
 from ai_pipeline.ui import DagsterUI, graphql
+from ai_pipeline_tests.conftest import webhook
 from ai_pipeline_tests.dagster_server import free_port
-from ai_pipeline_tests.test_alerts import webhook
 
 TODAY = datetime.now(UTC).date()
 HISTORY, NEW_DAY = TODAY - timedelta(days=2), TODAY - timedelta(days=1)
