@@ -200,9 +200,17 @@ class DagsterServer:
         result = self.query(_LAUNCH_RUN, {"params": params})["launchRun"]
         return _unwrap(result, "LaunchRunSuccess", f"launch {assets} {partition}")["run"]["runId"]
 
-    def launch_backfill(self, assets: Sequence[str], partitions: Sequence[str]) -> str:
-        """An asset backfill through Dagster's backfill daemon (its backfill policy decides the runs)."""
-        params = {"partitionNames": list(partitions), "assetSelection": [{"path": [a]} for a in assets]}
+    def launch_backfill(self, assets: Sequence[str], partitions: Sequence[str], *, exact: bool = False) -> str:
+        """An asset backfill through Dagster's backfill daemon (its backfill policy decides the runs).
+
+        Given partition names, Dagster targets them at the selection's roots and whatever they map to downstream
+        (the 90 days of windows after them, too); `exact` targets every asset's range first..last and nothing more.
+        """
+        if exact:
+            span = {"range": {"start": partitions[0], "end": partitions[-1]}}
+            params = {"partitionsByAssets": [{"assetKey": {"path": [a]}, "partitions": span} for a in assets]}
+        else:
+            params = {"partitionNames": list(partitions), "assetSelection": [{"path": [a]} for a in assets]}
         result = self.query(_LAUNCH_BACKFILL, {"params": params})["launchPartitionBackfill"]
         return _unwrap(result, "LaunchBackfillSuccess", f"backfill {assets}")["backfillId"]
 

@@ -15,7 +15,7 @@ import dagster as dg
 import pytest
 
 from ai_pipeline.defs import DAILY_JOB, DOCUMENTS_JOB, build_defs
-from ai_pipeline.defs.common import DBT_BACKFILL
+from ai_pipeline.defs.common import DAILY_BACKFILL
 from ai_pipeline.settings import PROJECT_ROOT, Settings
 
 SNAPSHOT = Path(__file__).parent / "snapshots" / "asset_specs.json"
@@ -77,8 +77,8 @@ def test_every_asset_declares_its_policy(defs):
         else:
             assert isinstance(node.partitions_def, dg.DailyPartitionsDefinition), name
         assert node.freshness_policy is not None, name
-        # Backfills run one partition per run (defs/common.py): no policy, but dbt's, which needs multi_run(1).
-        assert node.backfill_policy == (DBT_BACKFILL if node.group_name == "marts" else None), name
+        # Daily assets backfill in runs of up to 30 days (defs/common.py); a collection is one run.
+        assert node.backfill_policy == (None if node.group_name == "rag" else DAILY_BACKFILL), name
         # Raw sources with a feed are requested by their sensors; everything else has an automation condition.
         sensor_fed = name.startswith("raw_") and name != "raw_api_events"
         assert (node.automation_condition is None) == sensor_fed, name

@@ -43,14 +43,23 @@ def _write_validated(settings: Settings, events: pl.DataFrame) -> None:
         conn.execute("create or replace table main.validated_events as select * from events")
 
 
-def _materialize(defs: dg.Definitions, instance: dg.DagsterInstance, day: date, lag: int = LAG):
+def _materialize(
+    defs: dg.Definitions, instance: dg.DagsterInstance, day: date, lag: int = LAG, last: date | None = None
+):
+    """One run of the lane for `day`, or for the range `day`..`last` as a backfill run of the range would."""
     keys = {dg.AssetKey(a) for a in ASSETS}
     checks = {k for k in defs.resolve_asset_graph().asset_check_keys if k.asset_key in keys and k.name != LAG_CHECK}
     job = defs.resolve_implicit_global_asset_job_def().get_subset(asset_selection=keys, asset_check_selection=checks)
     config = {"ops": {feature_defs.WINDOWS: {"config": {"drift_reference_lag_days": lag}}}}
-    return job.execute_in_process(
-        partition_key=day.isoformat(), instance=instance, run_config=config, raise_on_error=False
-    )
+    if last is None:
+        return job.execute_in_process(
+            partition_key=day.isoformat(), instance=instance, run_config=config, raise_on_error=False
+        )
+    tags = {
+        "dagster/asset_partition_range_start": day.isoformat(),
+        "dagster/asset_partition_range_end": last.isoformat(),
+    }
+    return job.execute_in_process(tags=tags, instance=instance, run_config=config, raise_on_error=False)
 
 
 def _checks(result) -> dict[str, dg.AssetCheckEvaluation]:
@@ -165,6 +174,27 @@ def test_rematerializing_a_day_after_later_days_exist_is_identical(lane):
     before = _warehouse(settings, query, [day])
     assert _materialize(defs, instance, day).success
     assert _warehouse(settings, query, [day]).equals(before)
+
+
+def test_one_run_over_a_range_equals_one_run_per_day(lane, tmp_path):
+    """A backfill run of many days (DAILY_BACKFILL): the same tables, and the same verdicts, each naming its day."""
+    settings, events, _, _, per_day = lane
+    ranged = Settings(home=tmp_path, start_date=START)
+    _write_validated(ranged, events)
+    last = START + timedelta(days=DAYS - 1)
+    result = _materialize(build_defs(ranged), dg.DagsterInstance.ephemeral(), START, last=last)
+    assert result.success
+    for table, column in [(feature_defs.STATE, features.STATE_DATE), (feature_defs.WINDOWS, features.FEATURE_DATE)]:
+        query = f"select * from {table} order by {column}, user_id"
+        assert _warehouse(ranged, query).equals(_warehouse(settings, query)), table
+    verdicts = sorted((e.partition, e.check_name, e.passed) for e in result.get_asset_check_evaluations())
+    expected = sorted(
+        (e.partition, e.check_name, e.passed) for r in per_day.values() for e in r.get_asset_check_evaluations()
+    )
+    assert verdicts == expected
+    assert {e.partition for e in result.get_asset_check_evaluations()} == {k.isoformat() for k in per_day}
+    drift = [e for e in result.get_asset_check_evaluations() if e.check_name == feature_defs.DRIFT_CHECK]
+    assert [e.passed for e in drift].count(False) > 0  # the shift is seen within the range (its reference too)
 
 
 def test_a_window_with_missing_upstream_days_is_not_published(tmp_path):

@@ -64,7 +64,7 @@ def test_three_sources_one_partition(tmp_path, pg_dsn, pg_schema):
         partitions = daily_partitions(settings)
         checks = ingest_checks("events", RAW_EVENTS, suites=[], partitions=partitions)
         result = dg.materialize(
-            [*ingest_assets(settings, partitions), *checks],
+            [*ingest_assets(settings, partitions), checks],
             partition_key=DAY.isoformat(),
             resources=warehouse_resources(settings),
             selection=[*RAW_EVENTS, "validated_events", "quarantined_events"],

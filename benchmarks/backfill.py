@@ -2,8 +2,10 @@
 
 Writes `--days` days (default 365) of sample landing files, starts the webserver and the daemon over a fresh
 embedded instance (every sensor and automation stopped, so only the backfill runs), and launches ONE asset backfill
-of every daily asset (raw sources, validation, dbt marts, features, online store) over those days through GraphQL
-`launchPartitionBackfill`, as the UI does. When it has finished, every run's step timings come from the instance:
+of every daily asset (raw sources, validation, dbt marts, features, online store) over exactly those days through
+GraphQL `launchPartitionBackfill` (per-asset ranges: partition names would also target the windows of the 90 days
+after them, whose states do not exist). Every daily asset backfills in runs of up to 30 days (`DAILY_BACKFILL`).
+When it has finished, every run's step timings come from the instance:
 
 - wall: from the backfill's launch to the end of its last run;
 - compute: the sum, over the backfill's runs, of each step's execution time (Dagster's step stats: what the
@@ -53,7 +55,7 @@ def main() -> int:
         job = build_defs(settings).resolve_job_def(DAILY_JOB)
         assets = sorted(k.to_user_string() for k in job.asset_layer.executable_asset_keys)
         with dagster_server(home, start_date=start, instance="embedded") as server:
-            backfill = server.launch_backfill(assets, [d.isoformat() for d in days])
+            backfill = server.launch_backfill(assets, [d.isoformat() for d in days], exact=True)
             status = server.wait_for_backfill(backfill, timeout_s=24 * 3600)
             with server.instance() as instance:
                 launched = instance.get_backfill(backfill).backfill_timestamp

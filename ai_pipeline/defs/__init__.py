@@ -27,17 +27,20 @@ def build_defs(settings: Settings) -> dg.Definitions:
     partitions = daily_partitions(settings)
     assets = ingest_assets(settings, partitions)
     raw_event_keys = [f"raw_{s.name}" for s in EVENT_SOURCES] + ["raw_operational_events", "raw_api_events"]
-    checks = ingest_checks(
-        "events",
-        raw_event_keys,
-        suites=[expectations.EVENTS_CONTRACT, expectations.EVENTS_STATISTICS],
-        partitions=partitions,
-    ) + ingest_checks(
-        "users",
-        [f"raw_{s.name}" for s in USER_SOURCES],
-        suites=[expectations.USERS_CONTRACT],
-        partitions=partitions,
-    )
+    checks = [
+        ingest_checks(
+            "events",
+            raw_event_keys,
+            suites=[expectations.EVENTS_CONTRACT, expectations.EVENTS_STATISTICS],
+            partitions=partitions,
+        ),
+        ingest_checks(
+            "users",
+            [f"raw_{s.name}" for s in USER_SOURCES],
+            suites=[expectations.USERS_CONTRACT],
+            partitions=partitions,
+        ),
+    ]
     dbt_assets, dbt_resources = build_dbt_assets(settings, partitions)
     # Evaluated hourly on their own (automation conditions), not as part of a day's or a collection's run.
     hourly = [lag_checks(partitions), collection_lag_check(settings)]

@@ -6,6 +6,9 @@ import warnings
 from datetime import date
 
 import dagster as dg
+from dagster._core.definitions.asset_checks.asset_check_evaluation import (  # the type Dagster itself fills
+    AssetCheckEvaluationTargetMaterializationData,
+)
 
 from ai_pipeline.lib.quality import Verdict
 from ai_pipeline.settings import Settings
@@ -14,12 +17,11 @@ OWNERS = ["team:data-platform"]
 # DuckDB allows one writing process per file: every asset that writes the warehouse takes this pool,
 # whose limit (1) is set in dagster.yaml.
 DUCKDB_POOL = "duckdb_warehouse"
-# Backfills run one partition per run, so that every partition's checks are exact. The daily assets declare no
-# backfill policy to get that: Dagster then tags each backfill run with its partition, which a partitioned check
-# result takes its partition from (a `multi_run(1)` run carries a one-day range instead, and its check results
-# would name no partition). dagster-dbt reads "no policy" as one run for the whole range, so the dbt assets
-# declare this one; their dbt-test results in backfill runs name no partition (Dagster 1.13).
-DBT_BACKFILL = dg.BackfillPolicy.multi_run(max_partitions_per_run=1)
+# Every daily asset backfills in runs of up to 30 consecutive days: one run per day would spend more time
+# starting runs than computing (benchmarks/backfill.py), and the feature state, which needs day D-1 before D,
+# would wait for a daemon tick per day. 30 days bounds what one run holds in memory (a month of one lane).
+# Each asset loops over `partition_days`, and its checks report one result per day (`day_check`).
+DAILY_BACKFILL = dg.BackfillPolicy.multi_run(max_partitions_per_run=30)
 
 # Partitioned asset checks (preview) and backfill policies (beta) in Dagster 1.13 are used deliberately.
 warnings.filterwarnings("ignore", category=dg.PreviewWarning)
@@ -30,8 +32,66 @@ def daily_partitions(settings: Settings) -> dg.DailyPartitionsDefinition:
     return dg.DailyPartitionsDefinition(start_date=settings.start_date.isoformat(), timezone="UTC")
 
 
+def daily_asset(name: str, *, partitions_def: dg.PartitionsDefinition, deps=(), check_specs=(), pool=None, **spec):
+    """`@dg.asset` for one daily asset, with `DAILY_BACKFILL`; subsettable so that its checks' per-day results
+    (`day_check`) stand in for the check outputs. `spec` goes to the `AssetOut` (description, group, kinds...)."""
+    return dg.multi_asset(
+        name=name,
+        outs={name: dg.AssetOut(owners=OWNERS, **spec)},
+        deps=list(deps),
+        partitions_def=partitions_def,
+        check_specs=list(check_specs),
+        pool=pool,
+        backfill_policy=DAILY_BACKFILL,
+        can_subset=True,
+    )
+
+
 def partition_date(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> date:
     return date.fromisoformat(context.partition_key)
+
+
+def partition_days(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> list[date]:
+    """The run's days in order: one for a single partition, up to `DAILY_BACKFILL`'s limit for a backfill range."""
+    return sorted(date.fromisoformat(key) for key in context.partition_keys)
+
+
+def day_check(
+    context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext,
+    day: date,
+    verdict: Verdict,
+    metadata: dict | None = None,
+    *,
+    asset_key: str | dg.AssetKey,
+    check_name: str,
+) -> dg.AssetCheckEvaluation:
+    """A partitioned check's result for one `day` of the run, what Dagster records for a one-partition run.
+
+    Dagster 1.13 gives an `AssetCheckResult` of a range run no partition; an evaluation names its day, its
+    blocking flag (a failed blocking ERROR still fails the step) and the day's materialization it judged. The
+    check outputs are then not emitted, so the ops yielding these are subsettable (their check outputs optional).
+    """
+    key = dg.AssetCheckKey(dg.AssetKey.from_coercible(asset_key), check_name)
+    checked = context if isinstance(context, dg.AssetCheckExecutionContext) else context.assets_def
+    spec = next(s for s in checked.check_specs if s.key == key)
+    latest = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=key.asset_key, asset_partitions=[day.isoformat()]), limit=1
+    ).records
+    return dg.AssetCheckEvaluation(
+        asset_key=key.asset_key,
+        check_name=check_name,
+        passed=verdict.passed,
+        severity=dg.AssetCheckSeverity(verdict.severity),
+        description=verdict.description,
+        metadata=metadata or {},
+        blocking=spec.blocking,
+        partition=day.isoformat(),
+        target_materialization_data=AssetCheckEvaluationTargetMaterializationData(
+            storage_id=latest[0].storage_id, run_id=latest[0].run_id, timestamp=latest[0].timestamp
+        )
+        if latest
+        else None,
+    )
 
 
 def check_result(verdict: Verdict, metadata: dict | None = None, **target: str) -> dg.AssetCheckResult:

@@ -12,7 +12,7 @@ import dagster as dg
 import polars as pl
 from dagster_duckdb import DuckDBResource
 
-from ai_pipeline.defs.common import DUCKDB_POOL, OWNERS, check_result, partition_date
+from ai_pipeline.defs.common import DAILY_BACKFILL, DUCKDB_POOL, OWNERS, daily_asset, day_check, partition_days
 from ai_pipeline.defs.resources import query, table_exists
 from ai_pipeline.lib import drift, feature_checks, features
 from ai_pipeline.lib.quality import Verdict
@@ -41,14 +41,8 @@ class WindowConfig(dg.Config):
 
 
 def _warehouse_writer(partitions: dg.DailyPartitionsDefinition) -> dict:
-    """What the two DuckDB-writing feature assets declare alike."""
-    return dict(
-        group_name=GROUP,
-        kinds={"python", "polars", "duckdb"},
-        owners=OWNERS,
-        partitions_def=partitions,
-        pool=DUCKDB_POOL,
-    )
+    """What the DuckDB-writing feature assets declare alike."""
+    return dict(group_name=GROUP, kinds={"python", "polars", "duckdb"}, partitions_def=partitions, pool=DUCKDB_POOL)
 
 
 def _specs(asset: str, partitions, checks: dict[str, str], blocking: set[str]) -> list[dg.AssetCheckSpec]:
@@ -66,8 +60,8 @@ def _read_partition(warehouse: DuckDBResource, table: str, column: str, day: dat
 
 
 def aggregates_asset(partitions: dg.DailyPartitionsDefinition) -> dg.AssetsDefinition:
-    @dg.asset(
-        name=AGGREGATES,
+    @daily_asset(
+        AGGREGATES,
         description="Per user and day: every partial aggregate the feature registry needs (counts, sums, "
         "distinct categories, first/last event), computed once per day from validated_events.",
         **_warehouse_writer(partitions),
@@ -81,28 +75,36 @@ def aggregates_asset(partitions: dg.DailyPartitionsDefinition) -> dg.AssetsDefin
         ),
     )
     def _aggregates(context: dg.AssetExecutionContext, warehouse: DuckDBResource):
-        day = partition_date(context)
-        events = query(warehouse, "select * from main.validated_events where partition_date = ?", [day])
-        started = time.perf_counter()
-        daily = features.daily_aggregates(events).with_columns(pl.lit(day).alias(features.DAY))
-        counted = int(daily["event_id__count"].sum() or 0)
+        days = partition_days(context)
+        partials, verdicts, events_total, seconds = [], [], 0, 0.0
+        for day in days:
+            events = query(warehouse, "select * from main.validated_events where partition_date = ?", [day])
+            started = time.perf_counter()
+            daily = features.daily_aggregates(events).with_columns(pl.lit(day).alias(features.DAY))
+            seconds += time.perf_counter() - started
+            counted = int(daily["event_id__count"].sum() or 0)
+            partials.append(daily)
+            events_total += events.height
+            verdict = Verdict(
+                counted == events.height,
+                "ERROR",
+                f"{counted} events counted in partials, {events.height} validated events",
+            )
+            verdicts.append((day, verdict, {"events": events.height, "counted": counted}))
+        daily = pl.concat(partials, how="diagonal_relaxed")
         yield dg.Output(
             daily,
+            output_name=AGGREGATES,
             metadata={
                 "dagster/row_count": daily.height,
-                "events": events.height,
-                "active_users": daily[features.USER].n_unique(),
-                "seconds": round(time.perf_counter() - started, 4),
+                "days": len(days),
+                "events": events_total,
+                "active_users": daily[features.USER].n_unique() if daily.height else 0,
+                "seconds": round(seconds, 4),
             },
         )
-        verdict = Verdict(
-            counted == events.height,
-            "ERROR",
-            f"{counted} events counted in partials, {events.height} validated events",
-        )
-        yield check_result(
-            verdict, {"events": events.height, "counted": counted}, check_name=CONSERVATION_CHECK, asset_key=AGGREGATES
-        )
+        for day, verdict, metadata in verdicts:
+            yield day_check(context, day, verdict, metadata, asset_key=AGGREGATES, check_name=CONSERVATION_CHECK)
 
     return _aggregates
 
@@ -136,7 +138,7 @@ def state_asset(settings: Settings, partitions: dg.DailyPartitionsDefinition) ->
                 "states.",
                 group_name=writer.pop("group_name"),
                 kinds=writer.pop("kinds"),
-                owners=writer.pop("owners"),
+                owners=OWNERS,
                 metadata={"partition_expr": features.STATE_DATE},
             )
         },
@@ -156,44 +158,109 @@ def state_asset(settings: Settings, partitions: dg.DailyPartitionsDefinition) ->
             {STATE_CHECK: "The running event count of D is that of D-1 plus D's events, user by user in total."},
             blocking={STATE_CHECK},
         ),
+        backfill_policy=DAILY_BACKFILL,
         can_subset=True,
     )
     def _state(context: dg.AssetExecutionContext, warehouse: DuckDBResource):
-        day = partition_date(context)
-        before = day - timedelta(days=1)
-        _require(features.coverage(day, settings.start_date, _present_days(context, STATE), [before]), STATE, STATE)
+        days = partition_days(context)
+        before = days[0] - timedelta(days=1)
+        _require(features.coverage(days[0], settings.start_date, _present_days(context, STATE), [before]), STATE, STATE)
         previous = (
             _read_partition(warehouse, STATE, features.STATE_DATE, before) if before >= settings.start_date else None
         )
-        daily = query(warehouse, f"select * from main.{AGGREGATES} where {features.DAY} = ?", [day])
-        started = time.perf_counter()
-        state = features.advance_state(previous if previous is not None and previous.width else None, daily, day)
-        seconds = time.perf_counter() - started
+        previous = previous if previous is not None and previous.width else None
+        states, checks, seconds = [], [], 0.0
+        for day in days:
+            daily = query(warehouse, f"select * from main.{AGGREGATES} where {features.DAY} = ?", [day])
+            started = time.perf_counter()
+            state = features.advance_state(previous, daily, day)
+            seconds += time.perf_counter() - started
+            had = int(previous["event_id__count"].sum() or 0) if previous is not None and previous.height else 0
+            added = int(daily["event_id__count"].sum() or 0) if daily.height else 0
+            total = int(state["event_id__count"].sum() or 0)
+            verdict = Verdict(total == had + added, "ERROR", f"{total} events in the running totals = {had} + {added}")
+            checks.append((day, verdict, {"events_total": total, "events_today": added, "active_users": daily.height}))
+            states.append(state)
+            previous = state
+        state = pl.concat(states, how="vertical")
         yield dg.Output(
             state,
             output_name=STATE,
-            metadata={
-                "dagster/row_count": state.height,
-                "active_users": daily.height,
-                "seconds": round(seconds, 4),
-            },
+            metadata={"dagster/row_count": state.height, "days": len(days), "seconds": round(seconds, 4)},
         )
         if dg.AssetCheckKey(dg.AssetKey(STATE), STATE_CHECK) not in context.selected_asset_check_keys:
             return
-        had = int(previous["event_id__count"].sum() or 0) if previous is not None and previous.height else 0
-        added = int(daily["event_id__count"].sum() or 0) if daily.height else 0
-        total = int(state["event_id__count"].sum() or 0)
-        verdict = Verdict(total == had + added, "ERROR", f"{total} events in the running totals = {had} + {added}")
-        yield check_result(
-            verdict, {"events_total": total, "events_today": added}, check_name=STATE_CHECK, asset_key=STATE
-        )
+        for day, verdict, metadata in checks:
+            yield day_check(context, day, verdict, metadata, asset_key=STATE, check_name=STATE_CHECK)
 
     return _state
 
 
+def _window_day(warehouse: DuckDBResource, day: date, needed: list[date]) -> pl.DataFrame:
+    """The feature rows of `day` from the states it needs (D and D-7, D-30, D-90 within history)."""
+    placeholders = ", ".join("?" for _ in needed)
+    states = query(
+        warehouse, f"select * from main.{STATE} where {features.STATE_DATE} in ({placeholders})", needed
+    ).partition_by(features.STATE_DATE, as_dict=True)
+    return features.window_features({key[0]: state for key, state in states.items()}, day)
+
+
+def _window_checks(
+    warehouse: DuckDBResource,
+    history_start: date,
+    frame: pl.DataFrame,
+    cover: features.Coverage,
+    reference: pl.DataFrame,
+    reference_day: date,
+) -> tuple[list[tuple[str, Verdict, dict]], dict[str, float]]:
+    """The window checks of one day, and its PSI per feature (`psi/<feature>`)."""
+    day = cover.day
+    # Windowed features only (totals since the start of history grow by design), and only those whose
+    # reference window is not cut short by the start of history.
+    comparable = [
+        f.name
+        for f in features.FEATURES
+        if f.numeric and f.window_days and reference_day - timedelta(days=f.window_days - 1) >= history_start
+    ]
+    report = drift.drift(reference, frame, comparable)
+    active = query(
+        warehouse,
+        "select count(distinct user_id) as n from main.validated_events where partition_date between ? and ?",
+        [day - timedelta(days=features.HORIZON - 1), day],
+    )["n"][0]
+    nulls, rates = feature_checks.null_rates(frame)
+    ranges, broken = feature_checks.value_ranges(frame, day)
+    psi = {f"psi/{name}": score for name, score in report.scores.items()}
+    drifted = Verdict(
+        report.status in ("ok", "not enough data"), "ERROR" if report.status == "error" else "WARN", report.describe()
+    )
+    checks = [
+        (NULLS_CHECK, nulls, {f"null_rate/{n}": round(r, 6) for n, r in rates.items()}),
+        (RANGES_CHECK, ranges, {f"violations/{n}": v for n, v in broken.items()}),
+        (ROWS_CHECK, feature_checks.row_count(frame, active), {"rows": frame.height, "active": active}),
+        (
+            COMPLETENESS_CHECK,
+            feature_checks.completeness(cover),
+            {"upstream_days": len(cover.expected), "days_before_history": cover.before_history},
+        ),
+        (
+            DRIFT_CHECK,
+            drifted,
+            {
+                "status": report.status,
+                "reference_date": reference_day.isoformat(),
+                "reference_rows": report.reference_rows,
+                "comparable_features": len(comparable),
+                **psi,
+            },
+        ),
+    ]
+    return checks, psi
+
+
 def windows_asset(settings: Settings, partitions: dg.DailyPartitionsDefinition) -> dg.AssetsDefinition:
-    @dg.asset(
-        name=WINDOWS,
+    @daily_asset(
+        WINDOWS,
         description=f"The offline feature store: per user active in the {features.HORIZON} days ending D, "
         f"{len(features.FEATURES)} features (7/30/90-day windows, totals, category pivot) as of the end of D: a "
         f"window of w days is {STATE} of D minus that of D-w. One table keyed by (user_id, feature_date).",
@@ -231,79 +298,43 @@ def windows_asset(settings: Settings, partitions: dg.DailyPartitionsDefinition) 
         ),
     )
     def _windows(context: dg.AssetExecutionContext, config: WindowConfig, warehouse: DuckDBResource):
-        day = partition_date(context)
-        needed = features.state_days(day)
-        cover = features.coverage(day, settings.start_date, _present_days(context, STATE), needed)
-        _require(cover, WINDOWS, STATE)
-        states = query(
-            warehouse, f"select * from main.{STATE} where {features.STATE_DATE} in (?, ?, ?, ?)", needed
-        ).partition_by(features.STATE_DATE, as_dict=True)
-        started = time.perf_counter()
-        frame = features.window_features({key[0]: state for key, state in states.items()}, day)
-        seconds = time.perf_counter() - started
-        reference_day = day - timedelta(days=config.drift_reference_lag_days)
-        # Windowed features only (totals since the start of history grow by design), and only those whose
-        # reference window is not cut short by the start of history.
-        comparable = [
-            f.name
-            for f in features.FEATURES
-            if f.numeric and f.window_days and reference_day - timedelta(days=f.window_days - 1) >= settings.start_date
-        ]
-        reference = _read_partition(warehouse, WINDOWS, features.FEATURE_DATE, reference_day)
-        report = drift.drift(reference, frame, comparable)
-        active = query(
-            warehouse,
-            "select count(distinct user_id) as n from main.validated_events where partition_date between ? and ?",
-            [day - timedelta(days=features.HORIZON - 1), day],
-        )["n"][0]
-        nulls, rates = feature_checks.null_rates(frame)
-        ranges, broken = feature_checks.value_ranges(frame, day)
+        days = partition_days(context)
+        present = _present_days(context, STATE)
+        covers = [features.coverage(day, settings.start_date, present, features.state_days(day)) for day in days]
+        for cover in covers:
+            _require(cover, WINDOWS, STATE)
+        computed: dict[date, pl.DataFrame] = {}
+        checks, seconds = [], 0.0
+        for day, cover in zip(days, covers, strict=True):
+            started = time.perf_counter()
+            frame = computed[day] = _window_day(warehouse, day, cover.expected)
+            seconds += time.perf_counter() - started
+            reference_day = day - timedelta(days=config.drift_reference_lag_days)
+            reference = computed.get(reference_day)
+            if reference is None:
+                reference = _read_partition(warehouse, WINDOWS, features.FEATURE_DATE, reference_day)
+            day_checks, psi = _window_checks(warehouse, settings.start_date, frame, cover, reference, reference_day)
+            checks += [(day, *check) for check in day_checks]
+        frame = pl.concat(computed.values(), how="vertical")
+        last = covers[-1]
+        # Drift as numeric metadata the asset's Plots tab draws over time, from one-day runs (automation's);
+        # a backfill range's materializations share one metadata, so its days' PSI are in the drift check only.
+        plotted = {"drift_max_psi": max(psi.values(), default=0.0), **psi} if len(days) == 1 else {}
         yield dg.Output(
             frame,
+            output_name=WINDOWS,
             metadata={
                 "dagster/row_count": frame.height,
+                "days": len(days),
                 "features": len(features.FEATURES),
-                "window_days_in_history": features.HORIZON - cover.before_history,
-                "partial_window": cover.partial,
+                "window_days_in_history": features.HORIZON - last.before_history,
+                "partial_window": last.partial,
                 "seconds": round(seconds, 4),
-                "drift_max_psi": report.worst[1] if report.worst else 0.0,
-                **{f"psi/{name}": score for name, score in report.scores.items()},
+                **plotted,
             },
         )
-        yield check_result(
-            nulls, {f"null_rate/{n}": round(r, 6) for n, r in rates.items()}, check_name=NULLS_CHECK, asset_key=WINDOWS
-        )
-        yield check_result(
-            ranges, {f"violations/{n}": v for n, v in broken.items()}, check_name=RANGES_CHECK, asset_key=WINDOWS
-        )
-        yield check_result(
-            feature_checks.row_count(frame, active),
-            {"rows": frame.height, "active": active},
-            check_name=ROWS_CHECK,
-            asset_key=WINDOWS,
-        )
-        yield check_result(
-            feature_checks.completeness(cover),
-            {"upstream_days": len(cover.expected), "days_before_history": cover.before_history},
-            check_name=COMPLETENESS_CHECK,
-            asset_key=WINDOWS,
-        )
-        yield check_result(
-            Verdict(
-                report.status in ("ok", "not enough data"),
-                "ERROR" if report.status == "error" else "WARN",
-                report.describe(),
-            ),
-            {
-                "status": report.status,
-                "reference_date": reference_day.isoformat(),
-                "reference_rows": report.reference_rows,
-                "comparable_features": len(comparable),
-                **{f"psi/{name}": score for name, score in report.scores.items()},
-            },
-            check_name=DRIFT_CHECK,
-            asset_key=WINDOWS,
-        )
+        for day, name, verdict, metadata in checks:
+            yield day_check(context, day, verdict, metadata, asset_key=WINDOWS, check_name=name)
 
     return _windows
 
@@ -318,14 +349,13 @@ def _latest_offline(warehouse: DuckDBResource) -> pl.DataFrame:
 
 
 def online_asset(settings: Settings, partitions: dg.DailyPartitionsDefinition) -> dg.AssetsDefinition:
-    @dg.asset(
-        name=ONLINE,
+    @daily_asset(
+        ONLINE,
         description="The online store: the newest day's feature vector of every user, for lookups by batches "
         "of user ids. Embedded SQLite by default, PostgreSQL with AI_PIPELINE_ONLINE_STORE=postgres. "
-        "Materializing an older day than the store holds changes nothing.",
+        "Materializing an older day than the store holds changes nothing; a backfill range publishes its last day.",
         group_name=GROUP,
         kinds={"python", "sqlite" if settings.online_store == "embedded" else "postgres"},
-        owners=OWNERS,
         partitions_def=partitions,
         deps=[WINDOWS],
         check_specs=_specs(
@@ -339,34 +369,41 @@ def online_asset(settings: Settings, partitions: dg.DailyPartitionsDefinition) -
         ),
     )
     def _online(context: dg.AssetExecutionContext, warehouse: DuckDBResource):
-        day = partition_date(context)
+        days = partition_days(context)
+        day = days[-1]
         store = settings.online_store_client()
         current = store.feature_date()
         if current is not None and current > day:
             yield dg.MaterializeResult(
-                metadata={"published": False, "store_feature_date": current.isoformat(), "dagster/row_count": 0}
+                asset_key=ONLINE,
+                metadata={"published": False, "store_feature_date": current.isoformat(), "dagster/row_count": 0},
             )
         else:
             frame = _read_partition(warehouse, WINDOWS, features.FEATURE_DATE, day)
             started = time.perf_counter()
             rows = store.publish(frame) if frame.height else 0
             yield dg.MaterializeResult(
+                asset_key=ONLINE,
                 metadata={
                     "published": bool(frame.height),
                     "store_feature_date": day.isoformat() if frame.height else str(current),
                     "dagster/row_count": rows,
                     "publish_seconds": round(time.perf_counter() - started, 4),
                     "backend": store.name,
-                }
+                },
             )
         online, offline = store.snapshot(), _latest_offline(warehouse)
         verdict = feature_checks.consistency(online, offline)
-        yield check_result(
-            verdict,
-            {"online_rows": online.height, "offline_rows": offline.height},
-            check_name=CONSISTENCY_CHECK,
-            asset_key=ONLINE,
-        )
+        # The store holds one day: what it is judged against is the same for every day of the run.
+        for day in days:
+            yield day_check(
+                context,
+                day,
+                verdict,
+                {"online_rows": online.height, "offline_rows": offline.height},
+                asset_key=ONLINE,
+                check_name=CONSISTENCY_CHECK,
+            )
 
     return _online
 

@@ -2,8 +2,9 @@
 
 `build_dbt_assets(settings, partitions)` returns `(assets, resources)`:
   - `assets`: one `@dbt_assets` definition for every model in `dbt_project/` (`stg_events`, `stg_users`,
-    `fct_user_daily_activity`, `dim_users`), daily-partitioned, one partition per backfill run like every
-    asset. A run is one `dbt build` over the partition window, so dbt data tests become asset checks and unit tests run.
+    `fct_user_daily_activity`, `dim_users`), daily-partitioned, backfilled in ranges like every daily asset. A
+    run is one `dbt build` over the partition window, so dbt data tests become asset checks (one result per day of
+    the window) and unit tests run.
   - `resources`: `{"dbt": DbtCliResource}`, the resource that assets definition needs.
 
 The warehouse path goes to dbt as the `warehouse_path` var (read by `dbt_project/profiles.yml`):
@@ -25,7 +26,8 @@ from typing import Any
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
 
-from ai_pipeline.defs.common import DBT_BACKFILL, DUCKDB_POOL, OWNERS
+from ai_pipeline.defs.common import DAILY_BACKFILL, DUCKDB_POOL, OWNERS, day_check, partition_days
+from ai_pipeline.lib.quality import Verdict
 from ai_pipeline.settings import DBT_PROJECT_DIR, Settings
 
 MARTS_GROUP = "marts"
@@ -53,7 +55,7 @@ class MartsTranslator(DagsterDbtTranslator):
     """Models become flat keys (the model name) in group `marts`; sources keep their `meta.dagster.asset_key`.
 
     dbt data tests become asset checks partitioned like their model, so their verdicts are recorded per
-    partition like every other check in the pipeline (a single-run range evaluates them once for the range).
+    partition like every other check in the pipeline (a test over a range stands for each of its days).
     """
 
     def __init__(self, partitions_def: dg.PartitionsDefinition):
@@ -134,7 +136,7 @@ def build_dbt_assets(
         dagster_dbt_translator=MartsTranslator(partitions_def),
         partitions_def=partitions_def,
         # The models replace exactly the window they are given, so a range is one `dbt build`.
-        backfill_policy=DBT_BACKFILL,
+        backfill_policy=DAILY_BACKFILL,
         pool=DUCKDB_POOL,
     )
     def dbt_marts(context: dg.AssetExecutionContext, dbt: DbtCliResource):
@@ -143,7 +145,17 @@ def build_dbt_assets(
         args = dbt_build_args(dbt_vars_for_window(window.start, window.end), warehouse)
         # Each run's dbt artifacts (run_results.json, logs) lie beside the warehouse it wrote.
         target_path = settings.home / "dbt" / context.run_id
-        yield from dbt.cli(args, context=context, target_path=target_path).stream()
+        days = partition_days(context)
+        for event in dbt.cli(args, context=context, target_path=target_path).stream():
+            if not isinstance(event, dg.AssetCheckResult):
+                yield event
+                continue
+            # A dbt test ran once over the window: its verdict stands for each day of it.
+            verdict = Verdict(event.passed, event.severity.value, event.description or "")
+            for day in days:
+                yield day_check(
+                    context, day, verdict, event.metadata, asset_key=event.asset_key, check_name=event.check_name
+                )
 
     resource = DbtCliResource(
         project_dir=DBT_PROJECT_DIR,

@@ -6,6 +6,7 @@ The work is done by `ai_pipeline.lib`; these shells read the partition, call it,
 """
 
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -15,10 +16,11 @@ import polars as pl
 from dagster_duckdb import DuckDBResource
 from pydantic import BaseModel
 
-from ai_pipeline.defs.common import DUCKDB_POOL, OWNERS, partition_date
+from ai_pipeline.defs.common import DAILY_BACKFILL, DUCKDB_POOL, OWNERS, daily_asset, day_check, partition_days
 from ai_pipeline.lib import http_api, ops_db
 from ai_pipeline.lib.contracts import Event, User
 from ai_pipeline.lib.landing import read_landing_day
+from ai_pipeline.lib.quality import Verdict
 from ai_pipeline.lib.raw import SchemaReport, empty_raw
 from ai_pipeline.lib.validation import validate
 from ai_pipeline.settings import Settings
@@ -36,16 +38,18 @@ class SourceRead:
     configured: bool = True
 
 
-def _schema_check(read: SourceRead) -> dg.AssetCheckResult:
+def _schema_check(context: dg.AssetExecutionContext, name: str, day: date, read: SourceRead) -> dg.AssetCheckEvaluation:
     errors = [r.error for r in read.reports if r.error]
     unknown = {r.uri: r.unknown for r in read.reports if r.unknown}
     aliased = {r.uri: r.aliased for r in read.reports if r.aliased}
-    return dg.AssetCheckResult(
-        check_name=SCHEMA_CHECK,
-        passed=not errors,
-        severity=dg.AssetCheckSeverity.ERROR,
-        description=errors[0] if errors else ("ok" if read.configured else "source not configured"),
-        metadata={
+    verdict = Verdict(
+        not errors, "ERROR", errors[0] if errors else ("ok" if read.configured else "source not configured")
+    )
+    return day_check(
+        context,
+        day,
+        verdict,
+        {
             "inputs": len(read.reports),
             "inputs_with_schema_errors": len(errors),
             "schema_errors": dg.MetadataValue.json(errors),
@@ -53,6 +57,8 @@ def _schema_check(read: SourceRead) -> dg.AssetCheckResult:
             "unknown_columns": dg.MetadataValue.json(unknown),
             "input_issues": dg.MetadataValue.json(read.issues),
         },
+        asset_key=name,
+        check_name=SCHEMA_CHECK,
     )
 
 
@@ -64,12 +70,11 @@ def _raw_asset(
     partitions: dg.PartitionsDefinition,
     read: Callable[[date, datetime], SourceRead],
 ) -> dg.AssetsDefinition:
-    @dg.asset(
-        name=name,
+    @daily_asset(
+        name,
         description=description,
         group_name="raw",
         kinds=kinds,
-        owners=OWNERS,
         partitions_def=partitions,
         pool=DUCKDB_POOL,
         metadata=PARTITION_EXPR,
@@ -84,20 +89,24 @@ def _raw_asset(
     )
     def _asset(context: dg.AssetExecutionContext):
         started = time.perf_counter()
-        result = read(partition_date(context), datetime.now(UTC))
-        rows = result.raw.height
+        days = partition_days(context)
+        reads = [read(day, datetime.now(UTC)) for day in days]
+        raw = pl.concat([r.raw for r in reads], how="vertical")
         yield dg.Output(
-            result.raw,
+            raw,
+            output_name=name,
             metadata={
-                "dagster/row_count": rows,
-                "configured": result.configured,
-                "inputs": len(result.reports),
-                "rows_with_read_errors": result.raw["_read_error"].is_not_null().sum(),
-                "input_issues": len(result.issues),
+                "dagster/row_count": raw.height,
+                "days": len(days),
+                "configured": reads[0].configured,
+                "inputs": sum(len(r.reports) for r in reads),
+                "rows_with_read_errors": raw["_read_error"].is_not_null().sum(),
+                "input_issues": sum(len(r.issues) for r in reads),
                 "seconds": round(time.perf_counter() - started, 3),
             },
         )
-        yield _schema_check(result)
+        for day, result in zip(days, reads, strict=True):
+            yield _schema_check(context, name, day, result)
 
     return _asset
 
@@ -159,12 +168,12 @@ def api_events_asset(settings: Settings, partitions) -> dg.AssetsDefinition:
 
 
 def arrived_sources(
-    context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext, raw_keys: Iterable[str]
-) -> list[str]:
-    """The raw sources whose partition has been materialized. Automation validates a day as soon as any source
-    delivered it; a source not in yet counts as empty, and re-validates the day when it arrives."""
-    key = context.partition_key
-    return [raw for raw in raw_keys if key in context.instance.get_materialized_partitions(dg.AssetKey(raw))]
+    context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext, raw_keys: Iterable[str], days: Iterable[date]
+) -> dict[date, list[str]]:
+    """Per day, the raw sources whose partition has been materialized. Automation validates a day as soon as any
+    source delivered it; a source not in yet counts as empty, and re-validates the day when it arrives."""
+    present = {raw: context.instance.get_materialized_partitions(dg.AssetKey(raw)) for raw in raw_keys}
+    return {day: [raw for raw, keys in present.items() if day.isoformat() in keys] for day in days}
 
 
 def read_partition(warehouse: DuckDBResource, table: str, day: date) -> pl.DataFrame:
@@ -207,38 +216,48 @@ def validation_assets(
         deps=raw_keys,
         partitions_def=partitions,
         pool=DUCKDB_POOL,
+        backfill_policy=DAILY_BACKFILL,
     )
     def _validate(context: dg.AssetExecutionContext, warehouse: DuckDBResource):
-        day = partition_date(context)
-        arrived = arrived_sources(context, raw_keys)
-        frames = [read_partition(warehouse, key, day) for key in arrived]
-        raw = pl.concat(frames, how="vertical") if frames else empty_raw(model)
-        started = time.perf_counter()
-        result = validate(raw, model, partition_day=day, unique_key=unique_key)
-        seconds = time.perf_counter() - started
-        rows_in = raw.height
-        rate = result.quarantined.height / rows_in if rows_in else 0.0
-        per_source = raw.group_by("_source").len().sort("_source").rows()
+        days = partition_days(context)
+        arrived = arrived_sources(context, raw_keys, days)
+        valid, quarantined, rows_in, duplicates, seconds, per_source = [], [], 0, 0, 0.0, Counter()
+        for day in days:
+            frames = [read_partition(warehouse, key, day) for key in arrived[day]]
+            raw = pl.concat(frames, how="vertical") if frames else empty_raw(model)
+            started = time.perf_counter()
+            result = validate(raw, model, partition_day=day, unique_key=unique_key)
+            seconds += time.perf_counter() - started
+            valid.append(result.valid)
+            quarantined.append(result.quarantined)
+            rows_in += raw.height
+            duplicates += result.duplicates
+            per_source.update(dict(raw.group_by("_source").len().rows()))
+        valid, quarantined = pl.concat(valid, how="vertical"), pl.concat(quarantined, how="vertical")
+        rate = quarantined.height / rows_in if rows_in else 0.0
+        missing = {day.isoformat(): sorted(set(raw_keys) - set(keys)) for day, keys in arrived.items()}
+        missing = {day: sources for day, sources in missing.items() if sources}
         yield dg.Output(
-            result.valid,
+            valid,
             output_name=valid_name,
             metadata={
-                "dagster/row_count": result.valid.height,
+                "dagster/row_count": valid.height,
+                "days": len(days),
                 "rows_in": rows_in,
-                "rows_quarantined": result.quarantined.height,
+                "rows_quarantined": quarantined.height,
                 "quarantine_rate": round(rate, 6),
-                "duplicates": result.duplicates,
+                "duplicates": duplicates,
                 "validation_seconds": round(seconds, 4),
                 "rows_per_second": round(rows_in / seconds) if seconds else 0,
-                "rows_in_by_source": dg.MetadataValue.json(dict(per_source)),
-                "sources_arrived": len(arrived),
-                "sources_not_arrived": dg.MetadataValue.json(sorted(set(raw_keys) - set(arrived))),
+                "rows_in_by_source": dg.MetadataValue.json(dict(sorted(per_source.items()))),
+                "sources_arrived": min(len(keys) for keys in arrived.values()),
+                "sources_not_arrived": dg.MetadataValue.json(missing),
             },
         )
         yield dg.Output(
-            result.quarantined,
+            quarantined,
             output_name=quarantined_name,
-            metadata={"dagster/row_count": result.quarantined.height, "quarantine_rate": round(rate, 6)},
+            metadata={"dagster/row_count": quarantined.height, "quarantine_rate": round(rate, 6)},
         )
 
     return _validate

@@ -1,16 +1,20 @@
 """Asset checks on the validated tables: conservation, quarantine rate, duplicates, Great Expectations.
 
-Each check reads its partition back from the warehouse, so it can be re-run on its own from the UI.
+One subsettable multi-check per entity; each check reads its days back from the warehouse, so it can be re-run on
+its own from the UI.
 """
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from datetime import date
 
 import dagster as dg
 from dagster_duckdb import DuckDBResource
+from duckdb import DuckDBPyConnection
 
-from ai_pipeline.defs.common import check_result, partition_date
-from ai_pipeline.defs.ingest.assets import arrived_sources, read_partition
+from ai_pipeline.defs.common import day_check, partition_days
+from ai_pipeline.defs.ingest.assets import arrived_sources
 from ai_pipeline.lib import expectations, quality
+from ai_pipeline.lib.quality import Verdict
 
 CONSERVATION_CHECK = "rows_in_equal_valid_plus_quarantined"
 QUARANTINE_RATE_CHECK = "quarantine_rate_below_threshold"
@@ -50,111 +54,133 @@ def ingest_checks(
     *,
     suites: Iterable[str],
     partitions: dg.PartitionsDefinition,
-) -> list[dg.AssetChecksDefinition]:
-    """Checks for `validated_<entity>`; `suites` are Great Expectations suite names (each declares its severity)."""
+) -> dg.AssetChecksDefinition:
+    """Checks for `validated_<entity>`, one result per check and day of the run; `suites` are Great Expectations
+    suite names (each declares its severity)."""
     raw_keys = list(raw_keys)
     valid, quarantined = f"validated_{entity}", f"quarantined_{entity}"
+    Evaluate = Callable[[DuckDBPyConnection, date, list[str]], tuple[Verdict, dict]]
 
-    def counts(context: dg.AssetCheckExecutionContext, warehouse: DuckDBResource) -> tuple[int, int, int]:
-        day = partition_date(context)
-        with warehouse.get_connection() as conn:
-            rows_in = sum(
-                conn.execute(_COUNT.format(table=t), [day]).fetchone()[0] for t in arrived_sources(context, raw_keys)
-            )
-            n_valid = conn.execute(_COUNT.format(table=valid), [day]).fetchone()[0]
-            n_quarantined = conn.execute(_COUNT.format(table=quarantined), [day]).fetchone()[0]
+    def counts(conn: DuckDBPyConnection, day: date, arrived: list[str]) -> tuple[int, int, int]:
+        rows_in = sum(conn.execute(_COUNT.format(table=t), [day]).fetchone()[0] for t in arrived)
+        n_valid = conn.execute(_COUNT.format(table=valid), [day]).fetchone()[0]
+        n_quarantined = conn.execute(_COUNT.format(table=quarantined), [day]).fetchone()[0]
         return rows_in, n_valid, n_quarantined
 
-    @dg.asset_check(
-        asset=valid,
-        name=CONSERVATION_CHECK,
-        description=f"Nothing is lost: raw rows = {valid} + {quarantined}, per partition.",
-        blocking=True,
-        partitions_def=partitions,
-        additional_deps=[quarantined, *raw_keys],
-    )
-    def conservation(context: dg.AssetCheckExecutionContext, warehouse: DuckDBResource):
-        rows_in, n_valid, n_quarantined = counts(context, warehouse)
+    def conservation(conn, day, arrived):
+        rows_in, n_valid, n_quarantined = counts(conn, day, arrived)
         verdict = quality.conservation(rows_in, n_valid, n_quarantined)
-        return check_result(verdict, {"rows_in": rows_in, "rows_valid": n_valid, "rows_quarantined": n_quarantined})
+        return verdict, {"rows_in": rows_in, "rows_valid": n_valid, "rows_quarantined": n_quarantined}
 
-    @dg.asset_check(
-        asset=valid,
-        name=QUARANTINE_RATE_CHECK,
-        description=f"WARN above {quality.QUARANTINE_WARN_RATE:.0%} quarantined rows, ERROR (blocking) above "
-        f"{quality.QUARANTINE_ERROR_RATE:.0%}.",
-        blocking=True,
-        partitions_def=partitions,
-        additional_deps=[quarantined],
-    )
-    def quarantine_rate(context: dg.AssetCheckExecutionContext, warehouse: DuckDBResource):
-        rows_in, _, n_quarantined = counts(context, warehouse)
-        verdict = quality.quarantine_rate(rows_in, n_quarantined)
+    def quarantine_rate(conn, day, arrived):
+        rows_in, _, n_quarantined = counts(conn, day, arrived)
         rate = n_quarantined / rows_in if rows_in else 0.0
-        return check_result(verdict, {"quarantine_rate": round(rate, 6), "rows_quarantined": n_quarantined})
+        verdict = quality.quarantine_rate(rows_in, n_quarantined)
+        return verdict, {"quarantine_rate": round(rate, 6), "rows_quarantined": n_quarantined}
 
-    @dg.asset_check(
-        asset=valid,
-        name=DUPLICATES_CHECK,
-        description="Duplicate keys within the partition and across sources: the first by lineage is kept, the "
-        "others are quarantined and counted here.",
-        partitions_def=partitions,
-        additional_deps=[quarantined],
-    )
-    def duplicates(context: dg.AssetCheckExecutionContext, warehouse: DuckDBResource):
-        with warehouse.get_connection() as conn:
-            identical, conflicting = conn.execute(
-                _DUPLICATES.format(table=quarantined), [partition_date(context)]
-            ).fetchone()
+    def duplicates(conn, day, _):
+        identical, conflicting = conn.execute(_DUPLICATES.format(table=quarantined), [day]).fetchone()
         verdict = quality.duplicates(identical, conflicting)
-        return check_result(verdict, {"identical_duplicates": identical, "conflicting_duplicates": conflicting})
+        return verdict, {"identical_duplicates": identical, "conflicting_duplicates": conflicting}
 
-    def suite_check(suite: str) -> dg.AssetChecksDefinition:
-        severity = expectations.SEVERITY[suite]
-
-        @dg.asset_check(
-            asset=valid,
-            name=f"great_expectations_{suite}",
-            description=f"Great Expectations suite `{suite}` on the partition ({severity}"
-            f"{', blocking' if severity == expectations.ERROR else ''}).",
-            blocking=severity == expectations.ERROR,
-            partitions_def=partitions,
+    def explained(conn, day, _):
+        no_reason, no_raw = conn.execute(_UNEXPLAINED.format(table=quarantined), [day]).fetchone()
+        reasons = dict(conn.execute(_REASON_COUNTS.format(table=quarantined), [day]).fetchall())
+        verdict = Verdict(
+            no_reason == 0 and no_raw == 0,
+            "ERROR",
+            f"{no_reason} rows without a reason, {no_raw} without their raw record",
         )
-        def _check(context: dg.AssetCheckExecutionContext, warehouse: DuckDBResource):
-            frame = read_partition(warehouse, valid, partition_date(context))
-            outcome = expectations.run_suite(suite, frame)
+        return verdict, {
+            "rows_without_reason": no_reason,
+            "rows_without_raw_record": no_raw,
+            "reasons_by_field_and_rule": dg.MetadataValue.json(reasons),
+        }
+
+    def suite(name: str) -> Evaluate:
+        def evaluate(conn, day, _):
+            frame = conn.execute(f"select * from main.{valid} where partition_date = ?", [day]).pl()
+            outcome = expectations.run_suite(name, frame)
             metadata = outcome.as_metadata()
             metadata["failures"] = dg.MetadataValue.md(metadata["failures"])
-            return dg.AssetCheckResult(
-                passed=outcome.success,
-                severity=dg.AssetCheckSeverity(outcome.severity),
-                description=f"{len(outcome.failed)} of {outcome.evaluated} expectations failed",
-                metadata=metadata,
-            )
+            description = f"{len(outcome.failed)} of {outcome.evaluated} expectations failed"
+            return Verdict(outcome.success, outcome.severity, description), metadata
 
-        return _check
+        return evaluate
 
-    @dg.asset_check(
-        asset=quarantined,
-        name=EXPLAINED_CHECK,
-        description="Every quarantined row says why (at least one reason) and keeps its raw record; the "
-        "metadata counts reasons by field and rule.",
-        partitions_def=partitions,
-    )
-    def explained(context: dg.AssetCheckExecutionContext, warehouse: DuckDBResource):
-        day = partition_date(context)
-        with warehouse.get_connection() as conn:
-            no_reason, no_raw = conn.execute(_UNEXPLAINED.format(table=quarantined), [day]).fetchone()
-            reasons = dict(conn.execute(_REASON_COUNTS.format(table=quarantined), [day]).fetchall())
-        return dg.AssetCheckResult(
-            passed=no_reason == 0 and no_raw == 0,
-            severity=dg.AssetCheckSeverity.ERROR,
-            description=f"{no_reason} rows without a reason, {no_raw} without their raw record",
-            metadata={
-                "rows_without_reason": no_reason,
-                "rows_without_raw_record": no_raw,
-                "reasons_by_field_and_rule": dg.MetadataValue.json(reasons),
-            },
+    def spec(name: str, description: str, *, asset: str = valid, blocking: bool = False, deps=()) -> dg.AssetCheckSpec:
+        return dg.AssetCheckSpec(
+            name,
+            asset=asset,
+            description=description,
+            blocking=blocking,
+            partitions_def=partitions,
+            additional_deps=list(deps),
         )
 
-    return [conservation, quarantine_rate, duplicates, explained, *map(suite_check, suites)]
+    checks: list[tuple[dg.AssetCheckSpec, Evaluate]] = [
+        (
+            spec(
+                CONSERVATION_CHECK,
+                f"Nothing is lost: raw rows = {valid} + {quarantined}, per partition.",
+                blocking=True,
+                deps=[quarantined, *raw_keys],
+            ),
+            conservation,
+        ),
+        (
+            spec(
+                QUARANTINE_RATE_CHECK,
+                f"WARN above {quality.QUARANTINE_WARN_RATE:.0%} quarantined rows, ERROR (blocking) above "
+                f"{quality.QUARANTINE_ERROR_RATE:.0%}.",
+                blocking=True,
+                deps=[quarantined],
+            ),
+            quarantine_rate,
+        ),
+        (
+            spec(
+                DUPLICATES_CHECK,
+                "Duplicate keys within the partition and across sources: the first by lineage is kept, the others "
+                "are quarantined and counted here.",
+                deps=[quarantined],
+            ),
+            duplicates,
+        ),
+        (
+            spec(
+                EXPLAINED_CHECK,
+                "Every quarantined row says why (at least one reason) and keeps its raw record; the metadata counts "
+                "reasons by field and rule.",
+                asset=quarantined,
+            ),
+            explained,
+        ),
+        *(
+            (
+                spec(
+                    f"great_expectations_{name}",
+                    f"Great Expectations suite `{name}` on the partition ({expectations.SEVERITY[name]}"
+                    f"{', blocking' if expectations.SEVERITY[name] == expectations.ERROR else ''}).",
+                    blocking=expectations.SEVERITY[name] == expectations.ERROR,
+                ),
+                suite(name),
+            )
+            for name in suites
+        ),
+    ]
+
+    @dg.multi_asset_check(name=f"{valid}_checks", specs=[spec for spec, _ in checks], can_subset=True)
+    def _checks(context: dg.AssetCheckExecutionContext, warehouse: DuckDBResource):
+        days = partition_days(context)
+        arrived = arrived_sources(context, raw_keys, days)
+        selected = [(s, evaluate) for s, evaluate in checks if s.key in context.selected_asset_check_keys]
+        with warehouse.get_connection() as conn:
+            for day in days:
+                for check, evaluate in selected:
+                    verdict, metadata = evaluate(conn, day, arrived[day])
+                    yield day_check(
+                        context, day, verdict, metadata, asset_key=check.asset_key.path[-1], check_name=check.name
+                    )
+
+    return _checks
