@@ -38,18 +38,25 @@ def _plain(metadata) -> dict[str, object]:
 
 
 def run_records(instance: dg.DagsterInstance, run_id: str) -> list[metrics.Materialization | metrics.CheckEvaluation]:
-    """The materializations and check evaluations in one run's log, as plain records."""
+    """The materializations and check evaluations in one run's log, as plain records.
+
+    A backfill run's materializations of one asset (one per day of its range) share the range's metadata: its row
+    count stays with the first of them only, so that the records processed are counted once.
+    """
     found: list[metrics.Materialization | metrics.CheckEvaluation] = []
+    counted: set[str] = set()
     for record in instance.get_records_for_run(run_id, of_type=RUN_EVENTS).records:
         entry = record.event_log_entry
         if entry.asset_materialization is not None:
             event = entry.asset_materialization
+            asset = event.asset_key.to_user_string()
+            metadata = _plain(event.metadata)
+            if asset in counted:
+                metadata.pop(metrics.ROW_COUNT, None)
+            counted.add(asset)
             found.append(
                 metrics.Materialization(
-                    asset=event.asset_key.to_user_string(),
-                    partition=event.partition,
-                    timestamp=entry.timestamp,
-                    metadata=_plain(event.metadata),
+                    asset=asset, partition=event.partition, timestamp=entry.timestamp, metadata=metadata
                 )
             )
         else:

@@ -221,12 +221,19 @@ def _validated_events(settings: Settings, days: int, busy_last_day: bool = False
         conn.execute("create or replace table main.validated_events as select * from events")
 
 
-def _daily(defs: dg.Definitions, instance: dg.DagsterInstance, day: date, assets: list[str]):
+def _daily(defs: dg.Definitions, instance: dg.DagsterInstance, day: date, assets: list[str], last: date | None = None):
+    """A run of `assets` for `day`, or for `day`..`last` as one run of a backfill range."""
     job = defs.resolve_job_def(DAILY_JOB).get_subset(asset_selection={dg.AssetKey(a) for a in assets})
     config = DRIFT_LAG if feature_defs.WINDOWS in assets else None
-    return job.execute_in_process(
-        partition_key=day.isoformat(), instance=instance, run_config=config, raise_on_error=False
-    )
+    if last is None:
+        return job.execute_in_process(
+            partition_key=day.isoformat(), instance=instance, run_config=config, raise_on_error=False
+        )
+    tags = {
+        "dagster/asset_partition_range_start": day.isoformat(),
+        "dagster/asset_partition_range_end": last.isoformat(),
+    }
+    return job.execute_in_process(tags=tags, instance=instance, run_config=config, raise_on_error=False)
 
 
 def _failing_run(defs: dg.Definitions, instance: dg.DagsterInstance):
@@ -440,9 +447,14 @@ def test_a_malformed_record_is_logged_and_skipped_not_fatal(tmp_path, caplog):
 
 
 @pytest.mark.postgres
+def _warehouse_rows(settings: Settings, table: str) -> int:
+    with duckdb.connect(str(settings.warehouse), read_only=True) as conn:
+        return conn.execute(f"select count(*) from main.{table}").fetchone()[0]
+
+
 def test_exporter_on_a_postgres_instance(tmp_path, postgres_instance):
     settings = Settings(home=tmp_path, start_date=START)
-    _validated_events(settings, 2)
+    _validated_events(settings, 3)
     defs = build_defs(settings)
     with dg.DagsterInstance.from_config(str(prepare_instance_home(settings, "postgres"))) as instance:
         assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
@@ -451,11 +463,14 @@ def test_exporter_on_a_postgres_instance(tmp_path, postgres_instance):
         _failing_run(defs, instance)
         with _exporter(settings.home, postgres=True) as url:
             first, _ = _scrape(url)
-            ran.append(_daily(defs, instance, START + timedelta(days=1), [feature_defs.AGGREGATES]))
+            # A backfill range: its two materializations share the range's metadata, and its rows count once.
+            ran.append(
+                _daily(defs, instance, START + timedelta(days=1), [feature_defs.AGGREGATES], START + timedelta(days=2))
+            )
             second, _ = _scrape(url)
-    rows = [
-        e.materialization.metadata["dagster/row_count"].value for r in ran for e in r.get_asset_materialization_events()
-    ]
+    assert len(ran[1].get_asset_materialization_events()) == 2
+    rows = [r.get_asset_materialization_events()[0].materialization.metadata["dagster/row_count"].value for r in ran]
+    assert rows[1] == _warehouse_rows(settings, feature_defs.AGGREGATES) - rows[0]
     success = {"dagster_job": "daily_pipeline", "status": "success"}
     assert _get(first, "ai_pipeline_runs_total", **success) == 1
     assert _get(first, "ai_pipeline_runs_total", dagster_job="daily_pipeline", status="failure") == 1

@@ -209,6 +209,7 @@ def rag_assets(settings: Settings) -> list[dg.AssetsDefinition]:
         "hash, model and dimension; the collection refuses another model's vectors.",
         kinds={"python", "chromadb"},
         deps=[EMBEDDINGS],
+        pool=DUCKDB_POOL,  # reads the warehouse, which a writer in another run holds exclusively
         **_COMMON,
     )
     def _vectors(context: dg.AssetExecutionContext, warehouse: DuckDBResource):
@@ -293,6 +294,7 @@ def rag_checks(settings: Settings) -> dg.AssetChecksDefinition:
     """Checks read the collection back from Chroma, so they can be re-run on their own from the UI."""
 
     @dg.multi_asset_check(
+        pool=DUCKDB_POOL,  # reads the chunks from the warehouse
         specs=[
             _spec(SYNC_CHECK, VECTORS, "Same ids as the chunks (no orphans, none missing), same vectors.", True),
             _spec(VALID_CHECK, VECTORS, f"Every vector has {embedding.DIMENSION} finite values and unit norm.", True),

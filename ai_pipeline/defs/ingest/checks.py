@@ -11,7 +11,7 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 from duckdb import DuckDBPyConnection
 
-from ai_pipeline.defs.common import day_check, partition_days
+from ai_pipeline.defs.common import DUCKDB_POOL, day_check, partition_days
 from ai_pipeline.defs.ingest.assets import arrived_sources
 from ai_pipeline.lib import expectations, quality
 from ai_pipeline.lib.quality import Verdict
@@ -170,7 +170,8 @@ def ingest_checks(
         ),
     ]
 
-    @dg.multi_asset_check(name=f"{valid}_checks", specs=[spec for spec, _ in checks], can_subset=True)
+    # The warehouse's pool: DuckDB lets no other process open the file while a writer holds it.
+    @dg.multi_asset_check(name=f"{valid}_checks", specs=[spec for spec, _ in checks], can_subset=True, pool=DUCKDB_POOL)
     def _checks(context: dg.AssetCheckExecutionContext, warehouse: DuckDBResource):
         days = partition_days(context)
         arrived = arrived_sources(context, raw_keys, days)
