@@ -204,7 +204,16 @@ def write_training_set(settings: Settings, entities: Path, output: Path, ttl: ti
     except EntityError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    with duckdb.connect(str(settings.warehouse), read_only=True) as conn:
+    try:
+        conn = duckdb.connect(str(settings.warehouse), read_only=True)
+    except duckdb.IOException as error:
+        # DuckDB lets no other process open the file while a writer (a pipeline run) holds it.
+        print(
+            f"error: cannot read the warehouse {settings.warehouse} now, a run may be writing it: {error}",
+            file=sys.stderr,
+        )
+        return 3
+    with conn:
         result = training_set(conn, frame, ttl=ttl)
     output.parent.mkdir(parents=True, exist_ok=True)
     result.write_parquet(output)

@@ -81,6 +81,34 @@ def test_online_lookup_and_training_set_agree(demo, tmp_path):
     assert train.row(1, named=True)["feature_date"] is None
 
 
+def test_training_set_while_a_run_writes_the_warehouse_says_so(demo, tmp_path):
+    home, out = demo
+    assert out.returncode == 0
+    entities = tmp_path / "entities.csv"
+    entities.write_text("user_id,event_timestamp\nu1,2024-01-02T08:30:00Z\n")
+    # A writer in another process, as a pipeline run is, holds the file until told to stop.
+    writer = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import duckdb, sys; c = duckdb.connect({str(home / 'warehouse.duckdb')!r}); "
+            "print('holding', flush=True); sys.stdin.read()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert writer.stdout.readline().strip() == "holding"
+        built = _cli(home, "training-set", str(entities), str(tmp_path / "train.parquet"))
+    finally:
+        writer.communicate("", timeout=60)
+    assert built.returncode == 3
+    assert f"cannot read the warehouse {home / 'warehouse.duckdb'} now, a run may be writing it" in built.stderr
+    assert not (tmp_path / "train.parquet").exists()
+    assert _cli(home, "training-set", str(entities), str(tmp_path / "train.parquet")).returncode == 0
+
+
 def test_search_answers_from_the_project_docs(demo):
     home, out = demo
     assert out.returncode == 0
