@@ -14,6 +14,7 @@ from datetime import UTC, date, datetime
 import dagster as dg
 import polars as pl
 from dagster_duckdb import DuckDBResource
+from duckdb import DuckDBPyConnection
 from pydantic import BaseModel
 
 from ai_pipeline.defs.common import DAILY_BACKFILL, DUCKDB_POOL, OWNERS, daily_asset, day_check, partition_days
@@ -176,10 +177,9 @@ def arrived_sources(
     return {day: [raw for raw, keys in present.items() if day.isoformat() in keys] for day in days}
 
 
-def read_partition(warehouse: DuckDBResource, table: str, day: date) -> pl.DataFrame:
+def read_partition(conn: DuckDBPyConnection, table: str, day: date) -> pl.DataFrame:
     """One partition of a warehouse table (written by the IO manager under schema `main`)."""
-    with warehouse.get_connection() as conn:
-        return conn.execute(f"select * from main.{table} where partition_date = ?", [day]).pl()
+    return conn.execute(f"select * from main.{table} where partition_date = ?", [day]).pl()
 
 
 def validation_assets(
@@ -222,17 +222,19 @@ def validation_assets(
         days = partition_days(context)
         arrived = arrived_sources(context, raw_keys, days)
         valid, quarantined, rows_in, duplicates, seconds, per_source = [], [], 0, 0, 0.0, Counter()
-        for day in days:
-            frames = [read_partition(warehouse, key, day) for key in arrived[day]]
-            raw = pl.concat(frames, how="vertical") if frames else empty_raw(model)
-            started = time.perf_counter()
-            result = validate(raw, model, partition_day=day, unique_key=unique_key)
-            seconds += time.perf_counter() - started
-            valid.append(result.valid)
-            quarantined.append(result.quarantined)
-            rows_in += raw.height
-            duplicates += result.duplicates
-            per_source.update(dict(raw.group_by("_source").len().rows()))
+        # One connection for every source and day of the run, closed before the IO manager writes the outputs.
+        with warehouse.get_connection() as conn:
+            for day in days:
+                frames = [read_partition(conn, key, day) for key in arrived[day]]
+                raw = pl.concat(frames, how="vertical") if frames else empty_raw(model)
+                started = time.perf_counter()
+                result = validate(raw, model, partition_day=day, unique_key=unique_key)
+                seconds += time.perf_counter() - started
+                valid.append(result.valid)
+                quarantined.append(result.quarantined)
+                rows_in += raw.height
+                duplicates += result.duplicates
+                per_source.update(dict(raw.group_by("_source").len().rows()))
         valid, quarantined = pl.concat(valid, how="vertical"), pl.concat(quarantined, how="vertical")
         rate = quarantined.height / rows_in if rows_in else 0.0
         missing = {day.isoformat(): sorted(set(raw_keys) - set(keys)) for day, keys in arrived.items()}

@@ -12,7 +12,7 @@ from dagster_duckdb import DuckDBResource
 from duckdb import DuckDBPyConnection
 
 from ai_pipeline.defs.common import DUCKDB_POOL, day_check, partition_days
-from ai_pipeline.defs.ingest.assets import arrived_sources
+from ai_pipeline.defs.ingest.assets import arrived_sources, read_partition
 from ai_pipeline.lib import expectations, quality
 from ai_pipeline.lib.quality import Verdict
 
@@ -99,7 +99,7 @@ def ingest_checks(
 
     def suite(name: str) -> Evaluate:
         def evaluate(conn, day, _):
-            frame = conn.execute(f"select * from main.{valid} where partition_date = ?", [day]).pl()
+            frame = read_partition(conn, valid, day)
             outcome = expectations.run_suite(name, frame)
             metadata = outcome.as_metadata()
             metadata["failures"] = dg.MetadataValue.md(metadata["failures"])
