@@ -10,10 +10,12 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import date
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+import dagster as dg
 import psycopg2
 import pytest
 from psycopg2 import sql
@@ -40,6 +42,18 @@ PG_DSN_CANDIDATES = [
     "host=127.0.0.1 port=5432 dbname=test user=postgres connect_timeout=5",
     "host=127.0.0.1 port=5432 dbname=test user=root connect_timeout=5",
 ]
+
+
+def execute_days(job: dg.JobDefinition, instance: dg.DagsterInstance, day: date, last: date | None = None, **kwargs):
+    """One in-process run of `job` for `day`, or for `day`..`last` as one run of a backfill range (the range tags
+    a backfill run carries). `kwargs` go to `execute_in_process`; errors are returned, not raised."""
+    if last is None:
+        return job.execute_in_process(partition_key=day.isoformat(), instance=instance, raise_on_error=False, **kwargs)
+    tags = {
+        "dagster/asset_partition_range_start": day.isoformat(),
+        "dagster/asset_partition_range_end": last.isoformat(),
+    }
+    return job.execute_in_process(tags=tags, instance=instance, raise_on_error=False, **kwargs)
 
 
 def pg_execute(dsn: str, statement) -> None:

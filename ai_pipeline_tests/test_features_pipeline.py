@@ -21,6 +21,7 @@ from ai_pipeline.defs.freshness import LAG_CHECK
 from ai_pipeline.lib import features
 from ai_pipeline.lib.sample import clean_events
 from ai_pipeline.settings import PROJECT_ROOT, Settings
+from ai_pipeline_tests.conftest import execute_days
 
 START = date(2024, 3, 1)
 DAYS = 21
@@ -51,15 +52,7 @@ def _materialize(
     checks = {k for k in defs.resolve_asset_graph().asset_check_keys if k.asset_key in keys and k.name != LAG_CHECK}
     job = defs.resolve_implicit_global_asset_job_def().get_subset(asset_selection=keys, asset_check_selection=checks)
     config = {"ops": {feature_defs.WINDOWS: {"config": {"drift_reference_lag_days": lag}}}}
-    if last is None:
-        return job.execute_in_process(
-            partition_key=day.isoformat(), instance=instance, run_config=config, raise_on_error=False
-        )
-    tags = {
-        "dagster/asset_partition_range_start": day.isoformat(),
-        "dagster/asset_partition_range_end": last.isoformat(),
-    }
-    return job.execute_in_process(tags=tags, instance=instance, run_config=config, raise_on_error=False)
+    return execute_days(job, instance, day, last, run_config=config)
 
 
 def _checks(result) -> dict[str, dg.AssetCheckEvaluation]:

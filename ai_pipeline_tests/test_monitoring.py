@@ -37,7 +37,7 @@ from ai_pipeline.instance import prepare_instance_home
 from ai_pipeline.lib import metrics
 from ai_pipeline.lib.sample import clean_events
 from ai_pipeline.settings import PROJECT_ROOT, DocSource, Settings
-from ai_pipeline_tests.conftest import require
+from ai_pipeline_tests.conftest import execute_days, require
 
 START = date(2024, 3, 1)
 DAYS = 8  # the first day whose 7-day windows can be compared with the day before: START + 7
@@ -224,16 +224,7 @@ def _validated_events(settings: Settings, days: int, busy_last_day: bool = False
 def _daily(defs: dg.Definitions, instance: dg.DagsterInstance, day: date, assets: list[str], last: date | None = None):
     """A run of `assets` for `day`, or for `day`..`last` as one run of a backfill range."""
     job = defs.resolve_job_def(DAILY_JOB).get_subset(asset_selection={dg.AssetKey(a) for a in assets})
-    config = DRIFT_LAG if feature_defs.WINDOWS in assets else None
-    if last is None:
-        return job.execute_in_process(
-            partition_key=day.isoformat(), instance=instance, run_config=config, raise_on_error=False
-        )
-    tags = {
-        "dagster/asset_partition_range_start": day.isoformat(),
-        "dagster/asset_partition_range_end": last.isoformat(),
-    }
-    return job.execute_in_process(tags=tags, instance=instance, run_config=config, raise_on_error=False)
+    return execute_days(job, instance, day, last, run_config=DRIFT_LAG if feature_defs.WINDOWS in assets else None)
 
 
 def _failing_run(defs: dg.Definitions, instance: dg.DagsterInstance):
