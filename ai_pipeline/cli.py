@@ -223,11 +223,20 @@ def write_training_set(settings: Settings, entities: Path, output: Path, ttl: ti
 
 
 def serve_metrics(settings: Settings, host: str, port: int) -> int:
+    """`ai-pipeline metrics`: the exporter in the foreground until Ctrl-C or SIGTERM (then a clean stop)."""
     from ai_pipeline.monitoring import serve
+    from ai_pipeline.ui import interrupt_on_stop_signals
 
-    server, thread = serve(_use_instance(settings), host, port)
-    print(f"Serving Prometheus metrics on http://{host}:{server.server_port}/metrics", flush=True)
-    thread.join()
+    interrupt_on_stop_signals()
+    try:
+        server, thread = serve(_use_instance(settings), host, port)
+        print(f"Serving Prometheus metrics on http://{host}:{server.server_port}/metrics", flush=True)
+        try:
+            thread.join()
+        finally:
+            server.shutdown()
+    except KeyboardInterrupt:
+        print("Stopped the metrics exporter.", flush=True)
     return 0
 
 

@@ -258,11 +258,17 @@ def _signal_group(process: subprocess.Popen, sig: signal.Signals) -> None:
         pass
 
 
-def serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> int:
-    """`ai-pipeline ui`: both services in the foreground until Ctrl-C or SIGTERM (then a clean stop)."""
-    # Both signals interrupt whatever runs (startup included), even when inherited as ignored.
+def interrupt_on_stop_signals() -> None:
+    """SIGINT and SIGTERM raise KeyboardInterrupt in a foreground service, whatever runs (startup included), even
+    when inherited as ignored: a shell runs background jobs with SIGINT ignored, and Dagster gives SIGTERM
+    SIGINT's handler (`setup_interrupt_handlers`), so a process that ran Dagster code there ignores both."""
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.default_int_handler)
+
+
+def serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> int:
+    """`ai-pipeline ui`: both services in the foreground until Ctrl-C or SIGTERM (then a clean stop)."""
+    interrupt_on_stop_signals()
     ui = DagsterUI(host=host, port=port)
     print(f"Starting the Dagster webserver and daemon (DAGSTER_HOME={ui.dagster_home})", flush=True)
     try:

@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -179,9 +180,15 @@ def _family(samples: Samples, name: str) -> dict[frozenset, float]:
     return {labels: value for (sample, labels), value in samples.items() if sample == name}
 
 
+def _ignore_stop_signals() -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+
+
 @contextmanager
-def _exporter(home: Path, *, postgres: bool = False) -> Iterator[str]:
-    """`ai-pipeline metrics --port 0` on the instance under `home`; yields the /metrics URL it announces."""
+def _exporter(home: Path, *, postgres: bool = False, launched_ignoring_stop_signals: bool = False) -> Iterator[str]:
+    """`ai-pipeline metrics --port 0` on the instance under `home`; yields the /metrics URL it announces. On
+    leaving, SIGTERM must stop it cleanly (exit 0), as a service manager stops it."""
     env = {**os.environ, "AI_PIPELINE_HOME": str(home)}
     env.pop("DAGSTER_HOME", None)
     if not postgres:
@@ -195,6 +202,7 @@ def _exporter(home: Path, *, postgres: bool = False) -> Iterator[str]:
             stdout=subprocess.PIPE,
             stderr=log,
             text=True,
+            preexec_fn=_ignore_stop_signals if launched_ignoring_stop_signals else None,
         )
         try:
             line = process.stdout.readline()
@@ -204,7 +212,20 @@ def _exporter(home: Path, *, postgres: bool = False) -> Iterator[str]:
             yield line.split(" on ", 1)[1].strip()
         finally:
             process.terminate()
-            process.wait(timeout=30)
+            try:
+                rest = process.communicate(timeout=30)[0]
+            except subprocess.TimeoutExpired:
+                process.kill()
+                raise
+    assert process.returncode == 0 and rest == "Stopped the metrics exporter.\n", (process.returncode, rest)
+
+
+def test_the_exporter_stops_on_sigterm_even_when_launched_with_it_ignored(tmp_path):
+    """A shell's background job starts with SIGINT ignored, and Dagster gives SIGTERM SIGINT's handler: a test
+    process that ran Dagster code there passes both on ignored. The exporter still serves, and stops on SIGTERM."""
+    with _exporter(tmp_path, launched_ignoring_stop_signals=True) as url:
+        _, text = _scrape(url)
+    assert "# TYPE ai_pipeline_runs_total counter" in text
 
 
 def _validated_events(settings: Settings, days: int, busy_last_day: bool = False) -> None:
