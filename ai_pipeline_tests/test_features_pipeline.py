@@ -175,8 +175,10 @@ def test_one_run_over_a_range_equals_one_run_per_day(lane, tmp_path):
     ranged = Settings(home=tmp_path, start_date=START)
     _write_validated(ranged, events)
     last = START + timedelta(days=DAYS - 1)
-    result = _materialize(build_defs(ranged), dg.DagsterInstance.ephemeral(), START, last=last)
+    instance = dg.DagsterInstance.ephemeral()
+    result = _materialize(build_defs(ranged), instance, START, last=last)
     assert result.success
+    _assert_checks_target_their_run(result, instance)
     for table, column in [(feature_defs.STATE, features.STATE_DATE), (feature_defs.WINDOWS, features.FEATURE_DATE)]:
         query = f"select * from {table} order by {column}, user_id"
         assert _warehouse(ranged, query).equals(_warehouse(settings, query)), table
@@ -188,6 +190,21 @@ def test_one_run_over_a_range_equals_one_run_per_day(lane, tmp_path):
     assert {e.partition for e in result.get_asset_check_evaluations()} == {k.isoformat() for k in per_day}
     drift = [e for e in result.get_asset_check_evaluations() if e.check_name == feature_defs.DRIFT_CHECK]
     assert [e.passed for e in drift].count(False) > 0  # the shift is seen within the range (its reference too)
+    again = _materialize(build_defs(ranged), instance, START, last=last)
+    assert again.success
+    _assert_checks_target_their_run(again, instance)
+
+
+def _assert_checks_target_their_run(result, instance: dg.DagsterInstance) -> None:
+    """Each day's verdict judges that day's materialization by this run (the UI links them), not an older one."""
+    evaluations = result.get_asset_check_evaluations()
+    assert len(evaluations) == DAYS * len({(e.asset_key, e.check_name) for e in evaluations})
+    for evaluation in evaluations:
+        latest = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=evaluation.asset_key, asset_partitions=[evaluation.partition]), limit=1
+        ).records[0]
+        assert latest.run_id == result.run_id
+        assert evaluation.target_materialization_data.storage_id == latest.storage_id, evaluation
 
 
 def test_a_window_with_missing_upstream_days_is_not_published(tmp_path):

@@ -20,7 +20,7 @@ DUCKDB_POOL = "duckdb_warehouse"
 # Every daily asset backfills in runs of up to 30 consecutive days: one run per day would spend more time
 # starting runs than computing (benchmarks/backfill.py), and the feature state, which needs day D-1 before D,
 # would wait for a daemon tick per day. 30 days bounds what one run holds in memory (a month of one lane).
-# Each asset loops over `partition_days`, and its checks report one result per day (`day_check`).
+# Each asset loops over `partition_days`, and its checks report one result per day (`DayChecks`).
 DAILY_BACKFILL = dg.BackfillPolicy.multi_run(max_partitions_per_run=30)
 
 # Partitioned asset checks (preview) and backfill policies (beta) in Dagster 1.13 are used deliberately.
@@ -34,7 +34,7 @@ def daily_partitions(settings: Settings) -> dg.DailyPartitionsDefinition:
 
 def daily_asset(name: str, *, partitions_def: dg.PartitionsDefinition, deps=(), check_specs=(), pool=None, **spec):
     """`@dg.asset` for one daily asset, with `DAILY_BACKFILL`; subsettable so that its checks' per-day results
-    (`day_check`) stand in for the check outputs. `spec` goes to the `AssetOut` (description, group, kinds...)."""
+    (`DayChecks`) stand in for the check outputs. `spec` goes to the `AssetOut` (description, group, kinds...)."""
     return dg.multi_asset(
         name=name,
         outs={name: dg.AssetOut(owners=OWNERS, **spec)},
@@ -56,42 +56,66 @@ def partition_days(context: dg.AssetExecutionContext | dg.AssetCheckExecutionCon
     return sorted(date.fromisoformat(key) for key in context.partition_keys)
 
 
-def day_check(
-    context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext,
-    day: date,
-    verdict: Verdict,
-    metadata: dict | None = None,
-    *,
-    asset_key: str | dg.AssetKey,
-    check_name: str,
-) -> dg.AssetCheckEvaluation:
-    """A partitioned check's result for one `day` of the run, what Dagster records for a one-partition run.
+class DayChecks:
+    """A step's partitioned check results, one per check and day of its run: what Dagster records for a
+    one-partition run.
 
     Dagster 1.13 gives an `AssetCheckResult` of a range run no partition; an evaluation names its day, its
     blocking flag (a failed blocking ERROR still fails the step) and the day's materialization it judged. The
     check outputs are then not emitted, so the ops yielding these are subsettable (their check outputs optional).
+    An asset's materializations are looked up once for all the run's days, on its first check: call `evaluation`
+    after the asset's output is yielded.
     """
-    key = dg.AssetCheckKey(dg.AssetKey.from_coercible(asset_key), check_name)
-    checked = context if isinstance(context, dg.AssetCheckExecutionContext) else context.assets_def
-    spec = next(s for s in checked.check_specs if s.key == key)
-    latest = context.instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=key.asset_key, asset_partitions=[day.isoformat()]), limit=1
-    ).records
-    return dg.AssetCheckEvaluation(
-        asset_key=key.asset_key,
-        check_name=check_name,
-        passed=verdict.passed,
-        severity=dg.AssetCheckSeverity(verdict.severity),
-        description=verdict.description,
-        metadata=metadata or {},
-        blocking=spec.blocking,
-        partition=day.isoformat(),
-        target_materialization_data=AssetCheckEvaluationTargetMaterializationData(
-            storage_id=latest[0].storage_id, run_id=latest[0].run_id, timestamp=latest[0].timestamp
+
+    def __init__(self, context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext):
+        self._context = context
+        self._checked = context if isinstance(context, dg.AssetCheckExecutionContext) else context.assets_def
+        self._latest: dict[dg.AssetKey, dict[str, dg.EventLogRecord]] = {}
+
+    def _materialization(self, asset_key: dg.AssetKey, partition: str) -> dg.EventLogRecord | None:
+        if asset_key not in self._latest:
+            self._latest[asset_key] = self._fetch(asset_key, self._context.partition_keys)
+        latest = self._latest[asset_key]
+        if partition not in latest:  # not materialized by this run: its newest record may be older
+            latest.update(self._fetch(asset_key, [partition]))
+        return latest.get(partition)
+
+    def _fetch(self, asset_key: dg.AssetKey, partitions: list[str]) -> dict[str, dg.EventLogRecord]:
+        records = self._context.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=partitions), limit=len(partitions)
+        ).records
+        latest: dict[str, dg.EventLogRecord] = {}
+        for record in records:  # newest first
+            latest.setdefault(record.partition_key, record)
+        return latest
+
+    def evaluation(
+        self,
+        day: date,
+        verdict: Verdict,
+        metadata: dict | None = None,
+        *,
+        asset_key: str | dg.AssetKey,
+        check_name: str,
+    ) -> dg.AssetCheckEvaluation:
+        key = dg.AssetCheckKey(dg.AssetKey.from_coercible(asset_key), check_name)
+        spec = next(s for s in self._checked.check_specs if s.key == key)
+        latest = self._materialization(key.asset_key, day.isoformat())
+        return dg.AssetCheckEvaluation(
+            asset_key=key.asset_key,
+            check_name=check_name,
+            passed=verdict.passed,
+            severity=dg.AssetCheckSeverity(verdict.severity),
+            description=verdict.description,
+            metadata=metadata or {},
+            blocking=spec.blocking,
+            partition=day.isoformat(),
+            target_materialization_data=AssetCheckEvaluationTargetMaterializationData(
+                storage_id=latest.storage_id, run_id=latest.run_id, timestamp=latest.timestamp
+            )
+            if latest
+            else None,
         )
-        if latest
-        else None,
-    )
 
 
 def check_result(verdict: Verdict, metadata: dict | None = None, **target: str) -> dg.AssetCheckResult:

@@ -12,7 +12,7 @@ import dagster as dg
 import polars as pl
 from dagster_duckdb import DuckDBResource
 
-from ai_pipeline.defs.common import DAILY_BACKFILL, DUCKDB_POOL, OWNERS, daily_asset, day_check, partition_days
+from ai_pipeline.defs.common import DAILY_BACKFILL, DUCKDB_POOL, OWNERS, DayChecks, daily_asset, partition_days
 from ai_pipeline.defs.resources import query, table_exists
 from ai_pipeline.lib import drift, feature_checks, features
 from ai_pipeline.lib.quality import Verdict
@@ -103,8 +103,9 @@ def aggregates_asset(partitions: dg.DailyPartitionsDefinition) -> dg.AssetsDefin
                 "seconds": round(seconds, 4),
             },
         )
+        per_day = DayChecks(context)
         for day, verdict, metadata in verdicts:
-            yield day_check(context, day, verdict, metadata, asset_key=AGGREGATES, check_name=CONSERVATION_CHECK)
+            yield per_day.evaluation(day, verdict, metadata, asset_key=AGGREGATES, check_name=CONSERVATION_CHECK)
 
     return _aggregates
 
@@ -190,8 +191,9 @@ def state_asset(settings: Settings, partitions: dg.DailyPartitionsDefinition) ->
         )
         if dg.AssetCheckKey(dg.AssetKey(STATE), STATE_CHECK) not in context.selected_asset_check_keys:
             return
+        per_day = DayChecks(context)
         for day, verdict, metadata in checks:
-            yield day_check(context, day, verdict, metadata, asset_key=STATE, check_name=STATE_CHECK)
+            yield per_day.evaluation(day, verdict, metadata, asset_key=STATE, check_name=STATE_CHECK)
 
     return _state
 
@@ -333,8 +335,9 @@ def windows_asset(settings: Settings, partitions: dg.DailyPartitionsDefinition) 
                 **plotted,
             },
         )
+        per_day = DayChecks(context)
         for day, name, verdict, metadata in checks:
-            yield day_check(context, day, verdict, metadata, asset_key=WINDOWS, check_name=name)
+            yield per_day.evaluation(day, verdict, metadata, asset_key=WINDOWS, check_name=name)
 
     return _windows
 
@@ -394,10 +397,10 @@ def online_asset(settings: Settings, partitions: dg.DailyPartitionsDefinition) -
             )
         online, offline = store.snapshot(), _latest_offline(warehouse)
         verdict = feature_checks.consistency(online, offline)
+        per_day = DayChecks(context)
         # The store holds one day: what it is judged against is the same for every day of the run.
         for day in days:
-            yield day_check(
-                context,
+            yield per_day.evaluation(
                 day,
                 verdict,
                 {"online_rows": online.height, "offline_rows": offline.height},

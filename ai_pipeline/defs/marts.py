@@ -26,7 +26,7 @@ from typing import Any
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
 
-from ai_pipeline.defs.common import DAILY_BACKFILL, DUCKDB_POOL, OWNERS, day_check, partition_days
+from ai_pipeline.defs.common import DAILY_BACKFILL, DUCKDB_POOL, OWNERS, DayChecks, partition_days
 from ai_pipeline.lib.quality import Verdict
 from ai_pipeline.settings import DBT_PROJECT_DIR, Settings
 
@@ -146,6 +146,7 @@ def build_dbt_assets(
         # Each run's dbt artifacts (run_results.json, logs) lie beside the warehouse it wrote.
         target_path = settings.home / "dbt" / context.run_id
         days = partition_days(context)
+        per_day = DayChecks(context)
         for event in dbt.cli(args, context=context, target_path=target_path).stream():
             if not isinstance(event, dg.AssetCheckResult):
                 yield event
@@ -153,8 +154,8 @@ def build_dbt_assets(
             # A dbt test ran once over the window: its verdict stands for each day of it.
             verdict = Verdict(event.passed, event.severity.value, event.description or "")
             for day in days:
-                yield day_check(
-                    context, day, verdict, event.metadata, asset_key=event.asset_key, check_name=event.check_name
+                yield per_day.evaluation(
+                    day, verdict, event.metadata, asset_key=event.asset_key, check_name=event.check_name
                 )
 
     resource = DbtCliResource(

@@ -17,7 +17,7 @@ from dagster_duckdb import DuckDBResource
 from duckdb import DuckDBPyConnection
 from pydantic import BaseModel
 
-from ai_pipeline.defs.common import DAILY_BACKFILL, DUCKDB_POOL, OWNERS, daily_asset, day_check, partition_days
+from ai_pipeline.defs.common import DAILY_BACKFILL, DUCKDB_POOL, OWNERS, DayChecks, daily_asset, partition_days
 from ai_pipeline.lib import http_api, ops_db
 from ai_pipeline.lib.contracts import Event, User
 from ai_pipeline.lib.landing import read_landing_day
@@ -39,15 +39,14 @@ class SourceRead:
     configured: bool = True
 
 
-def _schema_check(context: dg.AssetExecutionContext, name: str, day: date, read: SourceRead) -> dg.AssetCheckEvaluation:
+def _schema_check(per_day: DayChecks, name: str, day: date, read: SourceRead) -> dg.AssetCheckEvaluation:
     errors = [r.error for r in read.reports if r.error]
     unknown = {r.uri: r.unknown for r in read.reports if r.unknown}
     aliased = {r.uri: r.aliased for r in read.reports if r.aliased}
     verdict = Verdict(
         not errors, "ERROR", errors[0] if errors else ("ok" if read.configured else "source not configured")
     )
-    return day_check(
-        context,
+    return per_day.evaluation(
         day,
         verdict,
         {
@@ -106,8 +105,9 @@ def _raw_asset(
                 "seconds": round(time.perf_counter() - started, 3),
             },
         )
+        per_day = DayChecks(context)
         for day, result in zip(days, reads, strict=True):
-            yield _schema_check(context, name, day, result)
+            yield _schema_check(per_day, name, day, result)
 
     return _asset
 

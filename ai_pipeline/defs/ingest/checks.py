@@ -11,7 +11,7 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 from duckdb import DuckDBPyConnection
 
-from ai_pipeline.defs.common import DUCKDB_POOL, day_check, partition_days
+from ai_pipeline.defs.common import DUCKDB_POOL, DayChecks, partition_days
 from ai_pipeline.defs.ingest.assets import arrived_sources, read_partition
 from ai_pipeline.lib import expectations, quality
 from ai_pipeline.lib.quality import Verdict
@@ -175,13 +175,14 @@ def ingest_checks(
     def _checks(context: dg.AssetCheckExecutionContext, warehouse: DuckDBResource):
         days = partition_days(context)
         arrived = arrived_sources(context, raw_keys, days)
+        per_day = DayChecks(context)
         selected = [(s, evaluate) for s, evaluate in checks if s.key in context.selected_asset_check_keys]
         with warehouse.get_connection() as conn:
             for day in days:
                 for check, evaluate in selected:
                     verdict, metadata = evaluate(conn, day, arrived[day])
-                    yield day_check(
-                        context, day, verdict, metadata, asset_key=check.asset_key.path[-1], check_name=check.name
+                    yield per_day.evaluation(
+                        day, verdict, metadata, asset_key=check.asset_key.path[-1], check_name=check.name
                     )
 
     return _checks
