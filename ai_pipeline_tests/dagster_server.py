@@ -120,6 +120,30 @@ def _unwrap(result: dict, ok: str, what: str) -> dict:
     return result
 
 
+def log_tail(ui: DagsterUI, lines: int = 40) -> str:
+    if not ui.log or not ui.log.exists():
+        return ""
+    tail = ui.log.read_text(errors="replace").splitlines()[-lines:]
+    return f"last lines of {ui.log}:\n" + "\n".join(tail)
+
+
+def until(ui: DagsterUI, what: str, condition: Callable[[], T], timeout_s: float, interval_s: float = 2) -> T:
+    """The first truthy `condition()`; fails with the services' last log lines if a service dies or time runs out
+    (a bound on a hung run, never a performance assertion)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found = condition()
+        if found:
+            return found
+        try:
+            ui._check_alive()
+        except RuntimeError as exc:
+            raise AssertionError(f"{what}: {exc}\n{log_tail(ui)}") from exc
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout_s:.0f} s\n{log_tail(ui)}")
+        time.sleep(interval_s)
+
+
 @dataclass
 class DagsterServer:
     """The running services, the settings their code location uses, and GraphQL helpers for the UI's flows."""
@@ -147,26 +171,10 @@ class DagsterServer:
             yield instance
 
     def until(self, what: str, condition: Callable[[], T], timeout_s: float, interval_s: float = 2) -> T:
-        """The first truthy `condition()`; fails with the services' last log lines if a service dies or time
-        runs out (a bound on a hung run, never a performance assertion)."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            found = condition()
-            if found:
-                return found
-            try:
-                self.ui._check_alive()
-            except RuntimeError as exc:
-                raise AssertionError(f"{what}: {exc}\n{self.log_tail()}") from exc
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{what}: not within {timeout_s:.0f} s\n{self.log_tail()}")
-            time.sleep(interval_s)
+        return until(self.ui, what, condition, timeout_s, interval_s)
 
     def log_tail(self, lines: int = 40) -> str:
-        if not self.log or not self.log.exists():
-            return ""
-        tail = self.log.read_text(errors="replace").splitlines()[-lines:]
-        return f"last lines of {self.log}:\n" + "\n".join(tail)
+        return log_tail(self.ui, lines)
 
     def stop_instigators(self, keep_running: Collection[str] = ()) -> list[str]:
         """Stops every running sensor and schedule not named in `keep_running`; returns the names stopped."""

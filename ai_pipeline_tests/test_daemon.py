@@ -8,7 +8,6 @@ landing-file sensor, the automation sensor and the alert sensor at work.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from ai_pipeline.monitoring import serve
 from ai_pipeline.settings import Settings
 from ai_pipeline.ui import DagsterUI, graphql
 from ai_pipeline_tests.conftest import webhook
-from ai_pipeline_tests.dagster_server import free_port
+from ai_pipeline_tests.dagster_server import free_port, until
 
 TODAY = datetime.now(UTC).date()
 HISTORY, NEW_DAY = TODAY - timedelta(days=2), TODAY - timedelta(days=1)
@@ -40,17 +39,6 @@ query ($selector: SensorSelector!) {
   }
 }
 """
-
-
-def _until(what: str, condition: Callable[[], object], timeout_s: float, ui: DagsterUI) -> object:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        found = condition()
-        if found:
-            return found
-        ui._check_alive()
-        time.sleep(2)
-    raise AssertionError(f"{what}: not within {timeout_s:.0f} s (services' log: {ui.log})")
 
 
 def _materialized(instance: dg.DagsterInstance, asset: str, day) -> list[dg.EventLogRecord]:
@@ -111,24 +99,24 @@ def test_a_landing_file_flows_to_the_online_store_and_a_bad_one_is_stopped_with_
 
             # The landing sensors pick the history day's files up again (their cursor starts empty); automation
             # leaves that day alone (not the newest).
-            _until("the automation sensor's first tick", automation_ticked, 180, ui)
-            _until(
+            until(ui, "the automation sensor's first tick", automation_ticked, 180)
+            until(
+                ui,
                 "the history day's raw partition",
                 lambda: _materialized(instance, "raw_landing_events", HISTORY),
                 180,
-                ui,
             )
 
             # --- a new day's files land ---------------------------------------------------------------------
             generate(settings.landing, NEW_DAY, NEW_DAY, events_per_day=300, users=60, dirty_rate=0.0, seed=7)
-            _until(
+            until(
+                ui,
                 "the online store for the new day",
                 lambda: _materialized(instance, "online_user_features", NEW_DAY),
                 420,
-                ui,
             )
             # Follow-ups may still be under way (dim_users after the day's activity, the documents lane).
-            _until("the runs to finish", lambda: all(r.is_finished for r in instance.get_runs()), 300, ui)
+            until(ui, "the runs to finish", lambda: all(r.is_finished for r in instance.get_runs()), 300)
             runs = [run for run in instance.get_runs() if run.run_id not in by_hand]
             assert runs and all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs), [
                 (r.run_id, r.status) for r in runs
@@ -169,7 +157,7 @@ def test_a_landing_file_flows_to_the_online_store_and_a_bad_one_is_stopped_with_
             # --- a bad file lands for the same day ----------------------------------------------------------
             before = {asset: len(_materialized(instance, asset, NEW_DAY)) for asset in DOWNSTREAM}
             _bad_file(settings.landing / "events" / NEW_DAY.isoformat() / "partner_fix.csv", rows=900)
-            _until("an alert", lambda: hook.received, 300, ui)
+            until(ui, "an alert", lambda: hook.received, 300)
             alert = next(a for a in hook.received if a.get("check_name") == QUARANTINE_RATE_CHECK)
             assert alert["asset_key"] == "validated_events" and alert["partition"] == NEW_DAY.isoformat()
             assert alert["severity"] == "ERROR" and alert["metadata"]["blocking"] is True
