@@ -70,15 +70,15 @@ class DayChecks:
     def __init__(self, context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext):
         self._context = context
         self._checked = context if isinstance(context, dg.AssetCheckExecutionContext) else context.assets_def
-        self._latest: dict[dg.AssetKey, dict[str, dg.EventLogRecord]] = {}
+        self._latest: dict[dg.AssetKey, dict[str, dg.EventLogRecord | None]] = {}
 
     def _materialization(self, asset_key: dg.AssetKey, partition: str) -> dg.EventLogRecord | None:
         if asset_key not in self._latest:
             self._latest[asset_key] = self._fetch(asset_key, self._context.partition_keys)
         latest = self._latest[asset_key]
-        if partition not in latest:  # not materialized by this run: its newest record may be older
-            latest.update(self._fetch(asset_key, [partition]))
-        return latest.get(partition)
+        if partition not in latest:  # not materialized by this run: its newest record may be older, or none
+            latest[partition] = self._fetch(asset_key, [partition]).get(partition)
+        return latest[partition]
 
     def _fetch(self, asset_key: dg.AssetKey, partitions: list[str]) -> dict[str, dg.EventLogRecord]:
         records = self._context.instance.fetch_materializations(
