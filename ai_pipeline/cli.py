@@ -28,7 +28,7 @@ class DayOutcome:
     rows: dict[str, dict[str, int]] = field(default_factory=dict)  # entity -> in/valid/quarantined
     feature_rows: int | None = None
     checks_passed: int = 0
-    checks_failed: list[str] = field(default_factory=list)
+    checks_failed: list[str] = field(default_factory=list)  # "asset:check (SEVERITY): description"
 
 
 def _default_range(days: int) -> tuple[date, date]:
@@ -44,44 +44,48 @@ def _use_instance(settings: Settings):
 
 
 def run_days(settings: Settings, start: date, end: date) -> list[DayOutcome]:
-    """One run of the daily job per partition, recorded in the configured Dagster instance."""
+    """The daily job over `start..end` as one run of a partition range, as a backfill runs it: every source of every
+    day is read before any day is validated, so rows that arrived on another day of the range reach their own.
+    Recorded in the configured Dagster instance; one outcome per day, from the checks' per-day results."""
     from ai_pipeline.defs import DAILY_JOB, build_defs
+    from ai_pipeline.defs.features import ROWS_CHECK
+    from ai_pipeline.defs.ingest.checks import CONSERVATION_CHECK
 
     instance = _use_instance(settings)
     job = build_defs(settings).resolve_job_def(DAILY_JOB)
-    outcomes = []
-    day = start
-    while day <= end:
-        log = settings.home / "logs" / f"{DAILY_JOB}-{day}.log"
-        log.parent.mkdir(parents=True, exist_ok=True)
-        print(f"Running {DAILY_JOB} for {day} (dbt output: {log})", flush=True)
-        # dagster-dbt echoes dbt's events to stdout; they go to the day's log file instead of the terminal.
-        with log.open("w") as out, contextlib.redirect_stdout(out):
-            result = job.execute_in_process(
-                partition_key=day.isoformat(), instance=instance, run_config=QUIET, raise_on_error=False
+    log = settings.home / "logs" / f"{DAILY_JOB}-{start}-{end}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    print(f"Running {DAILY_JOB} for {start}..{end} (dbt output: {log})", flush=True)
+    tags = {
+        "dagster/asset_partition_range_start": start.isoformat(),
+        "dagster/asset_partition_range_end": end.isoformat(),
+    }
+    # dagster-dbt echoes dbt's events to stdout; they go to the run's log file instead of the terminal.
+    with log.open("w") as out, contextlib.redirect_stdout(out):
+        result = job.execute_in_process(tags=tags, instance=instance, run_config=QUIET, raise_on_error=False)
+    days = [start + timedelta(days=n) for n in range((end - start).days + 1)]
+    outcomes = {day.isoformat(): DayOutcome(day.isoformat(), result.success) for day in days}
+    for evaluation in result.get_asset_check_evaluations():
+        outcome = outcomes.get(evaluation.partition)
+        if outcome is None:
+            continue
+        name, meta = evaluation.asset_key.path[-1], evaluation.metadata
+        if evaluation.check_name == CONSERVATION_CHECK and name.startswith("validated_"):
+            outcome.rows[name.removeprefix("validated_")] = {
+                "in": meta["rows_in"].value,
+                "valid": meta["rows_valid"].value,
+                "quarantined": meta["rows_quarantined"].value,
+            }
+        if evaluation.check_name == ROWS_CHECK:
+            outcome.feature_rows = meta["rows"].value
+        if evaluation.passed:
+            outcome.checks_passed += 1
+        else:
+            outcome.checks_failed.append(
+                f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name} ({evaluation.severity.value}): "
+                f"{evaluation.description}"
             )
-        outcome = DayOutcome(day.isoformat(), result.success)
-        for event in result.get_asset_materialization_events():
-            materialization = event.materialization
-            name, meta = materialization.asset_key.path[-1], materialization.metadata
-            if name.startswith("validated_") and "rows_in" in meta:
-                outcome.rows[name.removeprefix("validated_")] = {
-                    "in": meta["rows_in"].value,
-                    "valid": meta["dagster/row_count"].value,
-                    "quarantined": meta["rows_quarantined"].value,
-                }
-            if name == "user_window_features":
-                outcome.feature_rows = meta["dagster/row_count"].value
-        for evaluation in result.get_asset_check_evaluations():
-            if evaluation.passed:
-                outcome.checks_passed += 1
-            else:
-                outcome.checks_failed.append(
-                    f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name} ({evaluation.severity.value})"
-                )
-        outcomes.append(outcome)
-        day += timedelta(days=1)
-    return outcomes
+    return list(outcomes.values())
 
 
 @dataclass
@@ -135,10 +139,14 @@ def print_collections(outcomes: list[CollectionOutcome]) -> None:
 
 
 def print_search(settings: Settings, question: str, collection: str, k: int) -> int:
+    from ai_pipeline.lib import vector_store
     from ai_pipeline.lib.embedding import Embedder
-    from ai_pipeline.lib.vector_store import query
 
-    hits = query(settings.vector_collection(collection), Embedder().embed_query(question), k=k)
+    names = [source.name for source in settings.doc_sources]
+    if collection not in names:
+        print(f"error: no document collection {collection!r}; configured: {', '.join(names)}", file=sys.stderr)
+        return 2
+    hits = vector_store.query(settings.vector_collection(collection), Embedder().embed_query(question), k=k)
     print(f"{question}  ({collection}, top {k})")
     for hit in hits:
         text = " ".join(hit.document.split())
@@ -163,11 +171,11 @@ def print_summary(settings: Settings, outcomes: list[DayOutcome]) -> None:
         checks = f"{o.checks_passed} passed, {len(o.checks_failed)} failed"
         features = "-" if o.feature_rows is None else str(o.feature_rows)
         print(f"{o.day:<12} {status:<8} {cells[0]:<24} {cells[1]:<22} {features:<9} {checks}")
-    failed = sorted({name for o in outcomes for name in o.checks_failed})
+    failed = [(o.day, name) for o in outcomes for name in o.checks_failed]
     if failed:
-        print("\nFailed checks (see the asset-check view in the UI for the metadata that explains them):")
-        for name in failed:
-            print(f"  - {name}")
+        print("\nFailed checks (the asset's Checks tab in the UI holds the metadata that explains them):")
+        for day, name in failed:
+            print(f"  - {day} {name}")
     print(
         f"\nData root:      {settings.home}"
         f"\nLanding zone:   {settings.landing}"
@@ -240,6 +248,13 @@ def serve_metrics(settings: Settings, host: str, port: int) -> int:
     return 0
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ai-pipeline", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -261,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     search = sub.add_parser("search", help="ask a document collection; prints ranked chunks")
     search.add_argument("question")
     search.add_argument("--collection", default="project_docs")
-    search.add_argument("--k", type=int, default=5)
+    search.add_argument("--k", type=_positive, default=5, help="how many chunks to print (1 or more)")
     lookup = sub.add_parser("features", help="print users' features from the online store")
     lookup.add_argument("user_ids", nargs="+")
     training = sub.add_parser(

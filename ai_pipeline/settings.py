@@ -77,6 +77,10 @@ class Settings:
     alert_timeout_s: float = 10.0
     # The Dagster UI, for links in alerts.
     ui_url: str = "http://127.0.0.1:3000"
+    # Landing files: how long a file must stay unchanged before it is read (unless its folder holds `_SUCCESS`),
+    # and the most bytes one file may hold once decompressed.
+    landing_settle_s: float = 30.0
+    max_file_bytes: int = 1 << 30
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -97,6 +101,8 @@ class Settings:
             alert_webhook_url=env.get("AI_PIPELINE_ALERT_WEBHOOK_URL") or None,
             alert_timeout_s=float(env.get("AI_PIPELINE_ALERT_TIMEOUT_S") or 10.0),
             ui_url=env.get("AI_PIPELINE_UI_URL") or "http://127.0.0.1:3000",
+            landing_settle_s=float(env.get("AI_PIPELINE_LANDING_SETTLE_S") or 30.0),
+            max_file_bytes=int(float(env.get("AI_PIPELINE_MAX_FILE_MB") or 1024) * (1 << 20)),
         )
 
     def __post_init__(self):

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pydantic import BaseModel
 
 from ai_pipeline.lib.contracts import Event, User
+from ai_pipeline.lib.formats import ReadOptions
 from ai_pipeline.lib.mappings import ONLINE_RETAIL
 from ai_pipeline.lib.raw import SourceMapping
 
@@ -20,6 +21,8 @@ class LandingSource:
     model: type[BaseModel]
     description: str
     mapping: SourceMapping | None = None
+    lateness_days: int = 7  # rows up to this many days older than their arrival day still reach their own day
+    read_options: ReadOptions = field(default_factory=ReadOptions)
 
 
 LANDING_SOURCES = (

@@ -168,6 +168,7 @@ def _settings(tmp_path: Path) -> Settings:
         start_date=DAY,
         ops_dsn=f"host=127.0.0.1 port={closed_port()} dbname=ops user=ops connect_timeout=5",
         ui_url=UI,
+        landing_settle_s=0,
     )
 
 

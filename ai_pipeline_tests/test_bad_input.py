@@ -145,7 +145,9 @@ def corpus_result(tmp_path_factory):
     outside = root.parent / "outside.csv"
     outside.write_bytes(HEADER + good("z1"))
     (folder / "17_link.csv").symlink_to(outside)
-    read = read_landing_day(root, "events", DAY, Event, source="landing_events", ingested_at=datetime.now(UTC))
+    read = read_landing_day(
+        root, "events", DAY, Event, source="landing_events", ingested_at=datetime.now(UTC), settle_seconds=0
+    )
     return read, validate(read.raw, Event, partition_day=DAY, unique_key="event_id")
 
 
@@ -176,11 +178,13 @@ def test_conservation_and_counts(corpus_result):
 
 def test_input_level_issues_are_reported(corpus_result):
     read, _ = corpus_result
-    issues = "\n".join(read.issues)
-    assert "14_empty.csv: empty file" in issues
-    assert "15_header_only.csv: header only, no rows" in issues
-    assert "notes.txt: unsupported file type" in issues
-    assert "17_link.csv: refused, it points outside the landing root" in issues
+    notes = "\n".join(read.notes)
+    assert "14_empty.csv: empty file" in notes
+    assert "15_header_only.csv: header only, no rows" in notes
+    refused = {Path(f.uri).name: f.reason for f in read.refused}
+    assert refused.keys() == {"notes.txt", "17_link.csv"}
+    assert refused["notes.txt"].startswith("unsupported file type")
+    assert refused["17_link.csv"] == "a link that leads outside the landing root"
 
 
 def test_schema_errors_name_expected_and_found_columns(corpus_result):

@@ -78,6 +78,8 @@ def test_a_landing_file_flows_to_the_online_store_and_a_bad_one_is_stopped_with_
             "AI_PIPELINE_START_DATE": HISTORY.isoformat(),
             "AI_PIPELINE_INSTANCE": "postgres",
             "AI_PIPELINE_ALERT_WEBHOOK_URL": hook.url,
+            # The test writes its bad file in one go: a second of stillness is enough to call it written.
+            "AI_PIPELINE_LANDING_SETTLE_S": "1",
         }
         for key, value in env.items():
             monkeypatch.setenv(key, value)

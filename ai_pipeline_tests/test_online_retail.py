@@ -27,7 +27,14 @@ def retail(shared_data, tmp_path_factory):
     with source_file.open(newline="", encoding="utf-8") as f:
         lines = list(csv.DictReader(f))
     read = read_landing_day(
-        root, RETAIL.folder, DAY, Event, source=RETAIL.name, ingested_at=datetime.now(UTC), mapping=RETAIL.mapping
+        root,
+        RETAIL.folder,
+        DAY,
+        Event,
+        source=RETAIL.name,
+        ingested_at=datetime.now(UTC),
+        mapping=RETAIL.mapping,
+        settle_seconds=0,
     )
     return lines, read, validate(read.raw, Event, partition_day=DAY, unique_key="event_id")
 

@@ -60,7 +60,7 @@ def test_runs_succeed_and_every_check_is_recorded_per_partition(pipeline):
     )
     assert explained.passed
     reason_counts = explained.metadata["reasons_by_field_and_rule"].value
-    assert sum(reason_counts.values()) >= 12 and "event_time:partition" in reason_counts
+    assert sum(reason_counts.values()) >= 12 and "event_time:too_late" in reason_counts
     assert any(name.startswith("not_null") or "unique" in name for _, name in names)  # dbt tests
     assert {e.partition for e in evaluations} == {DAY.isoformat()}
     blocking_failures = [

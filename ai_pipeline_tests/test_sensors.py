@@ -69,24 +69,26 @@ def test_scan_fingerprints_days_from_stat_and_reports_what_is_not_a_day(tmp_path
     _write(root / "events" / "20240106" / "d.csv")
     _write(root / "events" / "loose.csv")
     (root / "events" / "2024-01-07").mkdir()
-    scan = landing.scan_landing(root, "events")
-    assert list(scan.fingerprints) == [date(2024, 1, 5)] and scan.files == {date(2024, 1, 5): 2}
+    scan = landing.scan_landing(root, "events", settle_seconds=0)
+    # A refused file is part of the day's state: reading the day is what fails its file check, loudly.
+    assert list(scan.fingerprints) == [date(2024, 1, 5)] and scan.files == {date(2024, 1, 5): 3}
     assert sorted(scan.issues) == [
-        "events/2024-01-05/notes.txt: unsupported file type, expected one of ['.csv', '.jsonl', '.parquet']",
+        "events/2024-01-05/notes.txt: refused, unsupported file type, expected one of ['.csv', '.json', '.jsonl', "
+        "'.ndjson', '.parquet', '.pq', '.tsv'] (optionally compressed)",
         "events/2024-02-30: not a day folder; files are read from events/YYYY-MM-DD/",
         "events/20240106: not a day folder; files are read from events/YYYY-MM-DD/",
         "events/loose.csv: not a day folder; files are read from events/YYYY-MM-DD/",
     ]
     before = scan.fingerprints[date(2024, 1, 5)]
-    assert landing.scan_landing(root, "events").fingerprints[date(2024, 1, 5)] == before
+    assert landing.scan_landing(root, "events", settle_seconds=0).fingerprints[date(2024, 1, 5)] == before
     stat = a.stat()
-    os.utime(a, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))  # touched, same content
-    assert landing.scan_landing(root, "events").fingerprints[date(2024, 1, 5)] != before
+    os.utime(a, ns=(stat.st_atime_ns, stat.st_mtime_ns - 1_000_000_000))  # touched, same content
+    assert landing.scan_landing(root, "events", settle_seconds=0).fingerprints[date(2024, 1, 5)] != before
     assert landing.scan_landing(root, "missing") == landing.LandingScan({}, {}, [])
 
 
 def test_landing_sensor_requests_each_state_of_a_day_once_and_reports_other_days(tmp_path, instance):
-    settings = Settings(home=tmp_path, start_date=START)
+    settings = Settings(home=tmp_path, start_date=START, landing_settle_s=0)
     events = settings.landing / "events"
     _write(events / "2024-01-05" / "a.csv")
     _write(events / "2024-01-05" / "b.csv")
@@ -99,7 +101,7 @@ def test_landing_sensor_requests_each_state_of_a_day_once_and_reports_other_days
     assert defs.resolve_sensor_def("landing_events_files").default_status == dg.DefaultSensorStatus.RUNNING
 
     first = _tick(defs, "landing_events_files", instance, None)
-    fingerprints = landing.scan_landing(settings.landing, "events").fingerprints
+    fingerprints = landing.scan_landing(settings.landing, "events", settle_seconds=0).fingerprints
     assert _requests(first) == {
         "2024-01-05": f"landing_events:2024-01-05:{fingerprints[date(2024, 1, 5)]}",
         "2024-01-06": f"landing_events:2024-01-06:{fingerprints[date(2024, 1, 6)]}",
@@ -136,8 +138,32 @@ def test_landing_sensor_requests_each_state_of_a_day_once_and_reports_other_days
     )
 
 
+def test_landing_sensor_waits_for_files_still_being_written(tmp_path, instance):
+    settings = Settings(home=tmp_path, start_date=START, landing_settle_s=30)
+    day = settings.landing / "events" / "2024-01-05"
+    growing = _write(day / "a.csv")
+    _write(day / "b.csv")
+    old = datetime.now(UTC).timestamp() - 60
+    os.utime(day / "b.csv", (old, old))
+    defs = build_defs(settings)
+    waiting = _tick(defs, "landing_events_files", instance, None)
+    assert waiting.run_requests == []
+    assert waiting.skip_reason.skip_message == (
+        "events/2024-01-05: waiting for 1 file(s) still being written to stay unchanged for 30 s "
+        "(or a _SUCCESS marker): events/2024-01-05/a.csv"
+    )
+    os.utime(growing, (old, old))  # unchanged for a minute now
+    settled = _tick(defs, "landing_events_files", instance, waiting.cursor)
+    assert list(_requests(settled)) == ["2024-01-05"]
+    # A writer that closes the day with the completion marker is read at once.
+    _write(settings.landing / "events" / "2024-01-06" / "a.csv")
+    _write(settings.landing / "events" / "2024-01-06" / "_SUCCESS", "")
+    closed = _tick(defs, "landing_events_files", instance, settled.cursor)
+    assert list(_requests(closed)) == ["2024-01-06"]
+
+
 def test_landing_request_runs_the_raw_partition_it_names(tmp_path, instance):
-    settings = Settings(home=tmp_path, start_date=START)
+    settings = Settings(home=tmp_path, start_date=START, landing_settle_s=0)
     _write(settings.landing / "events" / "2024-01-05" / "a.csv")
     defs = build_defs(settings)
     [request] = _tick(defs, "landing_events_files", instance, None).run_requests

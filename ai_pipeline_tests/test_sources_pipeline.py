@@ -60,7 +60,9 @@ def test_three_sources_one_partition(tmp_path, pg_dsn, pg_schema):
         return 200, {}, json.dumps(page)
 
     with http_server(respond) as base:
-        settings = Settings(home=tmp_path, ops_dsn=pg_dsn, ops_table=table, api_url=f"{base}/events")
+        settings = Settings(
+            home=tmp_path, ops_dsn=pg_dsn, ops_table=table, api_url=f"{base}/events", landing_settle_s=0
+        )
         partitions = daily_partitions(settings)
         checks = ingest_checks("events", RAW_EVENTS, suites=[], partitions=partitions)
         result = dg.materialize(

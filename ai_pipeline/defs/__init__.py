@@ -44,18 +44,17 @@ def build_defs(settings: Settings) -> dg.Definitions:
     dbt_assets, dbt_resources = build_dbt_assets(settings, partitions)
     # Evaluated hourly on their own (automation conditions), not as part of a day's or a collection's run.
     hourly = [lag_checks(partitions), collection_lag_check(settings)]
+    daily_job = dg.define_asset_job(
+        DAILY_JOB,
+        selection=dg.AssetSelection.all() - dg.AssetSelection.groups(RAG_GROUP) - dg.AssetSelection.checks(*hourly),
+        description="Every daily asset for one day: raw sources, validation, dbt marts, features, the online "
+        "store, and their checks.",
+    )
     defs = dg.Definitions(
         assets=[*assets, dbt_assets, *feature_assets(settings, partitions), *rag_assets(settings)],
         asset_checks=[*checks, rag_checks(settings), *hourly],
         jobs=[
-            dg.define_asset_job(
-                DAILY_JOB,
-                selection=dg.AssetSelection.all()
-                - dg.AssetSelection.groups(RAG_GROUP)
-                - dg.AssetSelection.checks(*hourly),
-                description="Every daily asset for one day: raw sources, validation, dbt marts, features, the online "
-                "store, and their checks.",
-            ),
+            daily_job,
             dg.define_asset_job(
                 DOCUMENTS_JOB,
                 selection=dg.AssetSelection.groups(RAG_GROUP) - dg.AssetSelection.checks(*hourly),
@@ -63,7 +62,11 @@ def build_defs(settings: Settings) -> dg.Definitions:
                 "its checks (the retrieval gate included).",
             ),
         ],
-        sensors=[documents_sensor(settings), *automation_sensors(RAG_GROUP), *pipeline_sensors(settings, partitions)],
+        sensors=[
+            documents_sensor(settings),
+            *automation_sensors(RAG_GROUP),
+            *pipeline_sensors(settings, partitions, daily_job),
+        ],
         resources={**warehouse_resources(settings), **dbt_resources},
         # A run's steps run one after another in the run's process: every step that writes the warehouse takes
         # the single `duckdb_warehouse` slot anyway, and a process per step would cost seconds of start-up each.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 from datetime import date
 
 import dagster as dg
@@ -61,16 +62,17 @@ class DayChecks:
     one-partition run.
 
     Dagster 1.13 gives an `AssetCheckResult` of a range run no partition; an evaluation names its day, its
-    blocking flag (a failed blocking ERROR still fails the step) and the day's materialization it judged. The
-    check outputs are then not emitted, so the ops yielding these are subsettable (their check outputs optional).
-    An asset's materializations are looked up once for all the run's days, on its first check: call `evaluation`
-    after the asset's output is yielded.
+    blocking flag (a failed blocking ERROR still fails the step) and the day's materialization it judged. With the
+    first evaluation of each check, its step output is emitted too (as `AssetCheckResult` does), so that blocking
+    checks gate the steps after them in the run. An asset's materializations are looked up once for all the run's
+    days, on its first check: call `results` after the asset's output is yielded.
     """
 
     def __init__(self, context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext):
         self._context = context
         self._checked = context if isinstance(context, dg.AssetCheckExecutionContext) else context.assets_def
         self._latest: dict[dg.AssetKey, dict[str, dg.EventLogRecord | None]] = {}
+        self._emitted: set[dg.AssetCheckKey] = set()
 
     def _materialization(self, asset_key: dg.AssetKey, partition: str) -> dg.EventLogRecord | None:
         if asset_key not in self._latest:
@@ -89,7 +91,7 @@ class DayChecks:
             latest.setdefault(record.partition_key, record)
         return latest
 
-    def evaluation(
+    def results(
         self,
         day: date,
         verdict: Verdict,
@@ -97,11 +99,15 @@ class DayChecks:
         *,
         asset_key: str | dg.AssetKey,
         check_name: str,
-    ) -> dg.AssetCheckEvaluation:
+    ) -> Iterator[dg.Output | dg.AssetCheckEvaluation]:
+        """The day's evaluation of the check, preceded on the check's first day by its (empty) step output."""
         key = dg.AssetCheckKey(dg.AssetKey.from_coercible(asset_key), check_name)
         spec = next(s for s in self._checked.check_specs if s.key == key)
+        if key not in self._emitted and key in self._context.selected_asset_check_keys:
+            self._emitted.add(key)
+            yield dg.Output(None, output_name=spec.get_python_identifier())
         latest = self._materialization(key.asset_key, day.isoformat())
-        return dg.AssetCheckEvaluation(
+        yield dg.AssetCheckEvaluation(
             asset_key=key.asset_key,
             check_name=check_name,
             passed=verdict.passed,

@@ -105,7 +105,7 @@ def aggregates_asset(partitions: dg.DailyPartitionsDefinition) -> dg.AssetsDefin
         )
         per_day = DayChecks(context)
         for day, verdict, metadata in verdicts:
-            yield per_day.evaluation(day, verdict, metadata, asset_key=AGGREGATES, check_name=CONSERVATION_CHECK)
+            yield from per_day.results(day, verdict, metadata, asset_key=AGGREGATES, check_name=CONSERVATION_CHECK)
 
     return _aggregates
 
@@ -193,7 +193,7 @@ def state_asset(settings: Settings, partitions: dg.DailyPartitionsDefinition) ->
             return
         per_day = DayChecks(context)
         for day, verdict, metadata in checks:
-            yield per_day.evaluation(day, verdict, metadata, asset_key=STATE, check_name=STATE_CHECK)
+            yield from per_day.results(day, verdict, metadata, asset_key=STATE, check_name=STATE_CHECK)
 
     return _state
 
@@ -337,7 +337,7 @@ def windows_asset(settings: Settings, partitions: dg.DailyPartitionsDefinition) 
         )
         per_day = DayChecks(context)
         for day, name, verdict, metadata in checks:
-            yield per_day.evaluation(day, verdict, metadata, asset_key=WINDOWS, check_name=name)
+            yield from per_day.results(day, verdict, metadata, asset_key=WINDOWS, check_name=name)
 
     return _windows
 
@@ -400,7 +400,7 @@ def online_asset(settings: Settings, partitions: dg.DailyPartitionsDefinition) -
         per_day = DayChecks(context)
         # The store holds one day: what it is judged against is the same for every day of the run.
         for day in days:
-            yield per_day.evaluation(
+            yield from per_day.results(
                 day,
                 verdict,
                 {"online_rows": online.height, "offline_rows": offline.height},

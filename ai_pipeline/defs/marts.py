@@ -154,7 +154,7 @@ def build_dbt_assets(
             # A dbt test ran once over the window: its verdict stands for each day of it.
             verdict = Verdict(event.passed, event.severity.value, event.description or "")
             for day in days:
-                yield per_day.evaluation(
+                yield from per_day.results(
                     day, verdict, event.metadata, asset_key=event.asset_key, check_name=event.check_name
                 )
 

@@ -20,11 +20,13 @@ from typing import Any
 
 import dagster as dg
 
+from ai_pipeline.defs.ingest.assets import RAW_GROUP, ROUTED_DAYS
 from ai_pipeline.lib import alerts, landing, ops_db
 from ai_pipeline.settings import Settings
 from ai_pipeline.sources import LANDING_SOURCES, LandingSource
 
 OPERATIONAL_SENSOR = "operational_events_rows"
+LATE_ROWS_SENSOR = "late_rows"
 ALERTS_SENSOR = "failure_alerts"
 # Finished runs examined per alerting tick; the rest wait for the next tick (the cursor says where it stopped).
 ALERT_BATCH = 25
@@ -59,6 +61,8 @@ def landing_files_sensor(
 ) -> dg.SensorDefinition:
     """One run per state of a day's files: the cursor holds each requested day's fingerprint (paths, sizes and
     modification times, no content read), and the run key carries it, so a repeated tick requests nothing.
+    A day with a file modified less than the settle interval ago waits (the tick says for which files) until its
+    files stop changing, or the day folder holds the completion marker.
 
     A day whose files were all removed is reported and not re-run: a re-read of nothing would erase the day's raw
     rows (an archiving job that moves landed files away must not do that). Run the partition by hand to clear it.
@@ -76,9 +80,16 @@ def landing_files_sensor(
     )
     def _sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         known: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
-        scan = landing.scan_landing(settings.landing, source.folder)
+        scan = landing.scan_landing(settings.landing, source.folder, settle_seconds=settings.landing_settle_s)
         today = datetime.now(UTC).date()
         requests, cursor, notes = [], {}, list(scan.issues)
+        for day, files in scan.waiting.items():
+            if day.isoformat() in known:
+                cursor[day.isoformat()] = known[day.isoformat()]  # keep the day's last requested state meanwhile
+            notes.append(
+                f"{source.folder}/{day}: waiting for {len(files)} file(s) still being written to stay unchanged for "
+                f"{settings.landing_settle_s:g} s (or a {landing.COMPLETION_MARKER} marker): {', '.join(files)}"
+            )
         for day, state in scan.fingerprints.items():
             key = day.isoformat()
             status, why = day_status(partitions, day, today)
@@ -89,7 +100,7 @@ def landing_files_sensor(
             if known.get(key) != state:
                 context.log.info(f"{source.folder}/{key}: {scan.files[day]} files in state {state}, requesting {key}")
                 requests.append(dg.RunRequest(partition_key=key, run_key=f"{source.name}:{key}:{state}"))
-        for key in sorted(set(known) - {d.isoformat() for d in scan.fingerprints}):
+        for key in sorted(set(known) - {d.isoformat() for d in [*scan.fingerprints, *scan.waiting]}):
             notes.append(
                 f"{source.folder}/{key}: no files left; not re-run (a re-run would erase the day's raw rows), "
                 "run the partition by hand if that is intended"
@@ -156,6 +167,68 @@ def operational_rows_sensor(settings: Settings, partitions: dg.TimeWindowPartiti
             skip_reason=None
             if requests
             else _skip_reason(notes, f"no rows beyond watermark {new.watermark} in {settings.ops_table}"),
+        )
+
+    return _sensor
+
+
+def late_rows_sensor(
+    job: dg.UnresolvedAssetJobDefinition, partitions: dg.TimeWindowPartitionsDefinition
+) -> dg.SensorDefinition:
+    """Rows that arrived after their day was validated re-validate it, and everything below it, without a click.
+
+    Each raw materialization names the validated days (other than its own) whose input it changed (`routed_days`:
+    late rows, rows of a bulk export, rows a rewritten file no longer holds). For every batch of such
+    materializations, one range run of the daily job below the raw group (validated tables, marts, features, the
+    online store) goes from the earliest touched day to the newest day validated so far: the feature state is
+    cumulative, so every later day changes too. Days that are not partitions yet (today) are left to their own run.
+    Cursor: the storage id of the newest raw materialization seen; the first tick starts from the present.
+    """
+    raw = dg.AssetSelection.groups(RAW_GROUP)
+
+    @dg.sensor(
+        name=LATE_ROWS_SENSOR,
+        job=job,
+        minimum_interval_seconds=30,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Raw rows that belong to a day already validated (late rows, bulk exports) re-run that day's "
+        "validation, marts and features, and every later day's features, as one range run.",
+    )
+    def _sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        graph = context.repository_def.asset_graph
+        records = []
+        after = int(context.cursor) if context.cursor else None
+        for key in sorted(raw.resolve(graph)):
+            filters = dg.AssetRecordsFilter(asset_key=key, after_storage_id=after)
+            if after is None:
+                latest = context.instance.fetch_materializations(filters, limit=1).records
+                records.extend(latest)
+                continue
+            records.extend(context.instance.fetch_materializations(filters, limit=1000).records)
+        if not records:
+            return dg.SensorResult(cursor=context.cursor, skip_reason="no new raw materializations")
+        newest_seen = str(max(r.storage_id for r in records))
+        if after is None:
+            return dg.SensorResult(cursor=newest_seen, skip_reason="started: watching raw materializations from now")
+        touched = set()
+        for record in records:
+            value = record.asset_materialization.metadata.get(ROUTED_DAYS)
+            touched.update(value.value if value is not None else [])
+        days = sorted(d for d in touched if partitions.has_partition_key(d))
+        if not days:
+            return dg.SensorResult(cursor=newest_seen, skip_reason=f"{len(records)} raw materializations, no late rows")
+        validated = context.instance.get_materialized_partitions(dg.AssetKey("validated_events"))
+        end = max([days[-1], *[d for d in validated if partitions.has_partition_key(d)]])
+        context.log.info(f"late rows for {', '.join(days)}: re-running {days[0]}..{end}")
+        return dg.SensorResult(
+            run_requests=[
+                dg.RunRequest(
+                    run_key=f"{LATE_ROWS_SENSOR}:{days[0]}:{end}:{newest_seen}",
+                    asset_selection=sorted((job.selection - raw).resolve(graph)),
+                    tags={"dagster/asset_partition_range_start": days[0], "dagster/asset_partition_range_end": end},
+                )
+            ],
+            cursor=newest_seen,
         )
 
     return _sensor
@@ -326,10 +399,13 @@ def _alert_result(after: int | None, delivered: Iterable[str], reason: str) -> d
     return dg.SensorResult(cursor=json.dumps({"after": after, "delivered": sorted(delivered)}), skip_reason=reason)
 
 
-def pipeline_sensors(settings: Settings, partitions: dg.TimeWindowPartitionsDefinition) -> list[dg.SensorDefinition]:
-    """The raw-data sensors and the alerting sensor (the document sensor is built with the RAG assets)."""
+def pipeline_sensors(
+    settings: Settings, partitions: dg.TimeWindowPartitionsDefinition, daily_job: dg.UnresolvedAssetJobDefinition
+) -> list[dg.SensorDefinition]:
+    """The raw-data sensors, late rows and the alerting sensor (the document sensor is built with the RAG assets)."""
     return [
         *(landing_files_sensor(source, settings, partitions) for source in LANDING_SOURCES),
         operational_rows_sensor(settings, partitions),
+        late_rows_sensor(daily_job, partitions),
         failure_alerts_sensor(settings),
     ]

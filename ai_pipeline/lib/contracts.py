@@ -104,6 +104,15 @@ def within_partition(value: datetime | None, info: ValidationInfo) -> datetime |
     return value
 
 
+# Why a row is validated in its arrival day rather than its own (`lib.routing`): rule -> message, where `{arrival}`
+# is the day the row arrived on. The partition rule gives way to these on routed rows.
+ROUTING_RULES = {
+    "too_late": "too late: arrived on {arrival}, more than the source's lateness after its own day",
+    "before_start": "its day is before the first partition (AI_PIPELINE_START_DATE): no partition holds it",
+    "future": "dated after the moment it was read (arrived on {arrival})",
+}
+
+
 Identifier = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=ID_PATTERN)]
 Label = Annotated[str, StringConstraints(max_length=64, pattern=CATEGORY_PATTERN)]
 EventTime = Annotated[

@@ -1,132 +1,191 @@
-"""Landing files: `<root>/<folder>/<YYYY-MM-DD>/*.csv|*.jsonl|*.parquet` -> raw frames.
+"""Landing files: `<root>/<folder>/<YYYY-MM-DD>/...` -> raw frames, with an account of every file.
 
-Every line of every file becomes a raw row or an input-level issue in the file's report; nothing is dropped
-silently. Undecodable bytes, ragged CSV lines and broken JSON lines become rows with a read error that
-names the file and line. Files outside the configured root (symlinks) are refused.
+What a day folder holds, and what becomes of it:
+- **data files**: `.csv`, `.tsv`, `.jsonl`/`.ndjson`, `.json` (an array, or JSON Lines), `.parquet`/`.pq`, suffixes
+  in any case, optionally compressed (`lib.formats` recognizes compression by content, whatever the name);
+- **directories** (`events.csv/part-00000.csv`, as Spark writes them): one dataset, every data file inside read,
+  each reported under its own path; a part file without a known suffix takes the directory's;
+- **ignored**, by the Hadoop convention, and listed in the report: names starting with `.` or `_` (hidden files,
+  `_SUCCESS`, checksum files);
+- **refused**, each with its reason, which fails the source's file check: unsupported or temporary files
+  (`.tmp`, `.part`, ...), links leading outside the landing root or nowhere, special files, files over the size
+  limit, archives, undecodable content, files still being written (modified less than `settle_seconds` ago, unless
+  the folder holds the completion marker `_SUCCESS`) and files that changed while being read.
+
+Every record of a read file becomes a raw row (a broken one with its read error), and the file's report carries the
+independent record count it must add up to (`FileReport.unaccounted == 0`).
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import io
 import json
 import re
-from dataclasses import dataclass
-from datetime import date, datetime
-from decimal import Decimal
+import stat
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import polars as pl
 from pydantic import BaseModel
 
+from ai_pipeline.lib import formats
 from ai_pipeline.lib.contracts import field_aliases
-from ai_pipeline.lib.raw import SchemaReport, SourceMapping, empty_raw, text_value, to_raw
+from ai_pipeline.lib.formats import ReadOptions, Records, Refused
+from ai_pipeline.lib.raw import SchemaReport, SourceMapping, empty_raw, to_raw
 from ai_pipeline.lib.validation import compile_contract
 
-SUPPORTED_SUFFIXES = (".csv", ".jsonl", ".parquet")
-# Huge values must reach the contract (which rejects them with a reason), not crash the reader.
-csv.field_size_limit(64 * 1024 * 1024)
+FORMATS = {
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "json",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
+COMPRESSION_SUFFIXES = {".gz", ".gzip", ".bz2", ".xz", ".zst", ".zstd"}
+TEMPORARY_SUFFIXES = {".tmp", ".temp", ".part", ".partial", ".crdownload", ".filepart", ".download", ".swp"}
+COMPLETION_MARKER = "_SUCCESS"
+DEFAULT_SETTLE_SECONDS = 30.0
+
+
+def format_of(name: str, default: str | None = None) -> str | None:
+    """The data format a file name announces (compression suffixes aside), or `default`."""
+    suffixes = [s.lower() for s in Path(name).suffixes]
+    while suffixes and suffixes[-1] in COMPRESSION_SUFFIXES:
+        suffixes.pop()
+    return FORMATS.get(suffixes[-1], default) if suffixes else default
 
 
 @dataclass(frozen=True)
-class FileRows:
-    """One file read as strings: the columns as found, plus per-row lineage and read errors."""
-
-    frame: pl.DataFrame
-    offsets: list[int]
-    read_errors: list[str | None]
-    raw_json: list[str]
-    type_changes: list[str]
-    issue: str | None = None
+class Candidate:
+    path: Path
+    uri: str
+    format: str
 
 
-def _printable(value: str) -> str:
-    """Undecodable bytes (kept as surrogates) shown as \\xNN so they can be stored and read."""
-    return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+@dataclass
+class DayEntries:
+    """What a day folder holds, from names and stat alone (no file is read)."""
+
+    candidates: list[Candidate] = field(default_factory=list)
+    refused: list[tuple[str, str]] = field(default_factory=list)  # (uri, reason)
+    ignored: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    complete: bool = False  # the completion marker is there
 
 
-def _has_undecodable(value: str) -> bool:
-    return any("\udc80" <= ch <= "\udcff" for ch in value)
-
-
-def _unique_header(header: list[str]) -> list[str]:
-    seen: dict[str, int] = {}
-    names = []
-    for raw_name in header:
-        name = _printable(raw_name.strip()) or "_unnamed"
-        seen[name] = seen.get(name, 0) + 1
-        names.append(name if seen[name] == 1 else f"{name}__{seen[name]}")
-    return names
-
-
-def read_csv_rows(path: Path, uri: str) -> FileRows:
-    data = path.read_bytes()
-    text = data.decode("utf-8", "surrogateescape").removeprefix("\ufeff")
-    if not text.strip():
-        return FileRows(pl.DataFrame(), [], [], [], [], issue=f"{uri}: empty file")
-    reader = csv.reader(io.StringIO(text, newline=""))
-    header = _unique_header(next(reader))
-    columns: list[list[str | None]] = [[] for _ in header]
-    offsets, errors, raws = [], [], []
-    line = reader.line_num
+def _walk(root: Path, path: Path, entries: DayEntries, dataset_format: str | None) -> None:
+    """Classifies `path` (a file, a link or a directory) into `entries`."""
+    uri = path.relative_to(root).as_posix()
+    if path.name.startswith((".", "_")):
+        entries.ignored.append(uri)
+        return
+    if path.is_symlink():
+        target = path.resolve()
+        if not target.is_relative_to(root.resolve()):
+            entries.refused.append((uri, "a link that leads outside the landing root"))
+            return
+        if not target.exists():
+            entries.refused.append((uri, "a link that leads nowhere"))
+            return
     try:
-        for fields in reader:
-            start, line = line + 1, reader.line_num
-            if not fields:
-                continue  # a blank line carries no record
-            error = None
-            if len(fields) != len(header):
-                error = f"{uri} line {start}: malformed CSV, expected {len(header)} fields, found {len(fields)}"
-            bad = [header[i] if i < len(header) else f"#{i}" for i, v in enumerate(fields) if _has_undecodable(v)]
-            if bad:
-                error = f"{uri} line {start}: bytes that are not UTF-8 in {bad}"
-            values = [_printable(v) for v in fields]
-            for i, column in enumerate(columns):
-                column.append(values[i] if i < len(values) and not error else None)
-            offsets.append(start)
-            errors.append(error)
-            raws.append(json.dumps(dict(zip(header, values, strict=True)) if len(values) == len(header) else values))
-    except csv.Error as exc:
-        for column in columns:
-            column.append(None)
-        offsets.append(line + 1)
-        errors.append(f"{uri} line {line + 1}: unreadable CSV ({exc}); the rest of the file is not read")
-        raws.append(json.dumps([_printable(text.splitlines()[line])]))
-    frame = pl.DataFrame(dict(zip(header, columns, strict=True)), schema=dict.fromkeys(header, pl.String))
-    issue = f"{uri}: header only, no rows" if not offsets else None
-    return FileRows(frame, offsets, errors, raws, [], issue=issue)
+        mode = path.stat().st_mode
+    except OSError as exc:
+        entries.refused.append((uri, f"cannot be read ({exc.strerror})"))
+        return
+    if stat.S_ISDIR(mode):
+        before = len(entries.candidates) + len(entries.refused)
+        for child in sorted(path.iterdir()):
+            _walk(root, child, entries, format_of(path.name, dataset_format))
+        if len(entries.candidates) + len(entries.refused) == before:
+            entries.notes.append(f"{uri}/: a directory without data files")
+        return
+    if not stat.S_ISREG(mode):
+        entries.refused.append((uri, "not a regular file (a pipe, socket or device)"))
+        return
+    suffix = path.suffix.lower()
+    if suffix in TEMPORARY_SUFFIXES or path.name.endswith("~"):
+        entries.refused.append((uri, "a temporary file: its writer has not finished (or left it behind)"))
+        return
+    kind = format_of(path.name, dataset_format)
+    if kind is None:
+        entries.refused.append(
+            (uri, f"unsupported file type, expected one of {sorted(FORMATS)} (optionally compressed)")
+        )
+        return
+    entries.candidates.append(Candidate(path, uri, kind))
 
 
-def read_jsonl_rows(path: Path, uri: str) -> FileRows:
-    text = path.read_bytes().decode("utf-8", "surrogateescape").removeprefix("\ufeff")
-    records: list[dict[str, str | None]] = []
-    offsets, errors, raws = [], [], []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        error, record = None, {}
-        if _has_undecodable(line):
-            error = f"{uri} line {number}: bytes that are not UTF-8"
-        else:
-            try:
-                parsed = json.loads(line, parse_float=Decimal)
-            except json.JSONDecodeError as exc:
-                error = f"{uri} line {number}: invalid JSON ({exc.msg} at column {exc.colno})"
-            else:
-                if isinstance(parsed, dict):
-                    record = {str(k): text_value(v) for k, v in parsed.items()}
-                else:
-                    error = f"{uri} line {number}: a JSON {type(parsed).__name__}, not an object"
-        records.append(record)
-        offsets.append(number)
-        errors.append(error)
-        raws.append(_printable(line))
-    if not records:
-        return FileRows(pl.DataFrame(), [], [], [], [], issue=f"{uri}: empty file")
-    names = list(dict.fromkeys(k for record in records for k in record))
-    frame = pl.DataFrame({n: [r.get(n) for r in records] for n in names}, schema=dict.fromkeys(names, pl.String))
-    return FileRows(frame, offsets, errors, raws, [])
+def day_entries(root: Path, folder: str, day: date) -> DayEntries:
+    directory = root / folder / day.isoformat()
+    entries = DayEntries()
+    if not directory.is_dir():
+        return entries
+    entries.complete = (directory / COMPLETION_MARKER).exists()
+    for path in sorted(directory.iterdir()):
+        _walk(root, path, entries, None)
+    return entries
+
+
+def _settling(path: Path, now: datetime, settle_seconds: float) -> float | None:
+    """Seconds since the file was last modified, if that is less than the settle interval."""
+    age = now.timestamp() - path.stat().st_mtime
+    return age if age < settle_seconds else None
+
+
+@dataclass
+class FileReport:
+    """One landing file: how it was read, what it held (counted independently) and what became of it."""
+
+    uri: str
+    status: str  # "read" or "refused"
+    reason: str | None = None  # why it was refused
+    format: str | None = None
+    bytes: int = 0
+    compression: str | None = None
+    encoding: str | None = None
+    lines: int | None = None  # the independent count: physical lines, or the Parquet footer's row count
+    rows: int = 0  # raw rows produced
+    header_lines: int = 0
+    blank_lines: int = 0
+    multiline: list[tuple[int, int]] = field(default_factory=list)  # (first line, lines) of multi-line records
+    resynced: list[int] = field(default_factory=list)  # lines quarantined as an unterminated quoted field
+    unaccounted: int = 0  # independent count minus what the reader accounted for
+    schema: SchemaReport | None = None
+
+    @property
+    def data_lines(self) -> int:
+        """Lines holding records (a record with a quoted line break holds several)."""
+        return (self.lines or 0) - self.header_lines - self.blank_lines
+
+    @property
+    def note(self) -> str | None:
+        if self.status == "read" and self.rows == 0:
+            return f"{self.uri}: empty file" if not self.header_lines else f"{self.uri}: header only, no rows"
+        return None
+
+    def as_dict(self) -> dict:
+        out = {k: v for k, v in self.__dict__.items() if k != "schema"}
+        return {**out, "schema_error": self.schema.error if self.schema else None}
+
+
+@dataclass(frozen=True)
+class LandingRead:
+    raw: pl.DataFrame
+    files: list[FileReport]
+    ignored: list[str]
+    notes: list[str]
+
+    @property
+    def reports(self) -> list[SchemaReport]:
+        return [f.schema for f in self.files if f.schema is not None]
+
+    @property
+    def refused(self) -> list[FileReport]:
+        return [f for f in self.files if f.status == "refused"]
 
 
 _NUMERIC = (pl.Float32, pl.Float64, pl.Int8, pl.Int16, pl.Int32, pl.Int64, pl.UInt8, pl.UInt16, pl.UInt32, pl.UInt64)
@@ -151,120 +210,45 @@ def _kind_of(dtype: pl.DataType) -> str:
     return "number" if dtype in _NUMERIC or isinstance(dtype, pl.Decimal) else dtype.__class__.__name__
 
 
-def read_parquet_rows(path: Path, uri: str, model: type[BaseModel]) -> FileRows:
-    table = pl.read_parquet(path)
+def type_changes(schema: dict[str, pl.DataType], model: type[BaseModel], mapping: SourceMapping | None) -> list[str]:
+    """Typed columns (Parquet) whose type family is not the contract field's. Strings are always acceptable."""
     aliases, kinds = field_aliases(model), _expected_kinds(model)
-    type_changes = []
-    for name, dtype in table.schema.items():
-        field = aliases.get(name)
-        if field is None:
+    renames = mapping.renames if mapping else {}
+    changes = []
+    for name, dtype in schema.items():
+        target = renames.get(name) or aliases.get(name)
+        if target is None or target not in kinds:
             continue
-        found, expected = _kind_of(dtype), kinds[field]
-        # Strings are always acceptable: the contract parses them.
+        found, expected = _kind_of(dtype), kinds[target]
         if found != expected and found != "string":
-            type_changes.append(f"{name}: expected {expected}, found {dtype}")
-    as_text = []
-    for name, dtype in table.schema.items():
-        column = pl.col(name)
-        if isinstance(dtype, pl.Datetime):
-            utc = column.dt.replace_time_zone("UTC") if dtype.time_zone is None else column.dt.convert_time_zone("UTC")
-            as_text.append(utc.dt.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").alias(name))
-        else:
-            as_text.append(column.cast(pl.String).alias(name))
-    frame = table.select(as_text)
-    if frame.height == 0:
-        return FileRows(frame, [], [], [], type_changes, issue=f"{uri}: no rows")
-    raws = frame.select(pl.struct(pl.all()).struct.json_encode()).to_series().to_list()
-    return FileRows(frame, list(range(frame.height)), [None] * frame.height, raws, type_changes)
+            changes.append(f"{name}: expected {expected}, found {dtype}")
+    return changes
 
 
-def _read_file(path: Path, uri: str, model: type[BaseModel]) -> FileRows:
-    if path.suffix == ".csv":
-        return read_csv_rows(path, uri)
-    if path.suffix == ".jsonl":
-        return read_jsonl_rows(path, uri)
-    return read_parquet_rows(path, uri, model)
+def read_records(candidate: Candidate, options: ReadOptions) -> tuple[Records, FileReport]:
+    """One file's records and its report (status "read"); raises `Refused` for a file that cannot be read.
 
-
-def day_files(root: Path, folder: str, day: date) -> tuple[list[Path], list[str]]:
-    """The day's files in name order, and issues for what is refused (outside the root, unsupported)."""
-    base = root.resolve()
-    directory = root / folder / day.isoformat()
-    if not directory.is_dir():
-        return [], []
-    files, issues = [], []
-    for path in sorted(directory.iterdir()):
-        uri = path.relative_to(root).as_posix()
-        if not path.resolve().is_relative_to(base):
-            issues.append(f"{uri}: refused, it points outside the landing root")
-        elif path.is_dir() or path.name.startswith("."):
-            continue
-        elif path.suffix not in SUPPORTED_SUFFIXES:
-            issues.append(f"{uri}: unsupported file type, expected one of {list(SUPPORTED_SUFFIXES)}")
-        else:
-            files.append(path)
-    return files, issues
-
-
-_DAY_FOLDER = re.compile(r"\d{4}-\d{2}-\d{2}")
-
-
-@dataclass(frozen=True)
-class LandingScan:
-    """What a landing folder holds now, from file names and stat alone (no file is read).
-
-    `fingerprints` has one entry per day folder with at least one readable file: a short hash of each file's
-    (path, size, modification time), which changes when a file is added, removed, rewritten or touched.
+    Content decides over the name: compressed bytes are decompressed, and Parquet bytes are read as Parquet.
     """
-
-    fingerprints: dict[date, str]
-    files: dict[date, int]
-    issues: list[str]
-
-
-def scan_landing(root: Path, folder: str) -> LandingScan:
-    """Every day folder under `<root>/<folder>/`; entries that are not `YYYY-MM-DD` folders are issues."""
-    base = root / folder
-    fingerprints: dict[date, str] = {}
-    counts: dict[date, int] = {}
-    issues: list[str] = []
-    if not base.is_dir():
-        return LandingScan(fingerprints, counts, issues)
-    for entry in sorted(base.iterdir()):
-        if entry.name.startswith("."):
-            continue
-        uri = entry.relative_to(root).as_posix()
-        try:
-            day = date.fromisoformat(entry.name) if _DAY_FOLDER.fullmatch(entry.name) and entry.is_dir() else None
-        except ValueError:
-            day = None
-        if day is None:
-            issues.append(f"{uri}: not a day folder; files are read from {folder}/YYYY-MM-DD/")
-            continue
-        paths, refused = day_files(root, folder, day)
-        issues.extend(refused)
-        states = []
-        for path in paths:
-            try:
-                stat = path.stat()
-            except FileNotFoundError:
-                continue  # removed while scanning: the next scan sees the new state
-            states.append((path.relative_to(root).as_posix(), stat.st_size, stat.st_mtime_ns))
-        if states:
-            fingerprints[day] = hashlib.sha256(json.dumps(states).encode()).hexdigest()[:16]
-            counts[day] = len(states)
-    return LandingScan(fingerprints, counts, issues)
-
-
-@dataclass(frozen=True)
-class LandingRead:
-    raw: pl.DataFrame
-    reports: list[SchemaReport]
-    issues: list[str]
-
-    @property
-    def files(self) -> int:
-        return len(self.reports)
+    report = FileReport(candidate.uri, "read", format=candidate.format)
+    report.bytes = candidate.path.stat().st_size
+    with candidate.path.open("rb") as f:
+        compressed = formats.sniff_compression(f.read(8)) is not None
+    if not compressed and report.bytes > options.max_bytes:
+        raise Refused(f"size over the limit of {options.max_bytes:,} bytes")
+    data, report.compression = formats.read_bytes(candidate.path, options.max_bytes)
+    if data.startswith(formats.PARQUET_MAGIC):
+        report.format = "parquet"
+        return formats.read_parquet(io.BytesIO(data)), report
+    if candidate.format == "parquet":
+        raise Refused("not a Parquet file (no PAR1 magic bytes)")
+    text, report.encoding = formats.decode(data, options.encoding)
+    if candidate.format in ("csv", "tsv"):
+        delimiter = options.delimiter or ("\t" if candidate.format == "tsv" else ",")
+        return formats.read_csv(text, candidate.uri, delimiter, options.max_record_lines), report
+    if candidate.format == "json":
+        return formats.read_json(text, candidate.uri), report
+    return formats.read_jsonl(text, candidate.uri), report
 
 
 def read_landing_day(
@@ -276,32 +260,144 @@ def read_landing_day(
     source: str,
     ingested_at: datetime,
     mapping: SourceMapping | None = None,
+    options: ReadOptions | None = None,
+    settle_seconds: float = DEFAULT_SETTLE_SECONDS,
 ) -> LandingRead:
-    """All files of one day of one landing folder, as one raw frame."""
-    paths, issues = day_files(root, folder, day)
-    frames, reports = [empty_raw(model)], []
-    for path in paths:
-        uri = path.relative_to(root).as_posix()
-        rows = _read_file(path, uri, model)
-        if rows.issue:
-            issues.append(rows.issue)
-        if rows.frame.width == 0:
-            reports.append(SchemaReport(uri=uri, rows=0, found=[], issue=rows.issue))
+    """Every file of one day of one landing folder: one raw frame, and a report per file (read or refused)."""
+    options = options or ReadOptions()
+    entries = day_entries(root, folder, day)
+    files = [FileReport(uri, "refused", reason=reason) for uri, reason in entries.refused]
+    frames = [empty_raw(model)]
+    now = datetime.now(UTC)
+    for candidate in entries.candidates:
+        before = candidate.path.stat()
+        age = None if entries.complete else _settling(candidate.path, now, settle_seconds)
+        if age is not None:
+            files.append(
+                FileReport(
+                    candidate.uri,
+                    "refused",
+                    reason=f"still being written: modified {age:.0f} s ago, less than the {settle_seconds:g} s it "
+                    f"must stay unchanged (or the folder's {COMPLETION_MARKER} marker)",
+                    format=candidate.format,
+                    bytes=before.st_size,
+                )
+            )
             continue
-        frame, report = to_raw(
-            rows.frame,
-            model,
-            partition_day=day,
-            source=source,
-            uri=uri,
-            ingested_at=ingested_at,
-            offsets=rows.offsets,
-            read_errors=rows.read_errors,
-            raw_json=rows.raw_json,
-            mapping=mapping,
-            type_changes=rows.type_changes,
-        )
-        report.issue = rows.issue
-        frames.append(frame)
-        reports.append(report)
-    return LandingRead(pl.concat(frames, how="vertical"), reports, issues)
+        try:
+            records, report = read_records(candidate, options)
+        except Refused as refusal:
+            files.append(
+                FileReport(
+                    candidate.uri,
+                    "refused",
+                    reason=refusal.reason,
+                    format=candidate.format,
+                    bytes=before.st_size,
+                    lines=refusal.lines,
+                )
+            )
+            continue
+        after = candidate.path.stat()
+        if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+            files.append(
+                FileReport(
+                    candidate.uri,
+                    "refused",
+                    reason="changed while being read: still being written",
+                    format=candidate.format,
+                    bytes=after.st_size,
+                )
+            )
+            continue
+        report.lines = records.lines
+        report.header_lines, report.blank_lines = records.header_lines, records.blank_lines
+        report.multiline = records.multiline
+        report.resynced = [
+            o for o, e in zip(records.offsets, records.read_errors, strict=True) if e and "unterminated quoted" in e
+        ]
+        report.unaccounted = records.unaccounted
+        report.rows = records.rows
+        if records.frame.width or records.rows:
+            frame, schema = to_raw(
+                records.frame,
+                model,
+                partition_day=day,
+                source=source,
+                uri=candidate.uri,
+                ingested_at=ingested_at,
+                offsets=records.offsets,
+                read_errors=records.read_errors,
+                raw_json=records.raw_json,
+                mapping=mapping,
+                type_changes=type_changes(records.schema, model, mapping) if records.schema else [],
+                columns_found=records.columns,
+            )
+            frames.append(frame)
+            report.schema = schema
+        files.append(report)
+    files.sort(key=lambda f: f.uri)
+    notes = entries.notes + [f.note for f in files if f.note]
+    return LandingRead(pl.concat(frames, how="vertical"), files, entries.ignored, notes)
+
+
+_DAY_FOLDER = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+@dataclass(frozen=True)
+class LandingScan:
+    """What a landing folder holds now, from names and stat alone (no file is read).
+
+    `fingerprints` has one entry per day folder whose files have all settled (unchanged for the settle interval,
+    or the folder holds the completion marker) and hold at least one data file or refusal: a short hash of each
+    entry's (path, size, modification time), which changes when a file is added, removed, rewritten or touched.
+    `waiting` lists, per day, the files still being written: that day is not requested until they settle.
+    """
+
+    fingerprints: dict[date, str]
+    files: dict[date, int]
+    issues: list[str]
+    waiting: dict[date, list[str]] = field(default_factory=dict)
+
+
+def scan_landing(
+    root: Path, folder: str, *, settle_seconds: float = DEFAULT_SETTLE_SECONDS, now: datetime | None = None
+) -> LandingScan:
+    """Every day folder under `<root>/<folder>/`; entries that are not `YYYY-MM-DD` folders are issues."""
+    base = root / folder
+    now = now or datetime.now(UTC)
+    fingerprints: dict[date, str] = {}
+    counts: dict[date, int] = {}
+    waiting: dict[date, list[str]] = {}
+    issues: list[str] = []
+    if not base.is_dir():
+        return LandingScan(fingerprints, counts, issues, waiting)
+    for entry in sorted(base.iterdir()):
+        if entry.name.startswith((".", "_")):
+            continue
+        uri = entry.relative_to(root).as_posix()
+        try:
+            day = date.fromisoformat(entry.name) if _DAY_FOLDER.fullmatch(entry.name) and entry.is_dir() else None
+        except ValueError:
+            day = None
+        if day is None:
+            issues.append(f"{uri}: not a day folder; files are read from {folder}/YYYY-MM-DD/")
+            continue
+        entries = day_entries(root, folder, day)
+        states, pending = [], []
+        for candidate in entries.candidates:
+            try:
+                st = candidate.path.stat()
+            except FileNotFoundError:
+                continue  # removed while scanning: the next scan sees the new state
+            if not entries.complete and now.timestamp() - st.st_mtime < settle_seconds:
+                pending.append(candidate.uri)
+            states.append((candidate.uri, st.st_size, st.st_mtime_ns))
+        states.extend((uri, reason) for uri, reason in entries.refused)
+        issues.extend(f"{uri}: refused, {reason}" for uri, reason in entries.refused)
+        if pending:
+            waiting[day] = pending
+        elif states:
+            fingerprints[day] = hashlib.sha256(json.dumps(states).encode()).hexdigest()[:16]
+            counts[day] = len(states)
+    return LandingScan(fingerprints, counts, issues, waiting)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -21,7 +22,8 @@ from pydantic import BaseModel
 
 from ai_pipeline.lib.contracts import field_aliases, required_fields
 
-# Where a row came from: kept on raw, validated and quarantined rows alike.
+# Where a row came from: kept on raw, validated and quarantined rows alike. `partition_date` is the table's own
+# partition: the day the row arrived on (raw tables), the day it is validated in (validated and quarantined).
 LINEAGE_SCHEMA: dict[str, pl.DataType] = {
     "partition_date": pl.Date(),
     "_source": pl.String(),
@@ -29,9 +31,17 @@ LINEAGE_SCHEMA: dict[str, pl.DataType] = {
     "_source_offset": pl.Int64(),
     "_source_page": pl.Int64(),
     "_ingested_at": pl.Datetime("us", "UTC"),
+    "_arrival_date": pl.Date(),
 }
-# Raw rows also carry the record as sent and why it could not be read.
-RECORD_SCHEMA: dict[str, pl.DataType] = {**LINEAGE_SCHEMA, "_raw": pl.String(), "_read_error": pl.String()}
+# Raw rows also carry the day they are validated in and why it is not their own (`lib.routing`), the record as
+# sent and why it could not be read.
+RECORD_SCHEMA: dict[str, pl.DataType] = {
+    **LINEAGE_SCHEMA,
+    "_event_date": pl.Date(),
+    "_routing": pl.String(),
+    "_raw": pl.String(),
+    "_read_error": pl.String(),
+}
 
 
 def decimal_text(value: Decimal) -> str:
@@ -120,6 +130,7 @@ class SchemaReport:
     aliased: dict[str, str] = field(default_factory=dict)
     unknown: list[str] = field(default_factory=list)
     missing_required: list[str] = field(default_factory=list)
+    duplicated: list[str] = field(default_factory=list)  # column names found more than once
     missing_optional: list[str] = field(default_factory=list)
     type_changes: list[str] = field(default_factory=list)
     issue: str | None = None  # an input-level problem with no row to carry it (empty file, header only)
@@ -128,6 +139,8 @@ class SchemaReport:
     def error(self) -> str | None:
         """A problem that makes every row of this input unusable; None when the schema holds."""
         problems = []
+        if self.duplicated:
+            problems.append(f"duplicated column name(s) {self.duplicated}: which copy holds the value is unknown")
         if self.missing_required:
             problems.append(f"missing required column(s) {self.missing_required}")
         if self.type_changes:
@@ -148,15 +161,21 @@ def conform(
     mapping: SourceMapping | None = None,
     type_changes: list[str] | None = None,
     height: int | None = None,
+    columns_found: list[str] | None = None,
 ) -> tuple[pl.DataFrame, SchemaReport]:
     """Source columns (strings) -> contract columns (strings), and a report of what was found.
 
-    `height` is the row count when `frame` has no column to carry it (rows that are not objects).
+    `height` is the row count when `frame` has no column to carry it (rows that are not objects);
+    `columns_found` the header as the file had it, when the frame's names had to be made unique.
     """
     mapping = mapping or SourceMapping()
     found = list(frame.columns)
     height = frame.height if height is None else height
-    report = SchemaReport(uri=uri, rows=height, found=found, type_changes=list(type_changes or []))
+    header = list(columns_found) if columns_found is not None else found
+    report = SchemaReport(uri=uri, rows=height, found=header, type_changes=list(type_changes or []))
+    # Unnamed columns (an exported index, trailing delimiters) are unknown columns, not duplicates.
+    named = Counter(c.strip() for c in header if c.strip())
+    report.duplicated = sorted(name for name, count in named.items() if count > 1)
     aliases = field_aliases(model)
     consumed = set(mapping.required_columns or ())
     renamed: dict[str, str] = {}
@@ -203,14 +222,18 @@ def to_raw(
     raw_json: pl.Series | list[str] | None = None,
     mapping: SourceMapping | None = None,
     type_changes: list[str] | None = None,
+    columns_found: list[str] | None = None,
 ) -> tuple[pl.DataFrame, SchemaReport]:
     """One input unit -> a raw frame in `raw_schema(model)` order, plus its schema report.
 
     `frame` holds the source's own columns. Offsets default to the row position (0-based); `raw_json`
-    defaults to the row's own columns as JSON. A schema error becomes every row's read error.
+    defaults to the row's own columns as JSON. A schema error becomes every row's read error. Every row is
+    validated on its arrival day until `lib.routing` says otherwise.
     """
     n = len(offsets) if offsets is not None else frame.height
-    conformed, report = conform(frame, model, uri=uri, mapping=mapping, type_changes=type_changes, height=n)
+    conformed, report = conform(
+        frame, model, uri=uri, mapping=mapping, type_changes=type_changes, height=n, columns_found=columns_found
+    )
     if raw_json is None:
         raw_json = (
             frame.select(pl.struct(pl.all().cast(pl.String)).struct.json_encode()).to_series()
@@ -228,6 +251,9 @@ def to_raw(
             "_source_offset": offsets if offsets is not None else list(range(n)),
             "_source_page": pages if pages is not None else [None] * n,
             "_ingested_at": [ingested_at] * n,
+            "_arrival_date": [partition_day] * n,
+            "_event_date": [partition_day] * n,
+            "_routing": [None] * n,
             "_raw": raw_json,
             "_read_error": errors,
         },

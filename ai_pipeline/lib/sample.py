@@ -1,14 +1,16 @@
 """A realistic sample of landing files (events and user profiles), deterministic by seed.
 
-Each day gets a web CSV, a mobile JSONL and a partner Parquet file of events, and a CSV of user profiles.
-With `dirty_rate > 0`, that share of rows is corrupted, cycling through every row-level kind of bad input,
-and each day also gets one file-level defect (cycling through `FILE_DEFECTS`). A day's events depend only on
-the seed and the day; user profiles also on the range's start (earlier sign-ups arrive on its first day).
+Each day gets a web CSV, a mobile JSONL and a partner Parquet file of events, and a CSV of user profiles; each
+day folder is closed with the completion marker `_SUCCESS`, as a finished writer does. With `dirty_rate > 0`,
+that share of rows is corrupted, cycling through every row-level kind of bad input, and each day also gets one
+file-level defect (cycling through `FILE_DEFECTS`). A day's events depend only on the seed and the day; user
+profiles also on the range's start (earlier sign-ups arrive on its first day).
 """
 
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import json
 from dataclasses import dataclass, field
@@ -19,6 +21,7 @@ import numpy as np
 import polars as pl
 
 from ai_pipeline.lib.contracts import CATEGORIES
+from ai_pipeline.lib.landing import COMPLETION_MARKER
 
 EVENT_COLUMNS = ["event_id", "user_id", "event_type", "event_time", "amount", "category", "country"]
 USER_COLUMNS = ["user_id", "age", "email", "signup_time", "country"]
@@ -31,7 +34,7 @@ ROW_DEFECTS = (
     "null_user_id",
     "empty_user_id",
     "bad_event_type",
-    "outside_day",
+    "too_late",
     "year_1900",
     "far_future",
     "negative_amount",
@@ -51,7 +54,15 @@ FILE_DEFECTS = (
     "missing_column",
     "extra_columns",
     "changed_type",
+    "gzip_named_csv",
+    "utf16_bom",
+    "spark_parts",
+    "unterminated_quote",
+    "multiline_field",
+    "duplicate_column",
 )
+# Defects whose 5 rows are all quarantined (a schema error), and the one that costs one row (its broken line).
+REJECTED_FILE_DEFECTS = ("unknown_rename", "missing_column", "changed_type", "duplicate_column")
 _NON_UTF8 = "\x00NONUTF8\x00"
 _MALFORMED = "\x00MALFORMED\x00"
 
@@ -141,8 +152,9 @@ def _corrupt(rows: list[dict], day: date, rate: float, rng: np.random.Generator)
             row["user_id"] = "   "
         elif kind == "bad_event_type":
             row["event_type"] = "Purchase!"
-        elif kind == "outside_day":
-            row["event_time"] = f"{day + timedelta(days=1)}T00:00:01Z"
+        elif kind == "too_late":
+            # A month late: beyond any source's lateness, so it is quarantined in the day it arrived on.
+            row["event_time"] = f"{day - timedelta(days=30)}T12:00:00Z"
         elif kind == "year_1900":
             row["event_time"] = "1900-01-01T00:00:00Z"
         elif kind == "far_future":
@@ -165,12 +177,16 @@ def _corrupt(rows: list[dict], day: date, rate: float, rng: np.random.Generator)
     return len(targets)
 
 
-def _csv_bytes(rows: list[dict], columns: list[str], *, bom: bool = False, crlf: bool = False) -> bytes:
+def _csv_rows(columns: list[str], rows: list[list], *, bom: bool = False, crlf: bool = False) -> bytes:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n" if crlf else "\n")
     writer.writerow(columns)
-    writer.writerows([[row.get(c) for c in columns] for row in rows])
-    data = ("\ufeff" if bom else "") + buffer.getvalue()
+    writer.writerows(rows)
+    return (("\ufeff" if bom else "") + buffer.getvalue()).encode("utf-8")
+
+
+def _csv_bytes(rows: list[dict], columns: list[str], *, bom: bool = False, crlf: bool = False) -> bytes:
+    data = _csv_rows(columns, [[row.get(c) for c in columns] for row in rows], bom=bom, crlf=crlf).decode()
     # Defects a csv writer cannot produce: bytes that are not UTF-8 and ragged lines.
     return (
         data.encode("utf-8").replace(_NON_UTF8.encode(), b"caf\xe9").replace(_MALFORMED.encode(), b'UK,extra,"field"')
@@ -186,7 +202,7 @@ def _jsonl_bytes(rows: list[dict]) -> bytes:
     return ("\n".join(lines) + "\n").encode("utf-8")
 
 
-def _file_defect(kind: str, rows: list[dict]) -> tuple[str, bytes | pl.DataFrame]:
+def _file_defect(kind: str, rows: list[dict]) -> tuple[str, bytes | pl.DataFrame | dict[str, bytes]]:
     good = [{**row, "event_id": f"{row['event_id']}-{kind}"} for row in rows[:5]]
     if kind == "empty_file":
         return "empty.csv", b""
@@ -205,6 +221,26 @@ def _file_defect(kind: str, rows: list[dict]) -> tuple[str, bytes | pl.DataFrame
     if kind == "extra_columns":
         extra = [{**r, "session_id": f"s{i}", "referrer": "newsletter"} for i, r in enumerate(good)]
         return "extra_columns.csv", _csv_bytes(extra, [*EVENT_COLUMNS, "session_id", "referrer"])
+    if kind == "gzip_named_csv":
+        return "export.csv", gzip.compress(_csv_bytes(good, EVENT_COLUMNS), mtime=0)
+    if kind == "utf16_bom":
+        return "windows_export.csv", _csv_bytes(good, EVENT_COLUMNS).decode().encode("utf-16")
+    if kind == "spark_parts":
+        return "spark_export.csv", {
+            "part-00000.csv": _csv_bytes(good[:3], EVENT_COLUMNS),
+            "part-00001.csv": _csv_bytes(good[3:], EVENT_COLUMNS),
+            "_SUCCESS": b"",
+        }
+    if kind == "unterminated_quote":
+        lines = _csv_bytes(good, EVENT_COLUMNS).split(b"\n")
+        lines[2] = lines[2].replace(b",", b',"', 1)  # the second row opens a quote it never closes
+        return "hand_edited.csv", b"\n".join(lines)
+    if kind == "multiline_field":
+        noted = [{**r, "note": "gift wrap\nleave at the door" if i == 1 else ""} for i, r in enumerate(good)]
+        return "with_notes.csv", _csv_bytes(noted, [*EVENT_COLUMNS, "note"])
+    if kind == "duplicate_column":
+        doubled = [[*(r[c] for c in EVENT_COLUMNS), r["user_id"]] for r in good]
+        return "doubled_column.csv", _csv_rows([*EVENT_COLUMNS, "user_id"], doubled)
     # changed_type: the partner starts sending epoch seconds instead of timestamps.
     frame = pl.DataFrame(good, schema=dict.fromkeys(EVENT_COLUMNS, pl.String)).with_columns(
         pl.col("event_time").str.to_datetime("%Y-%m-%dT%H:%M:%SZ").dt.epoch("s")
@@ -212,9 +248,13 @@ def _file_defect(kind: str, rows: list[dict]) -> tuple[str, bytes | pl.DataFrame
     return "partner_v2.parquet", frame
 
 
-def _write(path: Path, content: bytes | pl.DataFrame) -> None:
+def _write(path: Path, content: bytes | pl.DataFrame | dict[str, bytes]) -> None:
+    """A file, or a directory of part files (a dict of names and contents)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    if isinstance(content, pl.DataFrame):
+    if isinstance(content, dict):
+        for name, part in content.items():
+            _write(path / name, part)
+    elif isinstance(content, pl.DataFrame):
         content.write_parquet(path)
     else:
         path.write_bytes(content)
@@ -302,6 +342,8 @@ def generate(
         users_path = landing / "users" / day.isoformat() / "profiles.csv"
         _write(users_path, _csv_bytes(user_rows, USER_COLUMNS))
         summary.files.append(str(users_path.relative_to(landing)))
+        for folder in ("events", "users"):
+            _write(landing / folder / day.isoformat() / COMPLETION_MARKER, b"")
         summary.user_rows = len(user_rows)
         summaries.append(summary)
         day += timedelta(days=1)

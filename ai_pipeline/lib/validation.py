@@ -74,7 +74,7 @@ class CompiledContract:
         return {f.name: f.dtype for f in self.fields}
 
 
-def _field_parts(info: FieldInfo) -> tuple[object, list[object]]:
+def field_parts(info: FieldInfo) -> tuple[object, list[object]]:
     """The base type and the flat list of constraints, through `X | None` and nested `Annotated`."""
     annotation, metadata = info.annotation, list(info.metadata)
     args = typing.get_args(annotation)
@@ -145,16 +145,17 @@ def _after_rule(func: object, typed: pl.Expr, partition_day: date | None) -> Rul
             return None
         start = datetime(partition_day.year, partition_day.month, partition_day.day, tzinfo=UTC)
         end = start + timedelta(days=1)
+        # A row routed to another day than its own carries the routing rule instead (`_routing_reasons`).
         return Rule(
             "partition",
             f"outside the partition day {partition_day.isoformat()}",
-            typed.is_not_null() & ~((typed >= start) & (typed < end)),
+            typed.is_not_null() & ~((typed >= start) & (typed < end)) & pl.col("_routing").is_null(),
         )
     raise TypeError(f"contract validator {func!r} has no vectorized equivalent")
 
 
 def _compile_field(name: str, info: FieldInfo, partition_day: date | None) -> CompiledField:
-    base, metadata = _field_parts(info)
+    base, metadata = field_parts(info)
     value = pl.col(name)
     helpers: tuple[pl.Expr, ...] = ()
     rules: list[Rule] = []
@@ -199,16 +200,24 @@ def _compile_field(name: str, info: FieldInfo, partition_day: date | None) -> Co
     return CompiledField(name, tuple(rules), parsed, dtype, helpers)
 
 
+def parsed_field(frame: pl.DataFrame, model: type[BaseModel], name: str) -> pl.Series:
+    """One field's typed values as validation parses them (null where the text does not parse)."""
+    compiled = next(f for f in compile_contract(model).fields if f.name == name)
+    value = pl.when(pl.col(name) == "").then(None).otherwise(pl.col(name)).alias(name)
+    return frame.lazy().select(value).with_columns(compiled.helpers).select(compiled.typed).collect().to_series()
+
+
 def compile_contract(model: type[BaseModel], partition_day: date | None = None) -> CompiledContract:
     fields = tuple(_compile_field(name, info, partition_day) for name, info in model.model_fields.items())
     return CompiledContract(model, fields)
 
 
 def prepare_raw(frame: pl.DataFrame, model: type[BaseModel]) -> pl.DataFrame:
-    """Missing contract columns as null strings; empty strings as null (the CSV convention)."""
-    for name in model.model_fields:
+    """Missing contract columns (and routing) as nulls; empty strings as null (the CSV convention)."""
+    missing = {name: pl.String for name in [*model.model_fields, "_routing"]} | {"_arrival_date": pl.Date}
+    for name, dtype in missing.items():
         if name not in frame.columns:
-            frame = frame.with_columns(pl.lit(None, dtype=pl.String).alias(name))
+            frame = frame.with_columns(pl.lit(None, dtype=dtype).alias(name))
     return frame.with_columns(
         pl.when(pl.col(name) == "").then(None).otherwise(pl.col(name)).alias(name) for name in model.model_fields
     )
@@ -243,9 +252,46 @@ def _check(frame: pl.DataFrame, contract: CompiledContract) -> pl.DataFrame:
 
 
 def _failed(contract: CompiledContract) -> pl.Expr:
-    """True where the row cannot be read or some field fails a rule."""
+    """True where the row cannot be read, is not on its own day, or some field fails a rule."""
     return pl.any_horizontal(
-        pl.col("_read_error").is_not_null(), *[pl.col(_rule_column(f)).is_not_null() for f in contract.fields]
+        pl.col("_read_error").is_not_null(),
+        pl.col("_routing").is_not_null(),
+        *[pl.col(_rule_column(f)).is_not_null() for f in contract.fields],
+    )
+
+
+def routing_field(model: type[BaseModel]) -> str | None:
+    """The contract field that says which day a row belongs to: the one validated `within_partition`."""
+    for name, info in model.model_fields.items():
+        _, metadata = field_parts(info)
+        if any(isinstance(m, AfterValidator) and m.func is contracts.within_partition for m in metadata):
+            return name
+    return None
+
+
+def _routing_message(template: str) -> pl.Expr:
+    parts = template.split("{arrival}")
+    pieces = [pl.lit(parts[0])]
+    for part in parts[1:]:
+        pieces += [pl.col("_arrival_date").cast(pl.String), pl.lit(part)]
+    return pl.concat_str(pieces)
+
+
+def _routing_reasons(checked: pl.DataFrame, contract: CompiledContract) -> pl.DataFrame:
+    """`__row`, `__field_index` and the reason of each readable row validated outside its own day."""
+    name = routing_field(contract.model) or "_record"
+    message = pl.lit(None, dtype=pl.String)
+    for rule, template in contracts.ROUTING_RULES.items():
+        message = pl.when(pl.col("_routing") == rule).then(_routing_message(template)).otherwise(message)
+    return checked.filter(pl.col("_routing").is_not_null() & pl.col("_read_error").is_null()).select(
+        "__row",
+        pl.lit(contract.columns.index(name) if name in contract.columns else -1, dtype=pl.Int32).alias("__field_index"),
+        pl.struct(
+            field=pl.lit(name),
+            rule=pl.col("_routing"),
+            message=pl.coalesce(message, pl.col("_routing")),
+            value=pl.col(name).cast(pl.String) if name in contract.columns else pl.lit(None, dtype=pl.String),
+        ).alias("reasons"),
     )
 
 
@@ -267,7 +313,8 @@ def _reason_lists(checked: pl.DataFrame, contract: CompiledContract) -> pl.DataF
                 message=pl.col("_read_error"),
                 value=pl.lit(None, dtype=pl.String),
             ).alias("reasons"),
-        )
+        ),
+        _routing_reasons(checked, contract),
     ]
     for index, f in enumerate(contract.fields):
         rule = pl.col(_rule_column(f))

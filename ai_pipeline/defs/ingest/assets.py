@@ -7,8 +7,8 @@ The work is done by `ai_pipeline.lib`; these shells read the partition, call it,
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 
 import dagster as dg
@@ -18,16 +18,21 @@ from duckdb import DuckDBPyConnection
 from pydantic import BaseModel
 
 from ai_pipeline.defs.common import DAILY_BACKFILL, DUCKDB_POOL, OWNERS, DayChecks, daily_asset, partition_days
-from ai_pipeline.lib import http_api, ops_db
+from ai_pipeline.lib import http_api, ops_db, quality
 from ai_pipeline.lib.contracts import Event, User
-from ai_pipeline.lib.landing import read_landing_day
+from ai_pipeline.lib.landing import FileReport, read_landing_day
 from ai_pipeline.lib.quality import Verdict
 from ai_pipeline.lib.raw import SchemaReport, empty_raw
+from ai_pipeline.lib.routing import Routing, days_touched, route
 from ai_pipeline.lib.validation import validate
 from ai_pipeline.settings import Settings
 from ai_pipeline.sources import EVENT_SOURCES, USER_SOURCES, LandingSource
 
 SCHEMA_CHECK = "schema_matches_contract"
+FILES_CHECK = "every_file_record_read"
+RAW_GROUP = "raw"
+# Raw materialization metadata: the validated days (other than the run's own) whose input the run changed.
+ROUTED_DAYS = "routed_days"
 PARTITION_EXPR = {"partition_expr": "partition_date"}
 
 
@@ -37,16 +42,20 @@ class SourceRead:
     reports: list[SchemaReport]
     issues: list[str]
     configured: bool = True
+    files: list[FileReport] | None = None  # landing sources: every file of the day, read or refused
+    ignored: list[str] = field(default_factory=list)
 
 
-def _schema_check(per_day: DayChecks, name: str, day: date, read: SourceRead) -> dg.AssetCheckEvaluation:
+def _schema_check(
+    per_day: DayChecks, name: str, day: date, read: SourceRead
+) -> Iterator[dg.Output | dg.AssetCheckEvaluation]:
     errors = [r.error for r in read.reports if r.error]
     unknown = {r.uri: r.unknown for r in read.reports if r.unknown}
     aliased = {r.uri: r.aliased for r in read.reports if r.aliased}
     verdict = Verdict(
         not errors, "ERROR", errors[0] if errors else ("ok" if read.configured else "source not configured")
     )
-    return per_day.evaluation(
+    yield from per_day.results(
         day,
         verdict,
         {
@@ -62,36 +71,104 @@ def _schema_check(per_day: DayChecks, name: str, day: date, read: SourceRead) ->
     )
 
 
+def _files_check(
+    per_day: DayChecks, name: str, day: date, read: SourceRead
+) -> Iterator[dg.Output | dg.AssetCheckEvaluation]:
+    files = read.files or []
+    rows_by_uri = dict(read.raw.group_by("_source_uri").len().rows()) if read.raw.height else {}
+    verdict = quality.files_accounted(files, rows_by_uri)
+    readable = [f for f in files if f.status == "read"]
+    yield from per_day.results(
+        day,
+        verdict,
+        {
+            "files": len(files),
+            "files_refused": len(files) - len(readable),
+            "lines_counted": sum(f.lines or 0 for f in readable),
+            "data_lines": sum(f.data_lines for f in readable),
+            "rows": read.raw.height,
+            "multiline_records": sum(len(f.multiline) for f in readable),
+            "resynchronized_lines": sum(len(f.resynced) for f in readable),
+            "refused": dg.MetadataValue.json([{"file": f.uri, "reason": f.reason} for f in files if f not in readable]),
+            "per_file": dg.MetadataValue.json([f.as_dict() for f in files]),
+            "ignored": dg.MetadataValue.json(read.ignored),
+            "notes": dg.MetadataValue.json(read.issues),
+        },
+        asset_key=name,
+        check_name=FILES_CHECK,
+    )
+
+
+def _previous_days(conn: DuckDBPyConnection, table: str, days: list[date]) -> set[date]:
+    """The validated days the rows now stored for `days` (arrival days) were routed to."""
+    exists = conn.execute(
+        "select count(*) from information_schema.tables where table_schema = 'main' and table_name = ?", [table]
+    ).fetchone()[0]
+    if not exists:
+        return set()
+    found = conn.execute(
+        f"select distinct _event_date from main.{table} where partition_date in (select unnest(?::date[]))", [days]
+    ).fetchall()
+    return {row[0] for row in found}
+
+
 def _raw_asset(
     name: str,
     *,
     description: str,
     kinds: set[str],
     partitions: dg.PartitionsDefinition,
+    model: type[BaseModel],
+    routing: Routing,
     read: Callable[[date, datetime], SourceRead],
+    landing: bool = False,
 ) -> dg.AssetsDefinition:
+    specs = [
+        dg.AssetCheckSpec(
+            SCHEMA_CHECK,
+            asset=name,
+            partitions_def=partitions,
+            description="Every input has the contract's required columns and types (aliases are accepted), and no "
+            "column name twice.",
+        )
+    ]
+    if landing:
+        specs.append(
+            dg.AssetCheckSpec(
+                FILES_CHECK,
+                asset=name,
+                partitions_def=partitions,
+                blocking=True,
+                description="Every file of the day folder was read (none refused: unsupported, outside the root, "
+                "undecodable, over the size limit, still being written) and each one's rows add up to its record "
+                "count, counted independently of the parser (lines, or the Parquet footer).",
+            )
+        )
+
     @daily_asset(
         name,
         description=description,
-        group_name="raw",
+        group_name=RAW_GROUP,
         kinds=kinds,
         partitions_def=partitions,
         pool=DUCKDB_POOL,
         metadata=PARTITION_EXPR,
-        check_specs=[
-            dg.AssetCheckSpec(
-                SCHEMA_CHECK,
-                asset=name,
-                partitions_def=partitions,
-                description="Every input has the contract's required columns and types (aliases are accepted).",
-            )
-        ],
+        check_specs=specs,
     )
-    def _asset(context: dg.AssetExecutionContext):
+    def _asset(context: dg.AssetExecutionContext, warehouse: DuckDBResource):
         started = time.perf_counter()
         days = partition_days(context)
-        reads = [read(day, datetime.now(UTC)) for day in days]
+        reads = []
+        for day in days:
+            ingested_at = datetime.now(UTC)
+            result = read(day, ingested_at)
+            routed = route(result.raw, model, ingested_at=ingested_at, routing=routing)
+            reads.append(replace(result, raw=routed))
         raw = pl.concat([r.raw for r in reads], how="vertical")
+        with warehouse.get_connection() as conn:
+            before = _previous_days(conn, name, days)
+        # Validated days whose input this run changes (besides the run's own): the `late_rows` sensor re-runs them.
+        touched = (set(days_touched(raw)) | before) - set(days)
         yield dg.Output(
             raw,
             output_name=name,
@@ -101,18 +178,25 @@ def _raw_asset(
                 "configured": reads[0].configured,
                 "inputs": sum(len(r.reports) for r in reads),
                 "rows_with_read_errors": raw["_read_error"].is_not_null().sum(),
+                "rows_routed_to_other_days": raw.filter(pl.col("_event_date") != pl.col("partition_date")).height,
+                "rows_too_late": raw.filter(pl.col("_routing") == "too_late").height,
+                ROUTED_DAYS: dg.MetadataValue.json(sorted(d.isoformat() for d in touched)),
                 "input_issues": sum(len(r.issues) for r in reads),
                 "seconds": round(time.perf_counter() - started, 3),
             },
         )
         per_day = DayChecks(context)
         for day, result in zip(days, reads, strict=True):
-            yield _schema_check(per_day, name, day, result)
+            yield from _schema_check(per_day, name, day, result)
+            if landing:
+                yield from _files_check(per_day, name, day, result)
 
     return _asset
 
 
 def landing_asset(source: LandingSource, settings: Settings, partitions) -> dg.AssetsDefinition:
+    options = replace(source.read_options, max_bytes=settings.max_file_bytes)
+
     def read(day: date, ingested_at: datetime) -> SourceRead:
         landed = read_landing_day(
             settings.landing,
@@ -122,15 +206,20 @@ def landing_asset(source: LandingSource, settings: Settings, partitions) -> dg.A
             source=source.name,
             ingested_at=ingested_at,
             mapping=source.mapping,
+            options=options,
+            settle_seconds=settings.landing_settle_s,
         )
-        return SourceRead(landed.raw, landed.reports, landed.issues)
+        return SourceRead(landed.raw, landed.reports, landed.notes, files=landed.files, ignored=landed.ignored)
 
     return _raw_asset(
         f"raw_{source.name}",
-        description=f"{source.description} Read from landing/{source.folder}/<day>/.",
+        description=f"{source.description} Read from landing/{source.folder}/<day>/, partitioned by arrival day.",
         kinds={"python", "polars", "duckdb"},
         partitions=partitions,
+        model=source.model,
+        routing=Routing(source.lateness_days, settings.start_date),
         read=read,
+        landing=True,
     )
 
 
@@ -146,6 +235,8 @@ def operational_events_asset(settings: Settings, partitions) -> dg.AssetsDefinit
         description="User events from the operational PostgreSQL table (AI_PIPELINE_OPS_DSN), read by day window.",
         kinds={"python", "postgres", "duckdb"},
         partitions=partitions,
+        model=Event,
+        routing=Routing(first_day=settings.start_date),
         read=read,
     )
 
@@ -164,17 +255,29 @@ def api_events_asset(settings: Settings, partitions) -> dg.AssetsDefinition:
         description="User events from the HTTP events API (AI_PIPELINE_API_URL), paginated, with retries.",
         kinds={"python", "api", "duckdb"},
         partitions=partitions,
+        model=Event,
+        routing=Routing(first_day=settings.start_date),
         read=read,
     )
 
 
-def arrived_sources(
-    context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext, raw_keys: Iterable[str], days: Iterable[date]
-) -> dict[date, list[str]]:
-    """Per day, the raw sources whose partition has been materialized. Automation validates a day as soon as any
-    source delivered it; a source not in yet counts as empty, and re-validates the day when it arrives."""
-    present = {raw: context.instance.get_materialized_partitions(dg.AssetKey(raw)) for raw in raw_keys}
-    return {day: [raw for raw, keys in present.items() if day.isoformat() in keys] for day in days}
+def routed_sources(conn: DuckDBPyConnection, raw_keys: Iterable[str]) -> list[str]:
+    """The raw tables that exist (a source's table is created on its first materialization)."""
+    keys = list(raw_keys)
+    found = conn.execute(
+        "select table_name from information_schema.tables where table_schema = 'main' "
+        "and table_name in (select unnest(?::varchar[]))",
+        [keys],
+    ).fetchall()
+    present = {row[0] for row in found}
+    return [key for key in keys if key in present]
+
+
+def read_routed(conn: DuckDBPyConnection, table: str, day: date) -> pl.DataFrame:
+    """The raw rows of `table` validated in `day`, from whichever arrival day they came (`lib.routing`)."""
+    return conn.execute(
+        f"select * from main.{table} where _event_date = ? order by partition_date, _source_uri, _source_offset", [day]
+    ).pl()
 
 
 def read_partition(conn: DuckDBPyConnection, table: str, day: date) -> pl.DataFrame:
@@ -204,12 +307,12 @@ def validation_assets(
         outs={
             valid_name: dg.AssetOut(
                 description=f"{model.__name__} rows that passed the {model.__name__} contract, typed, "
-                f"one row per {unique_key}.",
+                f"one row per {unique_key}, in the partition of their own day whatever day they arrived on.",
                 **common,
             ),
             quarantined_name: dg.AssetOut(
                 description=f"{model.__name__} rows that failed the contract: the raw record, its lineage and "
-                "every reason (field, rule, message, value).",
+                "every reason (field, rule, message, value); rows too late for their day, in their arrival day.",
                 **common,
             ),
         },
@@ -220,13 +323,15 @@ def validation_assets(
     )
     def _validate(context: dg.AssetExecutionContext, warehouse: DuckDBResource):
         days = partition_days(context)
-        arrived = arrived_sources(context, raw_keys, days)
-        valid, quarantined, rows_in, duplicates, seconds, per_source = [], [], 0, 0, 0.0, Counter()
+        valid, quarantined, rows_in, duplicates, seconds = [], [], 0, 0, 0.0
+        per_source, late = Counter(), 0
         # One connection for every source and day of the run, closed before the IO manager writes the outputs.
         with warehouse.get_connection() as conn:
+            tables = routed_sources(conn, raw_keys)
             for day in days:
-                frames = [read_partition(conn, key, day) for key in arrived[day]]
+                frames = [read_routed(conn, key, day) for key in tables]
                 raw = pl.concat(frames, how="vertical") if frames else empty_raw(model)
+                raw = raw.with_columns(pl.lit(day).alias("partition_date"))
                 started = time.perf_counter()
                 result = validate(raw, model, partition_day=day, unique_key=unique_key)
                 seconds += time.perf_counter() - started
@@ -234,11 +339,10 @@ def validation_assets(
                 quarantined.append(result.quarantined)
                 rows_in += raw.height
                 duplicates += result.duplicates
+                late += raw.filter(pl.col("_arrival_date") > day).height
                 per_source.update(dict(raw.group_by("_source").len().rows()))
         valid, quarantined = pl.concat(valid, how="vertical"), pl.concat(quarantined, how="vertical")
         rate = quarantined.height / rows_in if rows_in else 0.0
-        missing = {day.isoformat(): sorted(set(raw_keys) - set(keys)) for day, keys in arrived.items()}
-        missing = {day: sources for day, sources in missing.items() if sources}
         yield dg.Output(
             valid,
             output_name=valid_name,
@@ -247,13 +351,13 @@ def validation_assets(
                 "days": len(days),
                 "rows_in": rows_in,
                 "rows_quarantined": quarantined.height,
+                "rows_arrived_later": late,
                 "quarantine_rate": round(rate, 6),
                 "duplicates": duplicates,
                 "validation_seconds": round(seconds, 4),
                 "rows_per_second": round(rows_in / seconds) if seconds else 0,
                 "rows_in_by_source": dg.MetadataValue.json(dict(sorted(per_source.items()))),
-                "sources_arrived": min(len(keys) for keys in arrived.values()),
-                "sources_not_arrived": dg.MetadataValue.json(missing),
+                "sources_with_tables": len(tables),
             },
         )
         yield dg.Output(

@@ -12,7 +12,7 @@ from dagster_duckdb import DuckDBResource
 from duckdb import DuckDBPyConnection
 
 from ai_pipeline.defs.common import DUCKDB_POOL, DayChecks, partition_days
-from ai_pipeline.defs.ingest.assets import arrived_sources, read_partition
+from ai_pipeline.defs.ingest.assets import read_partition, routed_sources
 from ai_pipeline.lib import expectations, quality
 from ai_pipeline.lib.quality import Verdict
 
@@ -22,6 +22,7 @@ DUPLICATES_CHECK = "duplicate_keys_resolved"
 EXPLAINED_CHECK = "every_row_has_reason_and_raw_record"
 
 _COUNT = "select count(*) from main.{table} where partition_date = ?"
+_ROUTED = "select count(*) from main.{table} where _event_date = ?"
 _UNEXPLAINED = """
 select
     count(*) filter (where len(reasons) = 0),
@@ -35,15 +36,27 @@ from (select unnest(reasons) as r from main.{table} where partition_date = ?)
 group by all
 order by n desc, reason
 """
+_TOP_REASONS = """
+select
+    r.field || ':' || r.rule as reason,
+    count(*) as n,
+    arg_min(_source_uri || ' line ' || _source_offset, _source_uri || lpad(_source_offset::varchar, 12, '0')) as first,
+    arg_min(r.value, _source_uri || lpad(_source_offset::varchar, 12, '0')) as value
+from (select unnest(reasons) as r, _source_uri, _source_offset from main.{table} where partition_date = ?)
+group by all
+order by n desc, reason
+limit 10
+"""
 _DUPLICATES = """
 with duplicates as (
-    select list_filter(reasons, r -> r.rule = 'duplicate') as found
+    select list_filter(reasons, r -> r.rule = 'duplicate') as found, _source_uri, _source_offset
     from main.{table}
     where partition_date = ?
 )
 select
     count(*) filter (where len(list_filter(found, r -> starts_with(r.message, 'identical'))) > 0),
-    count(*) filter (where len(list_filter(found, r -> starts_with(r.message, 'conflicting'))) > 0)
+    count(*) filter (where len(list_filter(found, r -> starts_with(r.message, 'conflicting'))) > 0),
+    min(_source_uri || ' line ' || _source_offset || ': ' || found[1].message) filter (where len(found) > 0)
 from duplicates
 """
 
@@ -61,26 +74,31 @@ def ingest_checks(
     valid, quarantined = f"validated_{entity}", f"quarantined_{entity}"
     Evaluate = Callable[[DuckDBPyConnection, date, list[str]], tuple[Verdict, dict]]
 
-    def counts(conn: DuckDBPyConnection, day: date, arrived: list[str]) -> tuple[int, int, int]:
-        rows_in = sum(conn.execute(_COUNT.format(table=t), [day]).fetchone()[0] for t in arrived)
+    def counts(conn: DuckDBPyConnection, day: date, tables: list[str]) -> tuple[int, int, int]:
+        rows_in = sum(conn.execute(_ROUTED.format(table=t), [day]).fetchone()[0] for t in tables)
         n_valid = conn.execute(_COUNT.format(table=valid), [day]).fetchone()[0]
         n_quarantined = conn.execute(_COUNT.format(table=quarantined), [day]).fetchone()[0]
         return rows_in, n_valid, n_quarantined
 
-    def conservation(conn, day, arrived):
-        rows_in, n_valid, n_quarantined = counts(conn, day, arrived)
+    def conservation(conn, day, tables):
+        rows_in, n_valid, n_quarantined = counts(conn, day, tables)
         verdict = quality.conservation(rows_in, n_valid, n_quarantined)
         return verdict, {"rows_in": rows_in, "rows_valid": n_valid, "rows_quarantined": n_quarantined}
 
-    def quarantine_rate(conn, day, arrived):
-        rows_in, _, n_quarantined = counts(conn, day, arrived)
+    def quarantine_rate(conn, day, tables):
+        rows_in, _, n_quarantined = counts(conn, day, tables)
         rate = n_quarantined / rows_in if rows_in else 0.0
-        verdict = quality.quarantine_rate(rows_in, n_quarantined)
-        return verdict, {"quarantine_rate": round(rate, 6), "rows_quarantined": n_quarantined}
+        top = [quality.Reason(*row) for row in conn.execute(_TOP_REASONS.format(table=quarantined), [day]).fetchall()]
+        verdict = quality.quarantine_rate(rows_in, n_quarantined, reasons=top)
+        return verdict, {
+            "quarantine_rate": round(rate, 6),
+            "rows_quarantined": n_quarantined,
+            "top_reasons": dg.MetadataValue.json([r.__dict__ for r in top]),
+        }
 
     def duplicates(conn, day, _):
-        identical, conflicting = conn.execute(_DUPLICATES.format(table=quarantined), [day]).fetchone()
-        verdict = quality.duplicates(identical, conflicting)
+        identical, conflicting, example = conn.execute(_DUPLICATES.format(table=quarantined), [day]).fetchone()
+        verdict = quality.duplicates(identical, conflicting, example)
         return verdict, {"identical_duplicates": identical, "conflicting_duplicates": conflicting}
 
     def explained(conn, day, _):
@@ -104,6 +122,8 @@ def ingest_checks(
             metadata = outcome.as_metadata()
             metadata["failures"] = dg.MetadataValue.md(metadata["failures"])
             description = f"{len(outcome.failed)} of {outcome.evaluated} expectations failed"
+            if outcome.failed:
+                description += ": " + "; ".join(f.describe() for f in outcome.failed[: quality.SHOWN])
             return Verdict(outcome.success, outcome.severity, description), metadata
 
         return evaluate
@@ -122,7 +142,7 @@ def ingest_checks(
         (
             spec(
                 CONSERVATION_CHECK,
-                f"Nothing is lost: raw rows = {valid} + {quarantined}, per partition.",
+                f"Nothing is lost: the raw rows of the day (from every arrival day) = {valid} + {quarantined}.",
                 blocking=True,
                 deps=[quarantined, *raw_keys],
             ),
@@ -174,14 +194,14 @@ def ingest_checks(
     @dg.multi_asset_check(name=f"{valid}_checks", specs=[spec for spec, _ in checks], can_subset=True, pool=DUCKDB_POOL)
     def _checks(context: dg.AssetCheckExecutionContext, warehouse: DuckDBResource):
         days = partition_days(context)
-        arrived = arrived_sources(context, raw_keys, days)
         per_day = DayChecks(context)
         selected = [(s, evaluate) for s, evaluate in checks if s.key in context.selected_asset_check_keys]
         with warehouse.get_connection() as conn:
+            tables = routed_sources(conn, raw_keys)
             for day in days:
                 for check, evaluate in selected:
-                    verdict, metadata = evaluate(conn, day, arrived[day])
-                    yield per_day.evaluation(
+                    verdict, metadata = evaluate(conn, day, tables)
+                    yield from per_day.results(
                         day, verdict, metadata, asset_key=check.asset_key.path[-1], check_name=check.name
                     )
 
