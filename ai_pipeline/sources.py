@@ -22,6 +22,7 @@ class LandingSource:
     description: str
     mapping: SourceMapping | None = None
     lateness_days: int = 7  # rows up to this many days older than their arrival day still reach their own day
+    cadence_days: int = 1  # a delivery is expected at least this often (freshness); a quiet day in between is fine
     read_options: ReadOptions = field(default_factory=ReadOptions)
 
 
@@ -39,7 +40,13 @@ LANDING_SOURCES = (
         "Online Retail invoice-line exports (UCI format), mapped into the event contract.",
         ONLINE_RETAIL,
     ),
-    LandingSource("landing_users", "users", User, "User profile files (CSV) dropped in the landing zone."),
+    LandingSource(
+        "landing_users",
+        "users",
+        User,
+        "User profile files (CSV) dropped in the landing zone, when profiles change (not every day).",
+        cadence_days=30,
+    ),
 )
 EVENT_SOURCES = [s for s in LANDING_SOURCES if s.model is Event]
 USER_SOURCES = [s for s in LANDING_SOURCES if s.model is User]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from datetime import date
 
 import dagster as dg
@@ -112,3 +113,20 @@ def test_rematerializing_a_partition_is_idempotent(pipeline):
     settings, _, _, _, snapshot = pipeline
     for table, before in snapshot.items():
         assert _table(settings, table).equals(before), table
+
+
+def test_a_day_without_profiles_succeeds(tmp_path):
+    # Profiles do not change every day: events arrive, no user file does. Nothing fails for that.
+    settings = Settings(home=tmp_path, start_date=DAY)
+    generate(settings.landing, DAY, NEXT, events_per_day=200, users=40, dirty_rate=0.0)
+    shutil.rmtree(settings.landing / "users" / NEXT.isoformat())
+    job = build_defs(settings).resolve_job_def(DAILY_JOB)
+    instance = dg.DagsterInstance.ephemeral()
+    assert job.execute_in_process(partition_key=DAY.isoformat(), instance=instance).success
+    result = job.execute_in_process(partition_key=NEXT.isoformat(), instance=instance)
+    assert result.success
+    checks = {(e.asset_key.to_user_string(), e.check_name): e for e in result.get_asset_check_evaluations()}
+    users = checks[("validated_users", "great_expectations_users_contract")]
+    assert users.passed and users.description == "0 of 0 expectations failed"
+    assert checks[("validated_users", "rows_in_equal_valid_plus_quarantined")].metadata["rows_in"].value == 0
+    assert all(e.passed for e in checks.values() if e.severity == dg.AssetCheckSeverity.ERROR)

@@ -253,7 +253,9 @@ def _window_checks(
                 "reference_date": reference_day.isoformat(),
                 "reference_rows": report.reference_rows,
                 "comparable_features": len(comparable),
+                "features_drifted": len(report.drifted(drift.WARN_ALPHA, drift.WARN_PSI)),
                 **psi,
+                **{f"p_value/{n}": s.p_value for n, s in report.details.items() if s.p_value is not None},
             },
         ),
     ]
@@ -292,9 +294,12 @@ def windows_asset(settings: Settings, partitions: dg.DailyPartitionsDefinition) 
                 "validated_events, independently of the feature code).",
                 COMPLETENESS_CHECK: "The states the windows need (D and D-7, D-30, D-90) were present; partial "
                 "at the start of history.",
-                DRIFT_CHECK: f"PSI of every numeric feature against the same features {DRIFT_REFERENCE_LAG_DAYS} "
-                f"days earlier (config): WARN above {drift.WARN_PSI}, ERROR above {drift.ERROR_PSI}, "
-                f"'not enough data' under {drift.MIN_SAMPLES} values.",
+                DRIFT_CHECK: f"PSI of every windowed numeric feature against the same features "
+                f"{DRIFT_REFERENCE_LAG_DAYS} days earlier (config). A feature drifts when its PSI is above what "
+                "sampling noise gives at the day's sample sizes (a permutation test over all features together: "
+                f"false alarms on {drift.WARN_ALPHA:.1%} of unshifted days at most) and above {drift.WARN_PSI} "
+                f"(WARN) or {drift.ERROR_PSI} ({drift.ERROR_ALPHA:.1%}, ERROR); 'not enough data' under "
+                f"{drift.MIN_SAMPLES} values a side.",
             },
             blocking={NULLS_CHECK, RANGES_CHECK, ROWS_CHECK},
         ),

@@ -33,6 +33,14 @@ LAG_CHECK_CRON = "15 * * * *"
 LAG_CHECKED = ("validated_events", "fct_user_daily_activity", "user_window_features", "online_user_features")
 
 
+def cadence_policy(days: int) -> dg.FreshnessPolicy:
+    """A source declared to deliver every `days` days: warn 6 h after a delivery is due, fail after two are missed.
+    A day without a delivery within the cadence fails nothing."""
+    return dg.FreshnessPolicy.time_window(
+        fail_window=timedelta(days=2 * days), warn_window=timedelta(days=days, hours=6)
+    )
+
+
 def deadline_policy(hour: int) -> dg.FreshnessPolicy:
     """Materialized every day between 00:00 UTC and `hour`:00 UTC."""
     return dg.FreshnessPolicy.cron(deadline_cron=f"0 {hour} * * *", lower_bound_delta=timedelta(hours=hour))

@@ -144,7 +144,7 @@ def build_dbt_assets(
         warehouse.parent.mkdir(parents=True, exist_ok=True)
         args = dbt_build_args(dbt_vars_for_window(window.start, window.end), warehouse)
         # Each run's dbt artifacts (run_results.json, logs) lie beside the warehouse it wrote.
-        target_path = settings.home / "dbt" / context.run_id
+        target_path = settings.home / "dbt" / context.run.run_id
         days = partition_days(context)
         per_day = DayChecks(context)
         for event in dbt.cli(args, context=context, target_path=target_path).stream():

@@ -18,6 +18,7 @@ from duckdb import DuckDBPyConnection
 from pydantic import BaseModel
 
 from ai_pipeline.defs.common import DAILY_BACKFILL, DUCKDB_POOL, OWNERS, DayChecks, daily_asset, partition_days
+from ai_pipeline.defs.freshness import cadence_policy
 from ai_pipeline.lib import http_api, ops_db, quality
 from ai_pipeline.lib.contracts import Event, User
 from ai_pipeline.lib.landing import FileReport, read_landing_day
@@ -122,6 +123,7 @@ def _raw_asset(
     routing: Routing,
     read: Callable[[date, datetime], SourceRead],
     landing: bool = False,
+    freshness_policy: dg.FreshnessPolicy | None = None,
 ) -> dg.AssetsDefinition:
     specs = [
         dg.AssetCheckSpec(
@@ -154,6 +156,7 @@ def _raw_asset(
         pool=DUCKDB_POOL,
         metadata=PARTITION_EXPR,
         check_specs=specs,
+        freshness_policy=freshness_policy,
     )
     def _asset(context: dg.AssetExecutionContext, warehouse: DuckDBResource):
         started = time.perf_counter()
@@ -220,6 +223,7 @@ def landing_asset(source: LandingSource, settings: Settings, partitions) -> dg.A
         routing=Routing(source.lateness_days, settings.start_date),
         read=read,
         landing=True,
+        freshness_policy=cadence_policy(source.cadence_days),
     )
 
 
