@@ -81,6 +81,8 @@ class Settings:
     # and the most bytes one file may hold once decompressed.
     landing_settle_s: float = 30.0
     max_file_bytes: int = 1 << 30
+    # More landing source declarations (`<name>/defs.yaml` each) besides the built-in ones.
+    sources_dir: Path | None = None
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -103,6 +105,9 @@ class Settings:
             ui_url=env.get("AI_PIPELINE_UI_URL") or "http://127.0.0.1:3000",
             landing_settle_s=float(env.get("AI_PIPELINE_LANDING_SETTLE_S") or 30.0),
             max_file_bytes=int(float(env.get("AI_PIPELINE_MAX_FILE_MB") or 1024) * (1 << 20)),
+            sources_dir=Path(env["AI_PIPELINE_SOURCES_DIR"]).expanduser().resolve()
+            if env.get("AI_PIPELINE_SOURCES_DIR")
+            else None,
         )
 
     def __post_init__(self):

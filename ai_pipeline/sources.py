@@ -1,52 +1,47 @@
-"""The configured raw sources. Adding a landing source is one entry here (plus, at most, a mapping)."""
+"""The declared landing sources: one `defs.yaml` per source (`ai_pipeline.components.LandingSource`).
+
+The built-in declarations live in `ai_pipeline/defs/sources/<name>/defs.yaml`; `AI_PIPELINE_SOURCES_DIR` names a
+folder with more (`<name>/defs.yaml` each). Adding a source takes a YAML file and no Python.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from pathlib import Path
 
-from pydantic import BaseModel
+import yaml
+from pydantic import ValidationError
 
-from ai_pipeline.lib.contracts import Event, User
-from ai_pipeline.lib.formats import ReadOptions
-from ai_pipeline.lib.mappings import ONLINE_RETAIL
-from ai_pipeline.lib.raw import SourceMapping
+from ai_pipeline.components import LandingSource
 
-
-@dataclass(frozen=True)
-class LandingSource:
-    """Files under `<landing>/<folder>/<YYYY-MM-DD>/`, read into the `raw_<name>` asset."""
-
-    name: str
-    folder: str
-    model: type[BaseModel]
-    description: str
-    mapping: SourceMapping | None = None
-    lateness_days: int = 7  # rows up to this many days older than their arrival day still reach their own day
-    cadence_days: int = 1  # a delivery is expected at least this often (freshness); a quiet day in between is fine
-    read_options: ReadOptions = field(default_factory=ReadOptions)
+BUILT_IN = Path(__file__).resolve().parent / "defs" / "sources"
+COMPONENT_TYPE = f"{LandingSource.__module__}.{LandingSource.__name__}"
 
 
-LANDING_SOURCES = (
-    LandingSource(
-        "landing_events",
-        "events",
-        Event,
-        "Event files (CSV, JSONL, Parquet) dropped in the landing zone by web, mobile and partner exports.",
-    ),
-    LandingSource(
-        "online_retail_events",
-        "online_retail",
-        Event,
-        "Online Retail invoice-line exports (UCI format), mapped into the event contract.",
-        ONLINE_RETAIL,
-    ),
-    LandingSource(
-        "landing_users",
-        "users",
-        User,
-        "User profile files (CSV) dropped in the landing zone, when profiles change (not every day).",
-        cadence_days=30,
-    ),
-)
-EVENT_SOURCES = [s for s in LANDING_SOURCES if s.model is Event]
-USER_SOURCES = [s for s in LANDING_SOURCES if s.model is User]
+class SourceDeclarationError(ValueError):
+    """A `defs.yaml` that does not declare a usable landing source; the message names the file."""
+
+
+def _load(path: Path) -> LandingSource:
+    try:
+        document = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise SourceDeclarationError(f"{path}: not YAML ({exc})") from exc
+    if document.get("type") != COMPONENT_TYPE:
+        raise SourceDeclarationError(f"{path}: type is {document.get('type')!r}, expected {COMPONENT_TYPE!r}")
+    try:
+        # Every attribute is a plain value (no templates to render): validating the component's model builds it.
+        return LandingSource.model_validate(document.get("attributes") or {})
+    except (ValidationError, ValueError) as exc:
+        raise SourceDeclarationError(f"{path}: {exc}") from exc
+
+
+def load_sources(extra: Path | None = None) -> list[LandingSource]:
+    """The built-in sources, then those declared under `extra`; names and folders must be unique."""
+    folders = [BUILT_IN, *([extra] if extra else [])]
+    sources = [_load(path) for folder in folders for path in sorted(folder.glob("*/defs.yaml"))]
+    for attribute in ("name", "folder"):
+        values = [getattr(s, attribute) for s in sources]
+        repeated = sorted({v for v in values if values.count(v) > 1})
+        if repeated:
+            raise SourceDeclarationError(f"more than one landing source with the {attribute} {repeated}")
+    return sources

@@ -24,7 +24,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from ai_pipeline.defs.ingest.assets import SCHEMA_CHECK
 from ai_pipeline.lib.landing import read_landing_day
 from ai_pipeline.lib.sample import generate
-from ai_pipeline.sources import LANDING_SOURCES
+from ai_pipeline.sources import load_sources
 from ai_pipeline_tests.conftest import require
 from ai_pipeline_tests.dagster_server import DagsterServer, dagster_server
 
@@ -100,12 +100,12 @@ def page(browser: Browser, artifacts: Path, request: pytest.FixtureRequest) -> I
 
 def _schema_verdict(server: DagsterServer, day: str) -> tuple[bool, str]:
     """The schema check's verdict and description for `day` as the landing reader computes them."""
-    source = next(s for s in LANDING_SOURCES if s.name == "landing_events")
+    source = next(s for s in load_sources() if s.name == "landing_events")
     read = read_landing_day(
         server.settings.landing,
         source.folder,
         date.fromisoformat(day),
-        source.model,
+        source.contract_model,
         source=source.name,
         ingested_at=datetime.now(UTC),
         mapping=source.mapping,

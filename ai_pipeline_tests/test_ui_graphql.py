@@ -27,7 +27,7 @@ from ai_pipeline.lib.expectations import EVENTS_CONTRACT, EVENTS_STATISTICS
 from ai_pipeline.lib.landing import read_landing_day
 from ai_pipeline.lib.sample import generate
 from ai_pipeline.settings import Settings
-from ai_pipeline.sources import EVENT_SOURCES, LANDING_SOURCES
+from ai_pipeline.sources import load_sources
 from ai_pipeline.ui import BIN
 from ai_pipeline_tests.dagster_server import DagsterServer, dagster_server, free_port, service_env
 
@@ -146,14 +146,14 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DagsterServer]:
 
 def _schema_verdicts(settings: Settings, days: list[date]) -> dict[str, tuple[bool, str]]:
     """Per day, the schema check's verdict and description as the landing reader (not Dagster) computes them."""
-    source = next(s for s in LANDING_SOURCES if s.name == "landing_events")
+    source = next(s for s in load_sources() if s.name == "landing_events")
     verdicts = {}
     for day in days:
         read = read_landing_day(
             settings.landing,
             source.folder,
             day,
-            source.model,
+            source.contract_model,
             source=source.name,
             ingested_at=datetime.now(UTC),
             mapping=source.mapping,
@@ -212,9 +212,10 @@ def test_materializing_one_partition_records_the_assets_and_their_checks(server:
     meta = {e["label"]: e.get("intValue") for e in latest["validated_events"]["metadataEntries"]}
     landed = sum(
         read_landing_day(
-            server.settings.landing, s.folder, DAY, s.model, source=s.name, ingested_at=datetime.now(UTC)
+            server.settings.landing, s.folder, DAY, s.contract_model, source=s.name, ingested_at=datetime.now(UTC)
         ).raw.height
-        for s in EVENT_SOURCES
+        for s in load_sources()
+        if s.contract == "Event"
     )
     assert landed > 0 and meta["rows_in"] == landed
     assert meta["dagster/row_count"] + meta["rows_quarantined"] == landed

@@ -8,7 +8,7 @@ from ai_pipeline.defs.automation import apply_conditions, automation_sensors
 from ai_pipeline.defs.common import daily_partitions
 from ai_pipeline.defs.features import feature_assets
 from ai_pipeline.defs.freshness import apply_freshness, lag_checks
-from ai_pipeline.defs.ingest.assets import ingest_assets
+from ai_pipeline.defs.ingest.assets import ingest_assets, raw_keys
 from ai_pipeline.defs.ingest.checks import ingest_checks
 from ai_pipeline.defs.marts import build_dbt_assets
 from ai_pipeline.defs.rag import GROUP as RAG_GROUP
@@ -16,8 +16,9 @@ from ai_pipeline.defs.rag import collection_lag_check, documents_sensor, rag_ass
 from ai_pipeline.defs.resources import warehouse_resources
 from ai_pipeline.defs.sensors import pipeline_sensors
 from ai_pipeline.lib import expectations
+from ai_pipeline.lib.contracts import Event, User
 from ai_pipeline.settings import Settings
-from ai_pipeline.sources import EVENT_SOURCES, USER_SOURCES
+from ai_pipeline.sources import load_sources
 
 DAILY_JOB = "daily_pipeline"
 DOCUMENTS_JOB = "document_collections"
@@ -25,21 +26,16 @@ DOCUMENTS_JOB = "document_collections"
 
 def build_defs(settings: Settings) -> dg.Definitions:
     partitions = daily_partitions(settings)
-    assets = ingest_assets(settings, partitions)
-    raw_event_keys = [f"raw_{s.name}" for s in EVENT_SOURCES] + ["raw_operational_events", "raw_api_events"]
+    sources = load_sources(settings.sources_dir)
+    assets = ingest_assets(settings, partitions, sources)
     checks = [
         ingest_checks(
             "events",
-            raw_event_keys,
+            raw_keys(assets, Event),
             suites=[expectations.EVENTS_CONTRACT, expectations.EVENTS_STATISTICS],
             partitions=partitions,
         ),
-        ingest_checks(
-            "users",
-            [f"raw_{s.name}" for s in USER_SOURCES],
-            suites=[expectations.USERS_CONTRACT],
-            partitions=partitions,
-        ),
+        ingest_checks("users", raw_keys(assets, User), suites=[expectations.USERS_CONTRACT], partitions=partitions),
     ]
     dbt_assets, dbt_resources = build_dbt_assets(settings, partitions)
     # Evaluated hourly on their own (automation conditions), not as part of a day's or a collection's run.
@@ -65,7 +61,7 @@ def build_defs(settings: Settings) -> dg.Definitions:
         sensors=[
             documents_sensor(settings),
             *automation_sensors(RAG_GROUP),
-            *pipeline_sensors(settings, partitions, daily_job),
+            *pipeline_sensors(settings, partitions, daily_job, sources),
         ],
         resources={**warehouse_resources(settings), **dbt_resources},
         # A run's steps run one after another in the run's process: every step that writes the warehouse takes

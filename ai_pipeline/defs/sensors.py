@@ -20,10 +20,10 @@ from typing import Any
 
 import dagster as dg
 
+from ai_pipeline.components import LandingSource
 from ai_pipeline.defs.ingest.assets import RAW_GROUP, ROUTED_DAYS
 from ai_pipeline.lib import alerts, landing, ops_db
 from ai_pipeline.settings import Settings
-from ai_pipeline.sources import LANDING_SOURCES, LandingSource
 
 OPERATIONAL_SENSOR = "operational_events_rows"
 LATE_ROWS_SENSOR = "late_rows"
@@ -400,11 +400,14 @@ def _alert_result(after: int | None, delivered: Iterable[str], reason: str) -> d
 
 
 def pipeline_sensors(
-    settings: Settings, partitions: dg.TimeWindowPartitionsDefinition, daily_job: dg.UnresolvedAssetJobDefinition
+    settings: Settings,
+    partitions: dg.TimeWindowPartitionsDefinition,
+    daily_job: dg.UnresolvedAssetJobDefinition,
+    sources: Iterable[LandingSource],
 ) -> list[dg.SensorDefinition]:
     """The raw-data sensors, late rows and the alerting sensor (the document sensor is built with the RAG assets)."""
     return [
-        *(landing_files_sensor(source, settings, partitions) for source in LANDING_SOURCES),
+        *(landing_files_sensor(source, settings, partitions) for source in sources),
         operational_rows_sensor(settings, partitions),
         late_rows_sensor(daily_job, partitions),
         failure_alerts_sensor(settings),

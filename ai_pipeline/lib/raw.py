@@ -106,18 +106,18 @@ def empty_raw(model: type[BaseModel]) -> pl.DataFrame:
 
 @dataclass(frozen=True)
 class SourceMapping:
-    """How a source's own columns become the contract's: configuration plus, at most, a small function.
+    """How a source's own columns become the contract's (declared per source: `lib.mapping`).
 
     - `renames`: source column -> contract field, on top of the aliases the contract itself declares.
     - `required_columns`: source columns that must be present (default: the contract's required fields,
       under any accepted name).
-    - `derive`: a function from the frame of (renamed) string columns to a frame with contract columns,
-      for values that need computing (e.g. amount = quantity * unit price).
+    - `derive`: `(source frame, contract columns found so far) -> contract columns`, for values that need
+      computing (e.g. amount = quantity * unit price); a `ValueError` it raises is the input's schema error.
     """
 
     renames: Mapping[str, str] = field(default_factory=dict)
     required_columns: tuple[str, ...] | None = None
-    derive: Callable[[pl.DataFrame], pl.DataFrame] | None = None
+    derive: Callable[[pl.DataFrame, pl.DataFrame], pl.DataFrame] | None = None
 
 
 @dataclass
@@ -131,6 +131,7 @@ class SchemaReport:
     unknown: list[str] = field(default_factory=list)
     missing_required: list[str] = field(default_factory=list)
     duplicated: list[str] = field(default_factory=list)  # column names found more than once
+    derive_error: str | None = None  # a declared expression that failed on this input
     missing_optional: list[str] = field(default_factory=list)
     type_changes: list[str] = field(default_factory=list)
     issue: str | None = None  # an input-level problem with no row to carry it (empty file, header only)
@@ -145,6 +146,8 @@ class SchemaReport:
             problems.append(f"missing required column(s) {self.missing_required}")
         if self.type_changes:
             problems.append(f"changed type(s) {self.type_changes}")
+        if self.derive_error:
+            problems.append(f"cannot derive {self.derive_error}")
         if not problems:
             return None
         return f"schema of {self.uri}: {'; '.join(problems)}; found columns {self.found}"
@@ -197,7 +200,10 @@ def conform(
         report.missing_required = [f for f in required_fields(model) if f not in renamed.values()]
     out = frame.select([pl.col(src).cast(pl.String).alias(dst) for src, dst in renamed.items()])
     if mapping.derive is not None and found and not report.missing_required:
-        out = mapping.derive(frame.rename({k: v for k, v in renamed.items() if k != v}))
+        try:
+            out = mapping.derive(frame, out)
+        except ValueError as exc:
+            report.derive_error = str(exc)
     required = required_fields(model)
     report.missing_optional = [n for n in model.model_fields if n not in out.columns and n not in required]
     # Built from series, so that rows without any known column keep their count.

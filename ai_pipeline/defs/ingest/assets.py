@@ -17,6 +17,7 @@ from dagster_duckdb import DuckDBResource
 from duckdb import DuckDBPyConnection
 from pydantic import BaseModel
 
+from ai_pipeline.components import LandingSource
 from ai_pipeline.defs.common import DAILY_BACKFILL, DUCKDB_POOL, OWNERS, DayChecks, daily_asset, partition_days
 from ai_pipeline.defs.freshness import cadence_policy
 from ai_pipeline.lib import http_api, ops_db, quality
@@ -27,11 +28,11 @@ from ai_pipeline.lib.raw import SchemaReport, empty_raw
 from ai_pipeline.lib.routing import Routing, days_touched, route
 from ai_pipeline.lib.validation import validate
 from ai_pipeline.settings import Settings
-from ai_pipeline.sources import EVENT_SOURCES, USER_SOURCES, LandingSource
 
 SCHEMA_CHECK = "schema_matches_contract"
 FILES_CHECK = "every_file_record_read"
 RAW_GROUP = "raw"
+CONTRACT_TAG = "ai_pipeline/contract"  # on raw assets: the contract their rows are validated against
 # Raw materialization metadata: the validated days (other than the run's own) whose input the run changed.
 ROUTED_DAYS = "routed_days"
 PARTITION_EXPR = {"partition_expr": "partition_date"}
@@ -157,6 +158,7 @@ def _raw_asset(
         metadata=PARTITION_EXPR,
         check_specs=specs,
         freshness_policy=freshness_policy,
+        tags={CONTRACT_TAG: model.__name__},
     )
     def _asset(context: dg.AssetExecutionContext, warehouse: DuckDBResource):
         started = time.perf_counter()
@@ -205,7 +207,7 @@ def landing_asset(source: LandingSource, settings: Settings, partitions) -> dg.A
             settings.landing,
             source.folder,
             day,
-            source.model,
+            source.contract_model,
             source=source.name,
             ingested_at=ingested_at,
             mapping=source.mapping,
@@ -219,7 +221,7 @@ def landing_asset(source: LandingSource, settings: Settings, partitions) -> dg.A
         description=f"{source.description} Read from landing/{source.folder}/<day>/, partitioned by arrival day.",
         kinds={"python", "polars", "duckdb"},
         partitions=partitions,
-        model=source.model,
+        model=source.contract_model,
         routing=Routing(source.lateness_days, settings.start_date),
         read=read,
         landing=True,
@@ -373,17 +375,24 @@ def validation_assets(
     return _validate
 
 
-def ingest_assets(settings: Settings, partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
-    event_raw = [landing_asset(s, settings, partitions) for s in EVENT_SOURCES]
-    event_raw += [operational_events_asset(settings, partitions), api_events_asset(settings, partitions)]
-    user_raw = [landing_asset(s, settings, partitions) for s in USER_SOURCES]
+def raw_keys(assets: Iterable[dg.AssetsDefinition], model: type[BaseModel]) -> list[str]:
+    """The raw assets whose rows are validated against `model` (their contract tag)."""
     return [
-        *event_raw,
-        *user_raw,
-        validation_assets(
-            "events", Event, [a.key.path[-1] for a in event_raw], unique_key="event_id", partitions=partitions
-        ),
-        validation_assets(
-            "users", User, [a.key.path[-1] for a in user_raw], unique_key="user_id", partitions=partitions
-        ),
+        spec.key.path[-1]
+        for asset in assets
+        for spec in asset.specs
+        if spec.group_name == RAW_GROUP and spec.tags.get(CONTRACT_TAG) == model.__name__
+    ]
+
+
+def ingest_assets(
+    settings: Settings, partitions: dg.PartitionsDefinition, sources: Iterable[LandingSource]
+) -> list[dg.AssetsDefinition]:
+    """A raw asset per declared landing source, the operational table and the API; validation per contract."""
+    raw = [landing_asset(s, settings, partitions) for s in sources]
+    raw += [operational_events_asset(settings, partitions), api_events_asset(settings, partitions)]
+    return [
+        *raw,
+        validation_assets("events", Event, raw_keys(raw, Event), unique_key="event_id", partitions=partitions),
+        validation_assets("users", User, raw_keys(raw, User), unique_key="user_id", partitions=partitions),
     ]
