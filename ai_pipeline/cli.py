@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shutil
 import sys
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
@@ -29,6 +30,7 @@ class DayOutcome:
     feature_rows: int | None = None
     checks_passed: int = 0
     checks_failed: list[str] = field(default_factory=list)  # "asset:check (SEVERITY): description"
+    steps_failed: list[str] = field(default_factory=list)  # "step: error" of the day's (range) run
 
 
 def _default_range(days: int) -> tuple[date, date]:
@@ -44,27 +46,53 @@ def _use_instance(settings: Settings):
 
 
 def run_days(settings: Settings, start: date, end: date) -> list[DayOutcome]:
-    """The daily job over `start..end` as one run of a partition range, as a backfill runs it: every source of every
-    day is read before any day is validated, so rows that arrived on another day of the range reach their own.
-    Recorded in the configured Dagster instance; one outcome per day, from the checks' per-day results."""
+    """The daily job over `start..end` in runs of partition ranges, one after another, as a backfill runs them:
+    within a run every source of every day is read before any day is validated, so rows that arrived on another day
+    of the range reach their own. Recorded in the configured Dagster instance; one outcome per day, from the checks'
+    per-day results."""
     from ai_pipeline.defs import DAILY_JOB, build_defs
-    from ai_pipeline.defs.features import ROWS_CHECK
-    from ai_pipeline.defs.ingest.checks import CONSERVATION_CHECK
+    from ai_pipeline.defs.common import DAILY_BACKFILL
 
     instance = _use_instance(settings)
     job = build_defs(settings).resolve_job_def(DAILY_JOB)
-    log = settings.home / "logs" / f"{DAILY_JOB}-{start}-{end}.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    print(f"Running {DAILY_JOB} for {start}..{end} (dbt output: {log})", flush=True)
-    tags = {
-        "dagster/asset_partition_range_start": start.isoformat(),
-        "dagster/asset_partition_range_end": end.isoformat(),
-    }
-    # dagster-dbt echoes dbt's events to stdout; they go to the run's log file instead of the terminal.
-    with log.open("w") as out, contextlib.redirect_stdout(out):
-        result = job.execute_in_process(tags=tags, instance=instance, run_config=QUIET, raise_on_error=False)
+    outcomes: list[DayOutcome] = []
+    first = start
+    while first <= end:
+        last = min(end, first + timedelta(days=DAILY_BACKFILL.max_partitions_per_run - 1))
+        log = settings.home / "logs" / f"{DAILY_JOB}-{first}-{last}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        print(f"Running {DAILY_JOB} for {first}..{last} (dbt output: {log})", flush=True)
+        tags = {
+            "dagster/asset_partition_range_start": first.isoformat(),
+            "dagster/asset_partition_range_end": last.isoformat(),
+        }
+        # dagster-dbt echoes dbt's events to stdout; they go to the run's log file instead of the terminal.
+        with log.open("w") as out, contextlib.redirect_stdout(out):
+            result = job.execute_in_process(tags=tags, instance=instance, run_config=QUIET, raise_on_error=False)
+        outcomes += _day_outcomes(result, first, last)
+        first = last + timedelta(days=1)
+    return outcomes
+
+
+def _root_message(error) -> str:
+    """The first line of the innermost cause of a step's error: the user's exception, not Dagster's wrapper."""
+    while error.cause is not None:
+        error = error.cause
+    return error.message.strip().splitlines()[0]
+
+
+def _day_outcomes(result, start: date, end: date) -> list[DayOutcome]:
+    """One outcome per day of a range run, from its checks' per-day results."""
+    from ai_pipeline.defs.features import ROWS_CHECK
+    from ai_pipeline.defs.ingest.checks import CONSERVATION_CHECK
+
     days = [start + timedelta(days=n) for n in range((end - start).days + 1)]
-    outcomes = {day.isoformat(): DayOutcome(day.isoformat(), result.success) for day in days}
+    steps = [
+        f"{event.step_key}: {_root_message(event.event_specific_data.error)}"
+        for event in result.all_events
+        if event.is_step_failure
+    ]
+    outcomes = {day.isoformat(): DayOutcome(day.isoformat(), result.success, steps_failed=steps) for day in days}
     for evaluation in result.get_asset_check_evaluations():
         outcome = outcomes.get(evaluation.partition)
         if outcome is None:
@@ -86,6 +114,52 @@ def run_days(settings: Settings, start: date, end: date) -> list[DayOutcome]:
                 f"{evaluation.description}"
             )
     return list(outcomes.values())
+
+
+def import_history(settings: Settings, source_name: str, files: list[Path]) -> int:
+    """A bulk export (months or years in one file) into the landing zone, every row on its own day.
+
+    The files go into the folder of the earliest day they hold, where every row is at most days *after* its arrival
+    day and so reaches its own day (`lib.routing`); then the daily job runs over their days, in ranges."""
+    from ai_pipeline.lib.landing import COMPLETION_MARKER, event_days
+    from ai_pipeline.sources import load_sources
+
+    sources = {s.name: s for s in load_sources(settings.sources_dir)}
+    if source_name not in sources:
+        print(f"error: no landing source {source_name!r}; declared: {', '.join(sorted(sources))}", file=sys.stderr)
+        return 2
+    source = sources[source_name]
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        print(f"error: no such file: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    days = sorted({d for f in files for d in event_days(f, source.contract_model, source.mapping, source.read_options)})
+    if not days:
+        print(
+            f"error: no readable event time in {', '.join(map(str, files))} (read as {source_name}): nothing to "
+            "place by day; drop the files in the day folder they belong to",
+            file=sys.stderr,
+        )
+        return 2
+    yesterday = datetime.now(UTC).date() - timedelta(days=1)
+    arrival, last = max(days[0], settings.start_date), min(days[-1], yesterday)
+    folder = settings.landing / source.folder / arrival.isoformat()
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in files:
+        target = folder / path.name
+        if target.exists() and target.read_bytes() != path.read_bytes():
+            print(f"error: {target} exists with other content; rename the export", file=sys.stderr)
+            return 2
+        shutil.copyfile(path, target)
+    (folder / COMPLETION_MARKER).touch()
+    print(f"{len(files)} file(s) holding days {days[0]}..{days[-1]} placed in {folder}")
+    if days[0] < settings.start_date:
+        print(f"Rows before AI_PIPELINE_START_DATE ({settings.start_date}) are quarantined (before_start).")
+    if days[-1] > yesterday:
+        print(f"Rows after {yesterday} wait in the raw table until their day is a partition.")
+    outcomes = run_days(settings, arrival, last)
+    print_summary(settings, outcomes)
+    return 0 if all(o.success for o in outcomes) else 1
 
 
 @dataclass
@@ -171,6 +245,11 @@ def print_summary(settings: Settings, outcomes: list[DayOutcome]) -> None:
         checks = f"{o.checks_passed} passed, {len(o.checks_failed)} failed"
         features = "-" if o.feature_rows is None else str(o.feature_rows)
         print(f"{o.day:<12} {status:<8} {cells[0]:<24} {cells[1]:<22} {features:<9} {checks}")
+    steps = list(dict.fromkeys(step for o in outcomes for step in o.steps_failed))
+    if steps:
+        print("\nFailed steps:")
+        for step in steps:
+            print(f"  - {step}")
     failed = [(o.day, name) for o in outcomes for name in o.checks_failed]
     if failed:
         print("\nFailed checks (the asset's Checks tab in the UI holds the metadata that explains them):")
@@ -271,6 +350,12 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--seed", type=int, default=42)
         p.add_argument("--dirty-rate", type=float, default=0.02)
     demo.add_argument("--days", type=int, default=DEFAULT_DAYS, help="days ending yesterday (UTC)")
+    history = sub.add_parser(
+        "import-history",
+        help="load a bulk export (any number of days in one file) into a landing source, every row on its day",
+    )
+    history.add_argument("source", help="the landing source's name, e.g. online_retail_events")
+    history.add_argument("files", nargs="+", type=Path)
     sub.add_parser("dagster-home", help="print the DAGSTER_HOME of the configured instance")
     sub.add_parser("collections", help="build every configured document collection through Dagster")
     search = sub.add_parser("search", help="ask a document collection; prints ranked chunks")
@@ -297,6 +382,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "dagster-home":
         print(prepare_instance_home(settings, instance_kind()))
         return 0
+    if args.command == "import-history":
+        return import_history(settings, args.source, args.files)
     if args.command == "search":
         return print_search(settings, args.question, args.collection, args.k)
     if args.command == "collections":

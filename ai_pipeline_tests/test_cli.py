@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import subprocess
 import sys
@@ -15,10 +16,12 @@ import pytest
 from ai_pipeline.settings import PROJECT_ROOT, Settings
 
 
-def _cli(home: Path, *args: str) -> subprocess.CompletedProcess:
+def _cli(home: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    extra = env or {}
     env = {**os.environ, "AI_PIPELINE_HOME": str(home)}
     for name in ("DAGSTER_HOME", "AI_PIPELINE_INSTANCE", "AI_PIPELINE_START_DATE", "AI_PIPELINE_ONLINE_STORE"):
         env.pop(name, None)
+    env.update(extra)
     cli = Path(sys.executable).parent / "ai-pipeline"
     return subprocess.run([str(cli), *args], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=600)
 
@@ -143,3 +146,33 @@ def test_search_refuses_unknown_collections_and_bad_arguments(demo):
         bad = _cli(home, "search", "anything", "--k", k)
         assert bad.returncode == 2 and "usage: ai-pipeline search" in bad.stderr, bad.stderr
         assert "Traceback" not in bad.stderr
+
+
+def test_import_history_lands_a_bulk_export_on_its_days(shared_data, tmp_path):
+    from ai_pipeline_tests.test_online_retail import _invoice_day, _spread_over_days, _write_csv
+
+    with (shared_data / "online_retail" / "OnlineRetail.csv").open(newline="", encoding="utf-8") as f:
+        lines = _spread_over_days(list(csv.DictReader(f)), 10)
+    export = tmp_path / "retail_2010.csv"
+    _write_csv(export, lines)
+    first, last = min(map(_invoice_day, lines)), max(map(_invoice_day, lines))
+    home = tmp_path / "home"
+    env = {"AI_PIPELINE_START_DATE": first.isoformat()}
+    out = _cli(home, "import-history", "online_retail_events", str(export), env=env)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert (
+        f"1 file(s) holding days {first}..{last} placed in {home / 'landing' / 'online_retail' / str(first)}"
+        in out.stdout
+    )
+    days = {line.split()[0]: line.split() for line in out.stdout.splitlines() if line[:4] == "2010"}
+    assert sorted(days) == [(first + timedelta(days=n)).isoformat() for n in range(10)]
+    per_day = {d: sum(_invoice_day(line).isoformat() == d for line in lines) for d in days}
+    for day, cells in days.items():
+        rows_in, valid, quarantined = map(int, cells[2].split("/"))
+        assert rows_in == per_day[day] == valid + quarantined and cells[1] == "ok", cells
+
+    unknown = _cli(home, "import-history", "retail", str(export), env=env)
+    assert unknown.returncode == 2
+    assert "error: no landing source 'retail'; declared: landing_events, landing_users, online_retail_events" in (
+        unknown.stderr
+    )

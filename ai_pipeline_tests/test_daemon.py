@@ -20,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from ai_pipeline.cli import run_days
 from ai_pipeline.defs.automation import AUTOMATION_SENSOR
 from ai_pipeline.defs.ingest.checks import QUARANTINE_RATE_CHECK
+from ai_pipeline.defs.sensors import LATE_ROWS_SENSOR
 from ai_pipeline.instance import prepare_instance_home
 from ai_pipeline.lib.sample import generate
 from ai_pipeline.monitoring import serve
@@ -197,3 +198,92 @@ def test_a_landing_file_flows_to_the_online_store_and_a_bad_one_is_stopped_with_
             assert value("ai_pipeline_data_quality_score", **quarantine) == 0
             assert value("ai_pipeline_check_value", **quarantine, key="quarantine_rate") > 0.2
             assert value("ai_pipeline_records_processed_total", asset="online_user_features") > 0
+
+
+def _sensor_ticked(ui: DagsterUI, name: str) -> bool:
+    location = graphql(ui.url, "{ workspaceOrError { ... on Workspace { locationEntries { name } } } }")
+    selector = {
+        "repositoryLocationName": location["workspaceOrError"]["locationEntries"][0]["name"],
+        "repositoryName": "__repository__",
+        "sensorName": name,
+    }
+    sensor = graphql(ui.url, SENSOR_TICKS, {"selector": selector})["sensorOrError"]
+    return bool(sensor["sensorState"]["ticks"])
+
+
+@pytest.mark.usefixtures("postgres_instance")
+def test_a_late_file_updates_its_day_and_every_later_one_without_a_click(tmp_path, monkeypatch):
+    day, newest = TODAY - timedelta(days=3), TODAY - timedelta(days=1)
+    settings = Settings(home=tmp_path / "home", start_date=day)
+    generate(settings.landing, day, newest, events_per_day=200, users=40, dirty_rate=0.0)
+    env = {
+        "AI_PIPELINE_HOME": str(settings.home),
+        "AI_PIPELINE_START_DATE": day.isoformat(),
+        "AI_PIPELINE_INSTANCE": "postgres",
+        "AI_PIPELINE_LANDING_SETTLE_S": "1",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert all(outcome.success for outcome in run_days(settings, day, newest))
+    ui = DagsterUI(port=free_port(), log=tmp_path / "services.log")
+    with ui, dg.DagsterInstance.from_config(str(prepare_instance_home(settings, "postgres"))) as instance:
+        by_hand = {run.run_id for run in instance.get_runs()}
+        until(ui, "the late-rows sensor's first tick", lambda: _sensor_ticked(ui, LATE_ROWS_SENSOR), 180)
+        # The landing sensors read the history's folders once more on their first tick (their cursor starts empty).
+        until(
+            ui,
+            "the re-read of the history",
+            lambda: len(_materialized(instance, "raw_landing_events", newest)) > 1,
+            180,
+        )
+        until(ui, "those runs to finish", lambda: all(r.is_finished for r in instance.get_runs()), 300)
+
+        # --- rows of the first day arrive two days late, in the newest day's folder --------------------------------
+        late = [
+            f"late-{i},late-user-{i % 3},purchase,{day}T20:{i:02d}:00Z,{10 + i}.00,books,Germany" for i in range(12)
+        ]
+        path = settings.landing / "events" / newest.isoformat() / "late_partner_export.csv"
+        path.write_text("event_id,user_id,event_type,event_time,amount,category,country\n" + "\n".join(late) + "\n")
+        dropped = datetime.now(UTC).timestamp()
+
+        def rerun_of_the_first_day():
+            return [
+                r
+                for r in _materialized(instance, "online_user_features", newest)
+                if r.timestamp > dropped
+                and instance.get_run_by_id(r.run_id).tags.get("dagster/sensor_name") == LATE_ROWS_SENSOR
+            ]
+
+        [record] = until(ui, "the late rows' range run", rerun_of_the_first_day, 420)
+        run = instance.get_run_by_id(record.run_id)
+        assert run.status == dg.DagsterRunStatus.SUCCESS
+        assert (run.tags["dagster/asset_partition_range_start"], run.tags["dagster/asset_partition_range_end"]) == (
+            day.isoformat(),
+            newest.isoformat(),
+        )
+        until(ui, "the runs to finish", lambda: all(r.is_finished for r in instance.get_runs()), 300)
+        new_runs = [r for r in instance.get_runs() if r.run_id not in by_hand]
+        assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in new_runs)
+        assert all(
+            r.tags.get("dagster/sensor_name") or r.tags.get("dagster/from_automation_condition") for r in new_runs
+        )
+
+    with duckdb.connect(str(settings.warehouse), read_only=True) as conn:
+        published = conn.execute(
+            "select distinct partition_date, _arrival_date from validated_events where event_id like 'late-%'"
+        ).fetchall()
+        count = conn.execute("select count(*) from validated_events where event_id like 'late-%'").fetchone()[0]
+        activity = conn.execute(
+            "select sum(event_count) from fct_user_daily_activity "
+            "where user_id like 'late-user-%' and activity_date = ?",
+            [day],
+        ).fetchone()[0]
+        windows = conn.execute(
+            "select feature_date, sum(event_count_7d) from user_window_features where user_id like 'late-user-%' "
+            "group by 1 order by 1"
+        ).fetchall()
+    assert published == [(day, newest)] and count == 12
+    assert activity == 12
+    assert windows == [(day + timedelta(days=n), 12) for n in range(3)]
+    online = settings.online_store_client().lookup(["late-user-0", "late-user-1", "late-user-2"])
+    assert online["event_count_7d"].to_list() == [4, 4, 4] and settings.online_store_client().feature_date() == newest

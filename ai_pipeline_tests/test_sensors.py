@@ -7,13 +7,22 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
+import duckdb
 import pytest
 
-from ai_pipeline.defs import build_defs
+from ai_pipeline.defs import DAILY_JOB, build_defs
 from ai_pipeline.defs.common import daily_partitions
-from ai_pipeline.defs.sensors import BEFORE_START, IN_RANGE, NOT_YET, OPERATIONAL_SENSOR, day_status
+from ai_pipeline.defs.sensors import (
+    BEFORE_START,
+    IN_RANGE,
+    LATE_ROWS_SENSOR,
+    NOT_YET,
+    OPERATIONAL_SENSOR,
+    day_status,
+)
 from ai_pipeline.lib import landing, ops_db
 from ai_pipeline.settings import Settings
+from ai_pipeline_tests.conftest import execute_days
 
 START = date(2024, 1, 1)
 CSV = "event_id,user_id,event_type,event_time\ne1,u1,click,2024-01-05T10:00:00Z\n"
@@ -263,3 +272,50 @@ def test_sensors_of_unconfigured_sources_say_why_they_do_nothing(tmp_path, insta
     assert sensor.metadata["configured"].value is False
     result = _tick(defs, OPERATIONAL_SENSOR, instance, None)
     assert result.skip_message == "AI_PIPELINE_OPS_DSN is not set: the operational source is not configured"
+
+
+def test_late_rows_rerun_their_day_and_every_later_one(tmp_path):
+    day, newest = date(2024, 1, 5), date(2024, 1, 7)
+    settings = Settings(home=tmp_path, start_date=day, landing_settle_s=0)
+    for n in range(3):
+        current = day + timedelta(days=n)
+        _write(
+            settings.landing / "events" / current.isoformat() / "a.csv",
+            CSV.replace("2024-01-05", str(current)).replace("e1,", f"e{n},"),
+        )
+    defs = build_defs(settings)
+    job = defs.resolve_job_def(DAILY_JOB)
+    ingest = [dg.AssetKey(k) for k in ("raw_landing_events", "validated_events", "quarantined_events")]
+    with dg.instance_for_test() as instance:
+        assert execute_days(job, instance, day, newest, asset_selection=ingest).success
+        started = _tick(defs, LATE_ROWS_SENSOR, instance, None)
+        assert started.run_requests == [] and started.skip_reason.skip_message.startswith("started")
+
+        # Two days later, a file for the newest day also holds rows of the first: they belong to that day.
+        late = "e-late,u9,purchase,2024-01-05T18:00:00Z\ne-new,u9,click,2024-01-07T09:00:00Z\n"
+        _write(settings.landing / "events" / newest.isoformat() / "b.csv", CSV.splitlines()[0] + "\n" + late)
+        raw = job.execute_in_process(
+            partition_key=newest.isoformat(), instance=instance, asset_selection=[dg.AssetKey("raw_landing_events")]
+        )
+        [materialization] = raw.asset_materializations_for_node("raw_landing_events")
+        assert materialization.metadata["routed_days"].value == [day.isoformat()]
+        result = _tick(defs, LATE_ROWS_SENSOR, instance, started.cursor)
+        [request] = result.run_requests
+        assert request.tags["dagster/asset_partition_range_start"] == day.isoformat()
+        assert request.tags["dagster/asset_partition_range_end"] == newest.isoformat()
+        selected = {key.path[-1] for key in request.asset_selection}
+        assert {"validated_events", "fct_user_daily_activity", "user_feature_state", "online_user_features"} <= selected
+        assert not any(name.startswith("raw_") for name in selected)
+        assert _tick(defs, LATE_ROWS_SENSOR, instance, result.cursor).run_requests == []
+
+        rerun = job.execute_in_process(instance=instance, tags=request.tags, asset_selection=request.asset_selection)
+        assert rerun.success
+    with duckdb.connect(str(settings.warehouse), read_only=True) as conn:
+        found = conn.execute(
+            "select partition_date, _arrival_date from validated_events where event_id = 'e-late'"
+        ).fetchall()
+        features = conn.execute(
+            "select feature_date, event_count_7d from user_window_features where user_id = 'u9' order by 1"
+        ).fetchall()
+    assert found == [(day, newest)]
+    assert features == [(day, 1), (day + timedelta(days=1), 1), (newest, 2)]

@@ -213,7 +213,10 @@ def late_rows_sensor(
         touched = set()
         for record in records:
             value = record.asset_materialization.metadata.get(ROUTED_DAYS)
-            touched.update(value.value if value is not None else [])
+            if value is not None and value.value:
+                # The arrival day is re-validated too: automation looks after the newest day only, and a bulk
+                # export dropped in an old day's folder arrives on that old day.
+                touched.update([*value.value, record.partition_key])
         days = sorted(d for d in touched if partitions.has_partition_key(d))
         if not days:
             return dg.SensorResult(cursor=newest_seen, skip_reason=f"{len(records)} raw materializations, no late rows")

@@ -30,11 +30,11 @@ from pathlib import Path
 import polars as pl
 from pydantic import BaseModel
 
-from ai_pipeline.lib import formats
+from ai_pipeline.lib import contracts, formats
 from ai_pipeline.lib.contracts import field_aliases
 from ai_pipeline.lib.formats import ReadOptions, Records, Refused
 from ai_pipeline.lib.raw import SchemaReport, SourceMapping, empty_raw, to_raw
-from ai_pipeline.lib.validation import compile_contract
+from ai_pipeline.lib.validation import compile_contract, parsed_field, routing_field
 
 FORMATS = {
     ".csv": "csv",
@@ -339,6 +339,32 @@ def read_landing_day(
     files.sort(key=lambda f: f.uri)
     notes = entries.notes + [f.note for f in files if f.note]
     return LandingRead(pl.concat(frames, how="vertical"), files, entries.ignored, notes)
+
+
+def event_days(
+    path: Path, model: type[BaseModel], mapping: SourceMapping | None = None, options: ReadOptions | None = None
+) -> list[date]:
+    """The distinct UTC days of a file's readable event times, read as its source reads it (an export's span)."""
+    candidate = Candidate(path, path.name, format_of(path.name, "csv"))
+    records, _ = read_records(candidate, options or ReadOptions())
+    frame, _ = to_raw(
+        records.frame,
+        model,
+        partition_day=date.min,
+        source="",
+        uri=path.name,
+        ingested_at=datetime.now(UTC),
+        offsets=records.offsets,
+        read_errors=records.read_errors,
+        mapping=mapping,
+        columns_found=records.columns,
+    )
+    name = routing_field(model)
+    if name is None or frame.height == 0:
+        return []
+    lo, hi = contracts.EARLIEST_PLAUSIBLE, contracts.LATEST_PLAUSIBLE
+    times = parsed_field(frame, model, name).drop_nulls()
+    return sorted(times.filter((times >= lo) & (times < hi)).dt.date().unique().to_list())
 
 
 _DAY_FOLDER = re.compile(r"\d{4}-\d{2}-\d{2}")

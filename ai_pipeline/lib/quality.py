@@ -7,6 +7,8 @@ from dataclasses import dataclass
 # Above WARN a source is degrading; above ERROR the day is more likely broken than dirty, and is blocked.
 QUARANTINE_WARN_RATE = 0.05
 QUARANTINE_ERROR_RATE = 0.20
+# Below this many rows a day's rate is noise (1 of 2 is 50%): it warns, it does not block the day.
+QUARANTINE_MIN_ROWS = 20
 SHOWN = 3  # problems named in a verdict's description; the metadata lists them all
 
 
@@ -53,6 +55,8 @@ def quarantine_rate(
     rate = quarantined / rows_in if rows_in else 0.0
     text = f"{quarantined}/{rows_in} rows quarantined ({rate:.2%})"
     why = f": {'; '.join(r.describe() for r in reasons[:SHOWN])}" if reasons else ""
+    if rate > error and rows_in < QUARANTINE_MIN_ROWS:
+        return Verdict(False, "WARN", f"{text}, above {error:.0%} but too few rows to block the day on{why}")
     if rate > error:
         return Verdict(False, "ERROR", f"{text}, above {error:.0%}{why}")
     if rate > warn:

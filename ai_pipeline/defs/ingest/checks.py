@@ -152,7 +152,8 @@ def ingest_checks(
             spec(
                 QUARANTINE_RATE_CHECK,
                 f"WARN above {quality.QUARANTINE_WARN_RATE:.0%} quarantined rows, ERROR (blocking) above "
-                f"{quality.QUARANTINE_ERROR_RATE:.0%}.",
+                f"{quality.QUARANTINE_ERROR_RATE:.0%} of at least {quality.QUARANTINE_MIN_ROWS} rows; a failure names "
+                "the most frequent reasons and where each first occurred.",
                 blocking=True,
                 deps=[quarantined],
             ),
