@@ -8,6 +8,7 @@ landing-file sensor, the automation sensor and the alert sensor at work.
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -69,40 +70,35 @@ def _bad_file(path: Path, rows: int) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+@contextmanager
+def _daemon(settings: Settings, first, last, monkeypatch, tmp_path: Path, **env: str):
+    """Days `first`..`last` materialized by a run of the daily job, then the webserver and daemon over the
+    PostgreSQL instance of the environment; yields the services, the instance and the ids of the runs before them."""
+    env = {
+        "AI_PIPELINE_HOME": str(settings.home),
+        "AI_PIPELINE_START_DATE": settings.start_date.isoformat(),
+        "AI_PIPELINE_INSTANCE": "postgres",
+        # The tests write their files in one go: a second of stillness is enough to call them written.
+        "AI_PIPELINE_LANDING_SETTLE_S": "1",
+        **env,
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert all(day.success for day in run_days(settings, first, last))
+    ui = DagsterUI(port=free_port(), log=tmp_path / "services.log")
+    with ui, dg.DagsterInstance.from_config(str(prepare_instance_home(settings, "postgres"))) as instance:
+        yield ui, instance, {run.run_id for run in instance.get_runs()}
+
+
 @pytest.mark.usefixtures("postgres_instance")
 def test_a_landing_file_flows_to_the_online_store_and_a_bad_one_is_stopped_with_an_alert(tmp_path, monkeypatch):
     settings = Settings(home=tmp_path / "home", start_date=HISTORY)
     generate(settings.landing, HISTORY, HISTORY, events_per_day=300, users=60, dirty_rate=0.0)
     with webhook() as hook:
-        env = {
-            "AI_PIPELINE_HOME": str(settings.home),
-            "AI_PIPELINE_START_DATE": HISTORY.isoformat(),
-            "AI_PIPELINE_INSTANCE": "postgres",
-            "AI_PIPELINE_ALERT_WEBHOOK_URL": hook.url,
-            # The test writes its bad file in one go: a second of stillness is enough to call it written.
-            "AI_PIPELINE_LANDING_SETTLE_S": "1",
-        }
-        for key, value in env.items():
-            monkeypatch.setenv(key, value)
         # The day before is history: materialized by a run of the daily job before the daemon starts.
-        assert all(day.success for day in run_days(settings, HISTORY, HISTORY))
-        ui = DagsterUI(port=free_port(), log=tmp_path / "services.log")
-        with ui, dg.DagsterInstance.from_config(str(prepare_instance_home(settings, "postgres"))) as instance:
-            by_hand = {run.run_id for run in instance.get_runs()}
-            location = graphql(ui.url, "{ workspaceOrError { ... on Workspace { locationEntries { name } } } }")
-            selector = {
-                "repositoryLocationName": location["workspaceOrError"]["locationEntries"][0]["name"],
-                "repositoryName": "__repository__",
-                "sensorName": AUTOMATION_SENSOR,
-            }
-
-            def automation_ticked() -> bool:
-                sensor = graphql(ui.url, SENSOR_TICKS, {"selector": selector})["sensorOrError"]
-                return bool(sensor["sensorState"]["ticks"])
-
-            # The landing sensors pick the history day's files up again (their cursor starts empty); automation
-            # leaves that day alone (not the newest).
-            until(ui, "the automation sensor's first tick", automation_ticked, 180)
+        daemon = _daemon(settings, HISTORY, HISTORY, monkeypatch, tmp_path, AI_PIPELINE_ALERT_WEBHOOK_URL=hook.url)
+        with daemon as (ui, instance, by_hand):
+            until(ui, "the automation sensor's first tick", lambda: _sensor_ticked(ui, AUTOMATION_SENSOR), 180)
             until(
                 ui,
                 "the history day's raw partition",
@@ -216,18 +212,7 @@ def test_a_late_file_updates_its_day_and_every_later_one_without_a_click(tmp_pat
     day, newest = TODAY - timedelta(days=3), TODAY - timedelta(days=1)
     settings = Settings(home=tmp_path / "home", start_date=day)
     generate(settings.landing, day, newest, events_per_day=200, users=40, dirty_rate=0.0)
-    env = {
-        "AI_PIPELINE_HOME": str(settings.home),
-        "AI_PIPELINE_START_DATE": day.isoformat(),
-        "AI_PIPELINE_INSTANCE": "postgres",
-        "AI_PIPELINE_LANDING_SETTLE_S": "1",
-    }
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    assert all(outcome.success for outcome in run_days(settings, day, newest))
-    ui = DagsterUI(port=free_port(), log=tmp_path / "services.log")
-    with ui, dg.DagsterInstance.from_config(str(prepare_instance_home(settings, "postgres"))) as instance:
-        by_hand = {run.run_id for run in instance.get_runs()}
+    with _daemon(settings, day, newest, monkeypatch, tmp_path) as (ui, instance, by_hand):
         until(ui, "the late-rows sensor's first tick", lambda: _sensor_ticked(ui, LATE_ROWS_SENSOR), 180)
         # The landing sensors read the history's folders once more on their first tick (their cursor starts empty).
         until(

@@ -153,6 +153,11 @@ def landed(tmp_path_factory):
     fresh = settings.landing / "events" / FRESH_DAY.isoformat() / "still_writing.csv"
     fresh.parent.mkdir(parents=True)
     fresh.write_text(HEADER + rows("f", 2).replace("2024-01-05", "2024-01-06"))
+    # A dataset directory its writer closed with its own marker is complete, however fresh.
+    done = fresh.parent / "done.csv"
+    done.mkdir()
+    (done / "part-00000.csv").write_text(HEADER + rows("d", 3).replace("2024-01-05", "2024-01-06"))
+    (done / "_SUCCESS").write_text("")
 
     job = build_defs(settings).resolve_job_def(DAILY_JOB)
     instance = dg.DagsterInstance.ephemeral()
@@ -183,9 +188,9 @@ def _check(run, day: date, name: str = FILES_CHECK):
 
 
 def _by_file(frame: pl.DataFrame) -> dict[str, int]:
-    return {
-        Path(uri).relative_to(f"events/{DAY}").as_posix(): n for uri, n in frame.group_by("_source_uri").len().rows()
-    }
+    """Rows per file of the corpus day, by the file's path within the day folder."""
+    day = frame.filter(pl.col("_source_uri").str.starts_with(f"events/{DAY}/"))
+    return {Path(uri).relative_to(f"events/{DAY}").as_posix(): n for uri, n in day.group_by("_source_uri").len().rows()}
 
 
 def test_every_refusal_fails_the_file_check_naming_file_and_reason(landed):
@@ -213,7 +218,7 @@ def test_each_file_adds_up_to_its_independent_count(landed):
             continue
         assert per_file[name]["unaccounted"] == 0, name
         assert written[name] == records == _independent_count(name, data), name
-    assert tables["raw_landing_events"].height == sum(r for _, r, *_ in FILES.values() if r)
+    assert sum(written.values()) == sum(r for _, r, *_ in FILES.values() if r)
     swallow = per_file["swallow.csv"]
     assert swallow["resynced"] == [3] and swallow["lines"] == 803  # 802 records and the header, one line each
     assert per_file["multiline.csv"]["multiline"] == [[2, 2]]
@@ -250,7 +255,9 @@ def test_a_file_still_being_written_is_refused(landed):
     [refused] = check.metadata["refused"].value
     assert refused["file"] == f"events/{FRESH_DAY}/still_writing.csv"
     assert refused["reason"].startswith("still being written: modified")
-    assert tables["raw_landing_events"].filter(pl.col("partition_date") == FRESH_DAY).height == 0
+    fresh = tables["raw_landing_events"].filter(pl.col("partition_date") == FRESH_DAY)
+    assert fresh["_source_uri"].unique().to_list() == [f"events/{FRESH_DAY}/done.csv/part-00000.csv"]
+    assert fresh.height == 3
 
 
 def test_a_settled_file_is_read(landed, tmp_path):

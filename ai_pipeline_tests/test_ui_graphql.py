@@ -33,8 +33,8 @@ from ai_pipeline_tests.dagster_server import DagsterServer, dagster_server, free
 
 START = date(2024, 1, 1)
 DAYS = [START + timedelta(days=i) for i in range(60)]
-# 2024-01-05: its landing file with a renamed key column fails the schema check (see lib/sample.py FILE_DEFECTS).
-DAY = date(2024, 1, 5)
+# 2024-01-06: its landing file names a column twice, which fails the schema check (see lib/sample.py FILE_DEFECTS).
+DAY = date(2024, 1, 6)
 EVENT_LANE = [
     "raw_landing_events",
     "raw_online_retail_events",
@@ -230,9 +230,11 @@ def test_materializing_one_partition_records_the_assets_and_their_checks(server:
     assert executions[CONSERVATION_CHECK]["status"] == "SUCCEEDED"
     # The schema check of the raw landing asset: the verdict and the reason the landing reader gives.
     tab = server.query(CHECKS_TAB, {"key": {"path": ["raw_landing_events"]}})["assetNodeOrError"]
-    (schema,) = [c["executionForLatestMaterialization"] for c in tab["assetChecksOrError"]["checks"]]
+    [schema] = [
+        c["executionForLatestMaterialization"] for c in tab["assetChecksOrError"]["checks"] if c["name"] == SCHEMA_CHECK
+    ]
     passed, description = _schema_verdicts(server.settings, [DAY])[DAY.isoformat()]
-    assert not passed and "unknown_rename.csv" in description
+    assert not passed and "doubled_column.csv" in description
     assert schema["status"] == "FAILED" and schema["evaluation"]["description"] == description
 
 

@@ -409,6 +409,11 @@ def read_parquet(source: io.BytesIO) -> Records:
         if isinstance(dtype, pl.Datetime):
             utc = column.dt.replace_time_zone("UTC") if dtype.time_zone is None else column.dt.convert_time_zone("UTC")
             as_text.append(utc.dt.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").alias(name))
+        elif dtype.is_nested():  # lists and structs as the JSON a text export would carry
+            encoded = pl.struct(column.alias("v")).struct.json_encode().str.slice(5, None).str.head(-1)
+            as_text.append(pl.when(column.is_null()).then(None).otherwise(encoded).alias(name))
+        elif dtype == pl.Binary:
+            as_text.append((pl.lit("\\x") + column.bin.encode("hex")).alias(name))
         else:
             as_text.append(column.cast(pl.String).alias(name))
     frame = table.select(as_text)

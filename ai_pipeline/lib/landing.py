@@ -64,6 +64,7 @@ class Candidate:
     path: Path
     uri: str
     format: str
+    complete: bool  # its folder (the day's, or a dataset directory) holds the completion marker
 
 
 @dataclass
@@ -74,11 +75,11 @@ class DayEntries:
     refused: list[tuple[str, str]] = field(default_factory=list)  # (uri, reason)
     ignored: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    complete: bool = False  # the completion marker is there
 
 
-def _walk(root: Path, path: Path, entries: DayEntries, dataset_format: str | None) -> None:
-    """Classifies `path` (a file, a link or a directory) into `entries`."""
+def _walk(root: Path, path: Path, entries: DayEntries, dataset_format: str | None, complete: bool) -> None:
+    """Classifies `path` (a file, a link or a directory) into `entries`; `complete`: a folder above it holds the
+    completion marker."""
     uri = path.relative_to(root).as_posix()
     if path.name.startswith((".", "_")):
         entries.ignored.append(uri)
@@ -98,8 +99,9 @@ def _walk(root: Path, path: Path, entries: DayEntries, dataset_format: str | Non
         return
     if stat.S_ISDIR(mode):
         before = len(entries.candidates) + len(entries.refused)
+        complete = complete or (path / COMPLETION_MARKER).exists()
         for child in sorted(path.iterdir()):
-            _walk(root, child, entries, format_of(path.name, dataset_format))
+            _walk(root, child, entries, format_of(path.name, dataset_format), complete)
         if len(entries.candidates) + len(entries.refused) == before:
             entries.notes.append(f"{uri}/: a directory without data files")
         return
@@ -116,7 +118,7 @@ def _walk(root: Path, path: Path, entries: DayEntries, dataset_format: str | Non
             (uri, f"unsupported file type, expected one of {sorted(FORMATS)} (optionally compressed)")
         )
         return
-    entries.candidates.append(Candidate(path, uri, kind))
+    entries.candidates.append(Candidate(path, uri, kind, complete))
 
 
 def day_entries(root: Path, folder: str, day: date) -> DayEntries:
@@ -124,9 +126,9 @@ def day_entries(root: Path, folder: str, day: date) -> DayEntries:
     entries = DayEntries()
     if not directory.is_dir():
         return entries
-    entries.complete = (directory / COMPLETION_MARKER).exists()
+    complete = (directory / COMPLETION_MARKER).exists()
     for path in sorted(directory.iterdir()):
-        _walk(root, path, entries, None)
+        _walk(root, path, entries, None, complete)
     return entries
 
 
@@ -271,7 +273,7 @@ def read_landing_day(
     now = datetime.now(UTC)
     for candidate in entries.candidates:
         before = candidate.path.stat()
-        age = None if entries.complete else _settling(candidate.path, now, settle_seconds)
+        age = None if candidate.complete else _settling(candidate.path, now, settle_seconds)
         if age is not None:
             files.append(
                 FileReport(
@@ -345,7 +347,7 @@ def event_days(
     path: Path, model: type[BaseModel], mapping: SourceMapping | None = None, options: ReadOptions | None = None
 ) -> list[date]:
     """The distinct UTC days of a file's readable event times, read as its source reads it (an export's span)."""
-    candidate = Candidate(path, path.name, format_of(path.name, "csv"))
+    candidate = Candidate(path, path.name, format_of(path.name, "csv"), complete=True)
     records, _ = read_records(candidate, options or ReadOptions())
     frame, _ = to_raw(
         records.frame,
@@ -416,7 +418,7 @@ def scan_landing(
                 st = candidate.path.stat()
             except FileNotFoundError:
                 continue  # removed while scanning: the next scan sees the new state
-            if not entries.complete and now.timestamp() - st.st_mtime < settle_seconds:
+            if not candidate.complete and now.timestamp() - st.st_mtime < settle_seconds:
                 pending.append(candidate.uri)
             states.append((candidate.uri, st.st_size, st.st_mtime_ns))
         states.extend((uri, reason) for uri, reason in entries.refused)

@@ -103,10 +103,7 @@ def _files_check(
 
 def _previous_days(conn: DuckDBPyConnection, table: str, days: list[date]) -> set[date]:
     """The validated days the rows now stored for `days` (arrival days) were routed to."""
-    exists = conn.execute(
-        "select count(*) from information_schema.tables where table_schema = 'main' and table_name = ?", [table]
-    ).fetchone()[0]
-    if not exists:
+    if not routed_sources(conn, [table]):
         return set()
     found = conn.execute(
         f"select distinct _event_date from main.{table} where partition_date in (select unnest(?::date[]))", [days]
