@@ -127,6 +127,9 @@ def to_raw_frame(rows: pl.DataFrame, day: date) -> pl.DataFrame:
             "_source_offset": pl.int_range(0, n, eager=True),
             "_source_page": pl.repeat(None, n, dtype=pl.Int64, eager=True),
             "_ingested_at": pl.repeat(datetime(2024, 3, 1, 1, tzinfo=UTC), n, eager=True),
+            "_arrival_date": pl.repeat(day, n, eager=True),
+            "_event_date": pl.repeat(day, n, eager=True),
+            "_routing": pl.repeat(None, n, dtype=pl.String, eager=True),
             "_raw": rows.select(pl.struct(pl.all()).struct.json_encode()).to_series(),
             "_read_error": pl.repeat(None, n, dtype=pl.String, eager=True),
         }
