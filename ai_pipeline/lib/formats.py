@@ -26,7 +26,7 @@ import json
 import lzma
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 
 import polars as pl
@@ -188,7 +188,6 @@ class Records:
     lines: int  # independent count
     header_lines: int = 0
     blank_lines: int = 0
-    type_changes: list[str] = field(default_factory=list)  # Parquet columns of another type family
     schema: dict[str, pl.DataType] | None = None  # Parquet: the file's own types
 
     @property
@@ -206,15 +205,15 @@ class Records:
         return self.lines - self.header_lines - self.blank_lines - sum(self.spans)
 
 
-def unique_names(header: list[str]) -> tuple[list[str], list[str]]:
-    """(unique column names for a frame, names that occur more than once). Later copies get `__2`, `__3`."""
+def unique_names(header: list[str]) -> list[str]:
+    """Column names for a frame: later copies of a name get `__2`, `__3` (`raw.conform` reports the duplicates)."""
     seen: dict[str, int] = {}
     names = []
     for raw_name in header:
         name = printable(raw_name.strip()) or "_unnamed"
         seen[name] = seen.get(name, 0) + 1
         names.append(name if seen[name] == 1 else f"{name}__{seen[name]}")
-    return names, sorted(n for n, count in seen.items() if count > 1)
+    return names
 
 
 class _Feed:
@@ -257,7 +256,7 @@ def read_csv(text: str, uri: str, delimiter: str = ",", max_record_lines: int = 
     if first == len(lines):
         return Records([], pl.DataFrame(), [], [], [], [], total, blank_lines=blank)
     header = next(csv.reader([lines[first]], delimiter=delimiter))
-    names, _ = unique_names(header)
+    names = unique_names(header)
     columns: list[list[str | None]] = [[] for _ in names]
     offsets, spans, errors, raws = [], [], [], []
 

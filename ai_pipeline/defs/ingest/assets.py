@@ -169,8 +169,9 @@ def _raw_asset(
         raw = pl.concat([r.raw for r in reads], how="vertical")
         with warehouse.get_connection() as conn:
             before = _previous_days(conn, name, days)
+        by_day = days_touched(raw)
         # Validated days whose input this run changes (besides the run's own): the `late_rows` sensor re-runs them.
-        touched = (set(days_touched(raw)) | before) - set(days)
+        touched = (set(by_day) | before) - set(days)
         yield dg.Output(
             raw,
             output_name=name,
@@ -183,6 +184,7 @@ def _raw_asset(
                 "rows_routed_to_other_days": raw.filter(pl.col("_event_date") != pl.col("partition_date")).height,
                 "rows_too_late": raw.filter(pl.col("_routing") == "too_late").height,
                 ROUTED_DAYS: dg.MetadataValue.json(sorted(d.isoformat() for d in touched)),
+                "rows_by_event_day": dg.MetadataValue.json({d.isoformat(): n for d, n in by_day.items()}),
                 "input_issues": sum(len(r.issues) for r in reads),
                 "seconds": round(time.perf_counter() - started, 3),
             },
