@@ -26,7 +26,7 @@ import json
 import lzma
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 
 import polars as pl
@@ -105,9 +105,7 @@ def read_bytes(path, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[bytes, str | N
             try:
                 with _decompressor(compression, raw) as stream:
                     data = stream.read(max_bytes + 1)
-            except (OSError, EOFError, lzma.LZMAError, ValueError) as exc:
-                raise Refused(f"{compression}-compressed but cannot be decompressed ({exc})") from exc
-            except Exception as exc:  # zstandard.ZstdError
+            except Exception as exc:  # OSError, EOFError, LZMAError, zstandard.ZstdError...: a damaged stream
                 raise Refused(f"{compression}-compressed but cannot be decompressed ({exc})") from exc
     if len(data) > max_bytes:
         what = "decompressed size" if compression else "size"
@@ -188,6 +186,7 @@ class Records:
     lines: int  # independent count
     header_lines: int = 0
     blank_lines: int = 0
+    resynced: list[int] = field(default_factory=list)  # lines quarantined as an unterminated quoted field
     schema: dict[str, pl.DataType] | None = None  # Parquet: the file's own types
 
     @property
@@ -258,7 +257,7 @@ def read_csv(text: str, uri: str, delimiter: str = ",", max_record_lines: int = 
     header = next(csv.reader([lines[first]], delimiter=delimiter))
     names = unique_names(header)
     columns: list[list[str | None]] = [[] for _ in names]
-    offsets, spans, errors, raws = [], [], [], []
+    offsets, spans, errors, raws, resynced = [], [], [], [], []
 
     def add(start: int, span: int, fields: list[str], error: str | None) -> None:
         values = [printable(v) for v in fields]
@@ -279,8 +278,6 @@ def read_csv(text: str, uri: str, delimiter: str = ",", max_record_lines: int = 
             try:
                 fields = next(reader)
             except StopIteration:
-                if feed.cut:  # a quote still open after max_record_lines lines
-                    resume = start
                 break
             except csv.Error as exc:  # e.g. a NUL byte in older Pythons: this line alone is unreadable
                 add(start, 1, [lines[start].rstrip("\r\n")], f"{uri} line {start + 1}: unreadable CSV ({exc})")
@@ -308,6 +305,7 @@ def read_csv(text: str, uri: str, delimiter: str = ",", max_record_lines: int = 
         # Resynchronize: the line that opened a quote that never closed (in time, or with the header's field count)
         # is one unreadable record; reading starts again on the next physical line.
         line = lines[resume].rstrip("\r\n")
+        resynced.append(resume + 1)
         add(
             resume,
             1,
@@ -317,7 +315,9 @@ def read_csv(text: str, uri: str, delimiter: str = ",", max_record_lines: int = 
         )
         position = resume + 1
     frame = pl.DataFrame(dict(zip(names, columns, strict=True)), schema=dict.fromkeys(names, pl.String))
-    return Records(header, frame, offsets, spans, errors, raws, total, header_lines=1, blank_lines=blank)
+    return Records(
+        header, frame, offsets, spans, errors, raws, total, header_lines=1, blank_lines=blank, resynced=resynced
+    )
 
 
 def _pairs_without_duplicates(pairs: list[tuple[str, object]]) -> dict:

@@ -232,12 +232,7 @@ def read_records(candidate: Candidate, options: ReadOptions) -> tuple[Records, F
 
     Content decides over the name: compressed bytes are decompressed, and Parquet bytes are read as Parquet.
     """
-    report = FileReport(candidate.uri, "read", format=candidate.format)
-    report.bytes = candidate.path.stat().st_size
-    with candidate.path.open("rb") as f:
-        compressed = formats.sniff_compression(f.read(8)) is not None
-    if not compressed and report.bytes > options.max_bytes:
-        raise Refused(f"size over the limit of {options.max_bytes:,} bytes")
+    report = FileReport(candidate.uri, "read", format=candidate.format, bytes=candidate.path.stat().st_size)
     data, report.compression = formats.read_bytes(candidate.path, options.max_bytes)
     if data.startswith(formats.PARQUET_MAGIC):
         report.format = "parquet"
@@ -273,21 +268,17 @@ def read_landing_day(
     now = datetime.now(UTC)
     for candidate in entries.candidates:
         before = candidate.path.stat()
-        age = None if candidate.complete else _settling(candidate.path, now, settle_seconds)
-        if age is not None:
-            files.append(
-                FileReport(
-                    candidate.uri,
-                    "refused",
-                    reason=f"still being written: modified {age:.0f} s ago, less than the {settle_seconds:g} s it "
-                    f"must stay unchanged (or the folder's {COMPLETION_MARKER} marker)",
-                    format=candidate.format,
-                    bytes=before.st_size,
-                )
-            )
-            continue
         try:
+            age = None if candidate.complete else _settling(candidate.path, now, settle_seconds)
+            if age is not None:
+                raise Refused(
+                    f"still being written: modified {age:.0f} s ago, less than the {settle_seconds:g} s it must stay "
+                    f"unchanged (or the folder's {COMPLETION_MARKER} marker)"
+                )
             records, report = read_records(candidate, options)
+            after = candidate.path.stat()
+            if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+                raise Refused("changed while being read: still being written")
         except Refused as refusal:
             files.append(
                 FileReport(
@@ -300,24 +291,10 @@ def read_landing_day(
                 )
             )
             continue
-        after = candidate.path.stat()
-        if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
-            files.append(
-                FileReport(
-                    candidate.uri,
-                    "refused",
-                    reason="changed while being read: still being written",
-                    format=candidate.format,
-                    bytes=after.st_size,
-                )
-            )
-            continue
         report.lines = records.lines
         report.header_lines, report.blank_lines = records.header_lines, records.blank_lines
         report.multiline = records.multiline
-        report.resynced = [
-            o for o, e in zip(records.offsets, records.read_errors, strict=True) if e and "unterminated quoted" in e
-        ]
+        report.resynced = records.resynced
         report.unaccounted = records.unaccounted
         report.rows = records.rows
         if records.frame.width or records.rows:
