@@ -200,11 +200,8 @@ def late_rows_sensor(
         after = int(context.cursor) if context.cursor else None
         for key in sorted(raw.resolve(graph)):
             filters = dg.AssetRecordsFilter(asset_key=key, after_storage_id=after)
-            if after is None:
-                latest = context.instance.fetch_materializations(filters, limit=1).records
-                records.extend(latest)
-                continue
-            records.extend(context.instance.fetch_materializations(filters, limit=1000).records)
+            # The first tick only needs the newest record of each raw asset, to start from the present.
+            records.extend(context.instance.fetch_materializations(filters, limit=1 if after is None else 1000).records)
         if not records:
             return dg.SensorResult(cursor=context.cursor, skip_reason="no new raw materializations")
         newest_seen = str(max(r.storage_id for r in records))

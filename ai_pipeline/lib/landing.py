@@ -30,11 +30,12 @@ from pathlib import Path
 import polars as pl
 from pydantic import BaseModel
 
-from ai_pipeline.lib import contracts, formats
+from ai_pipeline.lib import formats
 from ai_pipeline.lib.contracts import field_aliases
 from ai_pipeline.lib.formats import ReadOptions, Records, Refused
 from ai_pipeline.lib.raw import SchemaReport, SourceMapping, empty_raw, to_raw
-from ai_pipeline.lib.validation import compile_contract, parsed_field, routing_field
+from ai_pipeline.lib.routing import event_times
+from ai_pipeline.lib.validation import compile_contract
 
 FORMATS = {
     ".csv": "csv",
@@ -338,12 +339,8 @@ def event_days(
         mapping=mapping,
         columns_found=records.columns,
     )
-    name = routing_field(model)
-    if name is None or frame.height == 0:
-        return []
-    lo, hi = contracts.EARLIEST_PLAUSIBLE, contracts.LATEST_PLAUSIBLE
-    times = parsed_field(frame, model, name).drop_nulls()
-    return sorted(times.filter((times >= lo) & (times < hi)).dt.date().unique().to_list())
+    times = event_times(frame, model) if frame.height else None
+    return [] if times is None else sorted(times.drop_nulls().dt.date().unique().to_list())
 
 
 _DAY_FOLDER = re.compile(r"\d{4}-\d{2}-\d{2}")

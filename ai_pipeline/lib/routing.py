@@ -35,17 +35,25 @@ class Routing:
     first_day: date | None = None  # the first partition; earlier days do not exist
 
 
+def event_times(raw: pl.DataFrame, model: type[BaseModel]) -> pl.Series | None:
+    """Each row's event time as validation parses it, null where it is missing, unreadable or implausible; None for a
+    contract without an event time."""
+    name = routing_field(model)
+    if name is None:
+        return None
+    when = pl.lit(parsed_field(raw, model, name))
+    plausible = (when >= contracts.EARLIEST_PLAUSIBLE) & (when < contracts.LATEST_PLAUSIBLE)
+    return pl.select(pl.when(plausible).then(when)).to_series()
+
+
 def route(raw: pl.DataFrame, model: type[BaseModel], *, ingested_at: datetime, routing: Routing) -> pl.DataFrame:
     """`raw` (one arrival day's rows, `_arrival_date` set) with `_event_date` and `_routing` filled in."""
-    name = routing_field(model)
-    if name is None or raw.height == 0:
+    when = event_times(raw, model) if raw.height else None
+    if when is None:
         return raw
-    when = parsed_field(raw, model, name)
-    lo, hi = contracts.EARLIEST_PLAUSIBLE, contracts.LATEST_PLAUSIBLE
     day = pl.col("__when").dt.date()
     arrival = pl.col("_arrival_date")
     usable = pl.col("_read_error").is_null() & pl.col("__when").is_not_null()
-    usable = usable & (pl.col("__when") >= lo) & (pl.col("__when") < hi)
     reason = (
         pl.when(~usable)
         .then(None)
