@@ -41,6 +41,7 @@ attributes:
     country: Germany
   normalize:
     user_id: [trim, integer_text]
+    category: [trim, lower]  # an optional field this export does not send: nothing to normalize
 """
 EXPORT = (
     "Bestellung;Kunde;Menge;Preis;Zeit;Notiz\n"

@@ -99,7 +99,8 @@ class DeclaredMapping:
             fields[spec.field] = source.select(parsed.fill_null(pl.col(spec.column)).alias(spec.field)).to_series()
         out = conformed.with_columns(list(fields.values()))
         out = out.with_columns(pl.lit(value, dtype=pl.String).alias(name) for name, value in self.constants.items())
-        for name, steps in self.normalize.items():
+        # An optional field the input does not send has nothing to normalize.
+        for name, steps in ((n, s) for n, s in self.normalize.items() if n in out.columns):
             expr = pl.col(name)
             for step in steps:
                 expr = NORMALIZERS[step](expr)
