@@ -299,6 +299,18 @@ def test_late_rows_rerun_their_day_and_every_later_one(tmp_path):
         )
         [materialization] = raw.asset_materializations_for_node("raw_landing_events")
         assert materialization.metadata["routed_days"].value == [day.isoformat()]
+        # While a run of the same assets is in flight (automation's, of the arrival day), the sensor waits.
+        busy = instance.create_run_for_job(
+            job,
+            status=dg.DagsterRunStatus.STARTED,
+            asset_selection={dg.AssetKey("validated_events"), dg.AssetKey("quarantined_events")},
+        )
+        waiting = _tick(defs, LATE_ROWS_SENSOR, instance, started.cursor)
+        assert waiting.run_requests == [] and waiting.cursor == started.cursor
+        assert waiting.skip_reason.skip_message == (
+            f"late rows for {day}, {newest}: waiting for run(s) {busy.run_id} of the same assets"
+        )
+        instance.report_run_canceled(busy)
         result = _tick(defs, LATE_ROWS_SENSOR, instance, started.cursor)
         [request] = result.run_requests
         assert request.tags["dagster/asset_partition_range_start"] == day.isoformat()

@@ -30,6 +30,12 @@ LATE_ROWS_SENSOR = "late_rows"
 ALERTS_SENSOR = "failure_alerts"
 # Finished runs examined per alerting tick; the rest wait for the next tick (the cursor says where it stopped).
 ALERT_BATCH = 25
+IN_FLIGHT = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
 FINISHED = (dg.DagsterEventType.RUN_SUCCESS, dg.DagsterEventType.RUN_FAILURE, dg.DagsterEventType.RUN_CANCELED)
 MAX_NOTES_IN_SKIP_REASON = 20
 
@@ -182,7 +188,8 @@ def late_rows_sensor(
     materializations, one range run of the daily job below the raw group (validated tables, marts, features, the
     online store) goes from the earliest touched day to the newest day validated so far: the feature state is
     cumulative, so every later day changes too. Days that are not partitions yet (today) are left to their own run.
-    Cursor: the storage id of the newest raw materialization seen; the first tick starts from the present.
+    It waits while a run of the same assets is in flight. Cursor: the storage id of the newest raw materialization
+    seen; the first tick starts from the present.
     """
     raw = dg.AssetSelection.groups(RAW_GROUP)
 
@@ -217,6 +224,20 @@ def late_rows_sensor(
         days = sorted(d for d in touched if partitions.has_partition_key(d))
         if not days:
             return dg.SensorResult(cursor=newest_seen, skip_reason=f"{len(records)} raw materializations, no late rows")
+        selection = sorted((job.selection - raw).resolve(graph))
+        busy = [
+            run.run_id
+            for run in context.instance.get_runs(filters=dg.RunsFilter(statuses=IN_FLIGHT))
+            if set(run.asset_selection or ()) & set(selection)
+        ]
+        if busy:
+            # A run of the same assets (automation's run of the arrival day, say) interleaved step by step with the
+            # range run would compute the features of a day from a state the range run has not brought up to date
+            # yet. The materializations are read again next tick (the cursor stays).
+            return dg.SensorResult(
+                cursor=context.cursor,
+                skip_reason=f"late rows for {', '.join(days)}: waiting for run(s) {', '.join(busy)} of the same assets",
+            )
         validated = context.instance.get_materialized_partitions(dg.AssetKey("validated_events"))
         end = max([days[-1], *[d for d in validated if partitions.has_partition_key(d)]])
         context.log.info(f"late rows for {', '.join(days)}: re-running {days[0]}..{end}")
@@ -224,7 +245,7 @@ def late_rows_sensor(
             run_requests=[
                 dg.RunRequest(
                     run_key=f"{LATE_ROWS_SENSOR}:{days[0]}:{end}:{newest_seen}",
-                    asset_selection=sorted((job.selection - raw).resolve(graph)),
+                    asset_selection=selection,
                     tags={"dagster/asset_partition_range_start": days[0], "dagster/asset_partition_range_end": end},
                 )
             ],
