@@ -196,6 +196,11 @@ def test_a_landing_file_flows_to_the_online_store_and_a_bad_one_is_stopped_with_
             assert value("ai_pipeline_records_processed_total", asset="online_user_features") > 0
 
 
+def _finished(instance: dg.DagsterInstance, run_id: str) -> dg.DagsterRun | None:
+    run = instance.get_run_by_id(run_id)
+    return run if run.is_finished else None
+
+
 def _sensor_ticked(ui: DagsterUI, name: str) -> bool:
     location = graphql(ui.url, "{ workspaceOrError { ... on Workspace { locationEntries { name } } } }")
     selector = {
@@ -240,7 +245,8 @@ def test_a_late_file_updates_its_day_and_every_later_one_without_a_click(tmp_pat
             ]
 
         [record] = until(ui, "the late rows' range run", rerun_of_the_first_day, 420)
-        run = instance.get_run_by_id(record.run_id)
+        # Its checks still run after the materialization: wait for the run's end before judging it.
+        run = until(ui, "the range run's end", lambda: _finished(instance, record.run_id), 300)
         assert run.status == dg.DagsterRunStatus.SUCCESS
         assert (run.tags["dagster/asset_partition_range_start"], run.tags["dagster/asset_partition_range_end"]) == (
             day.isoformat(),
