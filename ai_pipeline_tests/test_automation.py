@@ -11,11 +11,9 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from dagster._core.definitions.asset_checks.asset_check_evaluation import (
-    AssetCheckEvaluationTargetMaterializationData,
-)
 
 from ai_pipeline.defs import build_defs
+from ai_pipeline.defs.dagster_internals import AssetCheckEvaluationTargetMaterializationData
 from ai_pipeline.defs.ingest.checks import CONSERVATION_CHECK
 from ai_pipeline.settings import Settings
 

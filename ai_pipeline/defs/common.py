@@ -7,10 +7,8 @@ from collections.abc import Iterator
 from datetime import date
 
 import dagster as dg
-from dagster._core.definitions.asset_checks.asset_check_evaluation import (  # the type Dagster itself fills
-    AssetCheckEvaluationTargetMaterializationData,
-)
 
+from ai_pipeline.defs.dagster_internals import AssetCheckEvaluationTargetMaterializationData
 from ai_pipeline.lib.quality import Verdict
 from ai_pipeline.settings import Settings
 
@@ -33,7 +31,16 @@ def daily_partitions(settings: Settings) -> dg.DailyPartitionsDefinition:
     return dg.DailyPartitionsDefinition(start_date=settings.start_date.isoformat(), timezone="UTC")
 
 
-def daily_asset(name: str, *, partitions_def: dg.PartitionsDefinition, deps=(), check_specs=(), pool=None, **spec):
+def daily_asset(
+    name: str,
+    *,
+    partitions_def: dg.PartitionsDefinition,
+    deps=(),
+    check_specs=(),
+    pool=None,
+    required_resource_keys=None,
+    **spec,
+):
     """`@dg.asset` for one daily asset, with `DAILY_BACKFILL`; subsettable so that its checks' per-day results
     (`DayChecks`) stand in for the check outputs. `spec` goes to the `AssetOut` (description, group, kinds...)."""
     return dg.multi_asset(
@@ -43,6 +50,7 @@ def daily_asset(name: str, *, partitions_def: dg.PartitionsDefinition, deps=(), 
         partitions_def=partitions_def,
         check_specs=list(check_specs),
         pool=pool,
+        required_resource_keys=required_resource_keys,
         backfill_policy=DAILY_BACKFILL,
         can_subset=True,
     )
