@@ -45,6 +45,18 @@ def _use_instance(settings: Settings):
     return DagsterInstance.get()
 
 
+def _resources(settings: Settings) -> dict:
+    """The code location's resources: the embedded defaults with the environment's settings."""
+    from ai_pipeline.defs.resources import resources_from_env
+
+    return resources_from_env(settings)
+
+
+def _resource(settings: Settings, key: str):
+    """One resource, ready to use outside a run (its environment variables read)."""
+    return _resources(settings)[key].process_config_and_initialize()
+
+
 def run_days(settings: Settings, start: date, end: date) -> list[DayOutcome]:
     """The daily job over `start..end` in runs of partition ranges, one after another, as a backfill runs them:
     within a run every source of every day is read before any day is validated, so rows that arrived on another day
@@ -54,7 +66,7 @@ def run_days(settings: Settings, start: date, end: date) -> list[DayOutcome]:
     from ai_pipeline.defs.common import DAILY_BACKFILL
 
     instance = _use_instance(settings)
-    job = build_defs(settings).resolve_job_def(DAILY_JOB)
+    job = build_defs(settings, _resources(settings)).resolve_job_def(DAILY_JOB)
     outcomes: list[DayOutcome] = []
     first = start
     while first <= end:
@@ -177,7 +189,7 @@ def build_collections(settings: Settings) -> list[CollectionOutcome]:
 
     instance = _use_instance(settings)
     register_collections(instance, settings)
-    job = build_defs(settings).resolve_job_def(DOCUMENTS_JOB)
+    job = build_defs(settings, _resources(settings)).resolve_job_def(DOCUMENTS_JOB)
     outcomes = []
     for source in settings.doc_sources:
         print(f"Building collection {source.name} from {source.root}", flush=True)
@@ -213,14 +225,15 @@ def print_collections(outcomes: list[CollectionOutcome]) -> None:
 
 
 def print_search(settings: Settings, question: str, collection: str, k: int) -> int:
+    from ai_pipeline.defs.resources import EMBEDDER, VECTOR_STORE
     from ai_pipeline.lib import vector_store
-    from ai_pipeline.lib.embedding import Embedder
 
     names = [source.name for source in settings.doc_sources]
     if collection not in names:
         print(f"error: no document collection {collection!r}; configured: {', '.join(names)}", file=sys.stderr)
         return 2
-    hits = vector_store.query(settings.vector_collection(collection), Embedder().embed_query(question), k=k)
+    question_vector = _resource(settings, EMBEDDER).embed_query(question)
+    hits = vector_store.query(_resource(settings, VECTOR_STORE).collection(collection), question_vector, k=k)
     print(f"{question}  ({collection}, top {k})")
     for hit in hits:
         text = " ".join(hit.document.split())
@@ -232,6 +245,8 @@ def print_search(settings: Settings, question: str, collection: str, k: int) -> 
 
 
 def print_summary(settings: Settings, outcomes: list[DayOutcome]) -> None:
+    from ai_pipeline.defs.resources import ONLINE_STORE, VECTOR_STORE
+
     print(
         f"\n{'partition':<12} {'run':<8} {'events in/valid/quar.':<24} {'users in/valid/quar.':<22} "
         f"{'features':<9} checks"
@@ -260,8 +275,8 @@ def print_summary(settings: Settings, outcomes: list[DayOutcome]) -> None:
         f"\nLanding zone:   {settings.landing}"
         f"\nWarehouse:      {settings.warehouse}  (DuckDB: raw_*, validated_*, quarantined_*, dbt marts, "
         "user_daily_aggregates, user_window_features = the offline feature store)"
-        f"\nOnline store:   {settings.online_store} (look up a user: ai-pipeline features USER_ID)"
-        f"\nVector store:   {settings.chroma_url or settings.chroma} (ask: ai-pipeline search QUESTION "
+        f"\nOnline store:   {_resource(settings, ONLINE_STORE).backend} (look up a user: ai-pipeline features USER_ID)"
+        f"\nVector store:   {_resource(settings, VECTOR_STORE).location} (ask: ai-pipeline search QUESTION "
         "--collection project_docs)"
         f"\nDagster home:   {os.environ.get('DAGSTER_HOME')}"
         "\nOpen the UI:    make ui   (then http://127.0.0.1:3000; the runs above are under Runs)"
@@ -269,7 +284,9 @@ def print_summary(settings: Settings, outcomes: list[DayOutcome]) -> None:
 
 
 def print_features(settings: Settings, user_ids: list[str]) -> int:
-    store = settings.online_store_client()
+    from ai_pipeline.defs.resources import ONLINE_STORE
+
+    store = _resource(settings, ONLINE_STORE).client()
     found = store.lookup(user_ids)
     print(f"Online store: {store.name}, feature date {store.feature_date()}")
     for row in found.iter_rows(named=True):

@@ -109,14 +109,15 @@ class LandingSource(dg.Component, dg.Model, dg.Resolvable):
         the environment. The project's code location builds every source in `ai_pipeline.defs.build_defs`."""
         from ai_pipeline.defs.common import daily_partitions
         from ai_pipeline.defs.ingest.assets import landing_asset
-        from ai_pipeline.defs.resources import warehouse_resources
+        from ai_pipeline.defs.resources import IO_MANAGER, LANDING, WAREHOUSE, resources_from_env
         from ai_pipeline.defs.sensors import landing_files_sensor
         from ai_pipeline.settings import Settings
 
         settings = Settings.from_env()
         partitions = daily_partitions(settings)
+        resources = resources_from_env(settings)
         return dg.Definitions(
             assets=[landing_asset(self, settings, partitions)],
-            sensors=[landing_files_sensor(self, settings, partitions)],
-            resources=warehouse_resources(settings),
+            sensors=[landing_files_sensor(self, partitions, resources[LANDING])],
+            resources={key: resources[key] for key in (IO_MANAGER, WAREHOUSE, LANDING)},
         )

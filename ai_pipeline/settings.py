@@ -1,13 +1,11 @@
-"""Where data lives and which sources are configured: read once from the environment.
-
-Secrets (database DSNs, API tokens) come only from the environment, never from files in the repo.
-"""
+"""Where data lives and which sources shape the graph: read once from the environment."""
 
 from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
@@ -55,93 +53,38 @@ def parse_doc_sources(text: str) -> tuple[DocSource, ...]:
 
 @dataclass(frozen=True)
 class Settings:
+    """What shapes the graph and where the embedded defaults keep their files. The outside systems (databases,
+    stores, the API, the webhook, the model) are resources: `ai_pipeline.defs.resources`."""
+
     home: Path = DEFAULT_HOME
     start_date: date = date.fromisoformat(DEFAULT_START_DATE)
-    # Operational PostgreSQL source (a libpq DSN); absent means the source contributes nothing.
-    ops_dsn: str | None = None
-    ops_table: str = "public.user_events"
-    # HTTP events API; absent means the source contributes nothing.
-    api_url: str | None = None
-    api_token: str | None = field(default=None, repr=False)
-    api_timeout_s: float = 10.0
-    # Online feature store: "embedded" (SQLite under the data root) or "postgres" (online_dsn).
-    online_store: str = "embedded"
-    online_dsn: str | None = field(default=None, repr=False)
-    online_table: str = "public.online_user_features"
     # Document collections: the project's own docs, plus AI_PIPELINE_DOC_SOURCES.
     doc_sources: tuple[DocSource, ...] = (PROJECT_DOCS,)
-    # ChromaDB: a `chroma run` server URL; absent means an embedded PersistentClient under the data root.
-    chroma_url: str | None = None
-    # Failure alerts: a webhook that receives JSON (its URL may hold a secret); absent means no alerts are posted.
-    alert_webhook_url: str | None = field(default=None, repr=False)
-    alert_timeout_s: float = 10.0
-    # The Dagster UI, for links in alerts.
-    ui_url: str = "http://127.0.0.1:3000"
-    # Landing files: how long a file must stay unchanged before it is read (unless its folder holds `_SUCCESS`),
-    # and the most bytes one file may hold once decompressed.
-    landing_settle_s: float = 30.0
-    max_file_bytes: int = 1 << 30
     # More landing source declarations (`<name>/defs.yaml` each) besides the built-in ones.
     sources_dir: Path | None = None
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         return cls(
             home=Path(env.get("AI_PIPELINE_HOME") or DEFAULT_HOME).resolve(),
             start_date=date.fromisoformat(env.get("AI_PIPELINE_START_DATE") or DEFAULT_START_DATE),
-            ops_dsn=env.get("AI_PIPELINE_OPS_DSN") or None,
-            ops_table=env.get("AI_PIPELINE_OPS_TABLE") or "public.user_events",
-            api_url=env.get("AI_PIPELINE_API_URL") or None,
-            api_token=env.get("AI_PIPELINE_API_TOKEN") or None,
-            api_timeout_s=float(env.get("AI_PIPELINE_API_TIMEOUT_S") or 10.0),
-            online_store=env.get("AI_PIPELINE_ONLINE_STORE") or "embedded",
-            online_dsn=env.get("AI_PIPELINE_ONLINE_DSN") or None,
-            online_table=env.get("AI_PIPELINE_ONLINE_TABLE") or "public.online_user_features",
             doc_sources=(PROJECT_DOCS, *parse_doc_sources(env.get("AI_PIPELINE_DOC_SOURCES") or "")),
-            chroma_url=env.get("AI_PIPELINE_CHROMA_URL") or None,
-            alert_webhook_url=env.get("AI_PIPELINE_ALERT_WEBHOOK_URL") or None,
-            alert_timeout_s=float(env.get("AI_PIPELINE_ALERT_TIMEOUT_S") or 10.0),
-            ui_url=env.get("AI_PIPELINE_UI_URL") or "http://127.0.0.1:3000",
-            landing_settle_s=float(env.get("AI_PIPELINE_LANDING_SETTLE_S") or 30.0),
-            max_file_bytes=int(float(env.get("AI_PIPELINE_MAX_FILE_MB") or 1024) * (1 << 20)),
             sources_dir=Path(env["AI_PIPELINE_SOURCES_DIR"]).expanduser().resolve()
             if env.get("AI_PIPELINE_SOURCES_DIR")
             else None,
         )
 
     def __post_init__(self):
-        if self.online_store not in ("embedded", "postgres"):
-            raise ValueError(f"AI_PIPELINE_ONLINE_STORE must be 'embedded' or 'postgres', not {self.online_store!r}")
         names = [s.name for s in self.doc_sources]
         if len(set(names)) != len(names):
             raise ValueError(f"document source names must be unique: {names}")
-        if self.online_store == "postgres" and not self.online_dsn:
-            raise ValueError("AI_PIPELINE_ONLINE_STORE=postgres needs AI_PIPELINE_ONLINE_DSN (a libpq DSN)")
 
     def doc_source(self, name: str) -> DocSource:
         for source in self.doc_sources:
             if source.name == name:
                 return source
         raise KeyError(f"no document source named {name!r}; configured: {[s.name for s in self.doc_sources]}")
-
-    def vector_collection(self, name: str):
-        """The Chroma collection of a document source: a `chroma run` server if configured, else embedded."""
-        from ai_pipeline.lib import embedding, vector_store
-
-        client = (
-            vector_store.open_client(url=self.chroma_url)
-            if self.chroma_url
-            else vector_store.open_client(path=self.chroma)
-        )
-        return vector_store.open_collection(client, name, model=embedding.MODEL_NAME, dimension=embedding.DIMENSION)
-
-    def online_store_client(self):
-        from ai_pipeline.lib.online_store import PostgresOnlineStore, SqliteOnlineStore
-
-        if self.online_store == "postgres":
-            return PostgresOnlineStore(self.online_dsn, self.online_table)
-        return SqliteOnlineStore(self.home / "online_features.sqlite")
 
     @property
     def landing(self) -> Path:
@@ -150,6 +93,10 @@ class Settings:
     @property
     def warehouse(self) -> Path:
         return self.home / "warehouse.duckdb"
+
+    @property
+    def online_features(self) -> Path:
+        return self.home / "online_features.sqlite"
 
     @property
     def chroma(self) -> Path:

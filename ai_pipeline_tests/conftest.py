@@ -20,6 +20,9 @@ import psycopg2
 import pytest
 from psycopg2 import sql
 
+from ai_pipeline.defs.resources import LANDING, LandingZone
+from ai_pipeline.settings import Settings
+
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
@@ -54,6 +57,13 @@ def execute_days(job: dg.JobDefinition, instance: dg.DagsterInstance, day: date,
         "dagster/asset_partition_range_end": last.isoformat(),
     }
     return job.execute_in_process(tags=tags, instance=instance, raise_on_error=False, **kwargs)
+
+
+def landing_zone(settings: Settings, settle_s: float = 0.0, max_file_bytes: int = 1 << 30) -> dict[str, LandingZone]:
+    """Resources for `build_defs`: the landing zone under the settings' data root, files read as soon as they
+    land unless `settle_s` says otherwise."""
+    zone = LandingZone(root=str(settings.landing), settle_s=settle_s, max_file_mb=max_file_bytes / (1 << 20))
+    return {LANDING: zone}
 
 
 def pg_execute(dsn: str, statement) -> None:

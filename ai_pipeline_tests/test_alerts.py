@@ -22,12 +22,13 @@ import psycopg2
 import pytest
 
 from ai_pipeline.defs import DAILY_JOB, build_defs
+from ai_pipeline.defs.resources import ALERT_WEBHOOK, OPS_DB, AlertWebhook, OperationalDatabase
 from ai_pipeline.defs.sensors import ALERTS_SENSOR, failure_alerts_sensor
 from ai_pipeline.instance import prepare_instance_home
 from ai_pipeline.lib import alerts
 from ai_pipeline.settings import Settings
 from ai_pipeline_tests.conftest import WEBHOOK_SECRET as SECRET
-from ai_pipeline_tests.conftest import pg_execute, require, webhook
+from ai_pipeline_tests.conftest import landing_zone, pg_execute, require, webhook
 
 DAY = date(2024, 2, 1)
 UI = "http://dagster.internal:3000"
@@ -162,18 +163,13 @@ def instance(request, tmp_path, monkeypatch) -> Iterator[dg.DagsterInstance]:
 
 
 def _settings(tmp_path: Path) -> Settings:
-    # The operational source points at a closed port: its raw asset fails, and with it the run.
-    return Settings(
-        home=tmp_path / "home",
-        start_date=DAY,
-        ops_dsn=f"host=127.0.0.1 port={closed_port()} dbname=ops user=ops connect_timeout=5",
-        ui_url=UI,
-        landing_settle_s=0,
-    )
+    return Settings(home=tmp_path / "home", start_date=DAY)
 
 
 def _run(settings: Settings, instance: dg.DagsterInstance, day: date, *assets: str) -> dg.ExecuteInProcessResult:
-    job = build_defs(settings).resolve_job_def(DAILY_JOB)
+    # The operational source points at a closed port: its raw asset fails, and with it the run.
+    closed = OperationalDatabase(dsn=f"host=127.0.0.1 port={closed_port()} dbname=ops user=ops connect_timeout=5")
+    job = build_defs(settings, {**landing_zone(settings), OPS_DB: closed}).resolve_job_def(DAILY_JOB)
     return job.execute_in_process(
         partition_key=day.isoformat(),
         instance=instance,
@@ -183,8 +179,9 @@ def _run(settings: Settings, instance: dg.DagsterInstance, day: date, *assets: s
 
 
 def _tick(settings: Settings, url: str | None, instance: dg.DagsterInstance, cursor: str | None):
-    sensor = failure_alerts_sensor(replace(settings, alert_webhook_url=url))
-    return sensor(dg.build_sensor_context(instance=instance, cursor=cursor))
+    webhook = AlertWebhook(url=url, ui_url=UI)
+    sensor = failure_alerts_sensor(webhook)
+    return sensor(dg.build_sensor_context(instance=instance, cursor=cursor, resources={ALERT_WEBHOOK: webhook}))
 
 
 def test_failed_checks_and_runs_are_posted_once_and_kept_until_delivered(tmp_path, instance):

@@ -13,6 +13,7 @@ import dagster as dg
 import polars as pl
 import pytest
 
+from ai_pipeline.defs.resources import OnlineStore
 from ai_pipeline.settings import PROJECT_ROOT, Settings
 
 
@@ -68,7 +69,7 @@ def test_demo_generates_runs_and_summarizes(demo):
 def test_online_lookup_and_training_set_agree(demo, tmp_path):
     home, out = demo
     assert out.returncode == 0
-    store = Settings(home=home).online_store_client()
+    store = OnlineStore(path=str(Settings(home=home).online_features)).client()
     online = store.snapshot()
     last = store.feature_date()
     user = online["user_id"][0]

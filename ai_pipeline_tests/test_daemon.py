@@ -21,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from ai_pipeline.cli import run_days
 from ai_pipeline.defs.automation import AUTOMATION_SENSOR
 from ai_pipeline.defs.ingest.checks import QUARANTINE_RATE_CHECK
+from ai_pipeline.defs.resources import OnlineStore
 from ai_pipeline.defs.sensors import LATE_ROWS_SENSOR
 from ai_pipeline.instance import prepare_instance_home
 from ai_pipeline.lib.sample import generate
@@ -143,7 +144,7 @@ def test_a_landing_file_flows_to_the_online_store_and_a_bad_one_is_stopped_with_
                 counts["fct_user_daily_activity"] > 0
                 and counts["user_window_features"] >= counts["fct_user_daily_activity"]
             )
-            assert settings.online_store_client().feature_date() == NEW_DAY
+            assert OnlineStore(path=str(settings.online_features)).client().feature_date() == NEW_DAY
             checks = _check_results(instance, NEW_DAY)
             for key in [
                 ("validated_events", QUARANTINE_RATE_CHECK),
@@ -166,7 +167,7 @@ def test_a_landing_file_flows_to_the_online_store_and_a_bad_one_is_stopped_with_
             time.sleep(75)
             after = {asset: len(_materialized(instance, asset, NEW_DAY)) for asset in DOWNSTREAM}
             assert after == before
-            assert settings.online_store_client().feature_date() == NEW_DAY
+            assert OnlineStore(path=str(settings.online_features)).client().feature_date() == NEW_DAY
 
             # --- and the exporter shows it, read from the event log --------------------------------------------
             succeeded = sum(r.status == dg.DagsterRunStatus.SUCCESS for r in instance.get_runs())
@@ -276,5 +277,6 @@ def test_a_late_file_updates_its_day_and_every_later_one_without_a_click(tmp_pat
     assert published == [(day, newest)] and count == 12
     assert activity == 12
     assert windows == [(day + timedelta(days=n), 12) for n in range(3)]
-    online = settings.online_store_client().lookup(["late-user-0", "late-user-1", "late-user-2"])
-    assert online["event_count_7d"].to_list() == [4, 4, 4] and settings.online_store_client().feature_date() == newest
+    store = OnlineStore(path=str(settings.online_features)).client()
+    online = store.lookup(["late-user-0", "late-user-1", "late-user-2"])
+    assert online["event_count_7d"].to_list() == [4, 4, 4] and store.feature_date() == newest

@@ -8,10 +8,10 @@ import dagster as dg
 import duckdb
 import polars as pl
 import pytest
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from ai_pipeline.defs.common import DAILY_BACKFILL, daily_partitions
 from ai_pipeline.defs.marts import build_dbt_assets, dbt_build_args, dbt_vars_for_window
+from ai_pipeline.defs.resources import embedded_resources
 from ai_pipeline.settings import Settings
 
 DAY1, DAY2 = "2024-01-01", "2024-01-02"
@@ -134,7 +134,9 @@ def marts(tmp_path_factory):
     results, tables = {}, {}
 
     def run(name: str, **kwargs) -> None:
-        results[name] = dg.materialize([assets], resources=resources, instance=instance, **kwargs)
+        results[name] = dg.materialize(
+            [assets], resources={**embedded_resources(settings), **resources}, instance=instance, **kwargs
+        )
         tables[name] = {m: _table(settings, m) for m in MARTS}
 
     _land(settings, DAY1)
@@ -142,7 +144,7 @@ def marts(tmp_path_factory):
     _land(settings, DAY2)
     run("day2", partition_key=DAY2)
     run("day1_again", partition_key=DAY1)
-    run("range", tags={ASSET_PARTITION_RANGE_START_TAG: DAY1, ASSET_PARTITION_RANGE_END_TAG: DAY2})
+    run("range", tags={"dagster/asset_partition_range_start": DAY1, "dagster/asset_partition_range_end": DAY2})
     _land(settings, DAY1, without_user="u2")
     run("day1_shrunk", partition_key=DAY1)
     return assets, results, tables

@@ -6,7 +6,6 @@ three feature assets are materialized day by day on one instance, as a daily sch
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import date, timedelta
 
 import dagster as dg
@@ -18,6 +17,7 @@ import pytest
 from ai_pipeline.defs import build_defs
 from ai_pipeline.defs import features as feature_defs
 from ai_pipeline.defs.freshness import LAG_CHECK
+from ai_pipeline.defs.resources import ONLINE_STORE, OnlineStore, resources_from_env
 from ai_pipeline.lib import features
 from ai_pipeline.lib.sample import clean_events
 from ai_pipeline.settings import PROJECT_ROOT, Settings
@@ -143,7 +143,7 @@ def test_drift_is_quiet_before_the_shift_and_fires_after_it(lane):
 def test_online_store_holds_the_newest_day_and_ignores_older_ones(lane):
     settings, _, defs, instance, _ = lane
     last = START + timedelta(days=DAYS - 1)
-    store = settings.online_store_client()
+    store = OnlineStore(path=str(settings.online_features)).client()
     assert store.feature_date() == last
     offline = _warehouse(settings, "select * from user_window_features where feature_date = ?", [last])
     assert store.snapshot().equals(offline.sort("user_id"))
@@ -230,20 +230,15 @@ def test_a_window_with_missing_upstream_days_is_not_published(tmp_path):
 
 
 def test_postgres_online_store_serves_what_the_offline_store_holds(tmp_path, pg_dsn, pg_schema):
-    settings = Settings(
-        home=tmp_path,
-        start_date=START,
-        online_store="postgres",
-        online_dsn=pg_dsn,
-        online_table=f"{pg_schema}.online_user_features",
-    )
+    settings = Settings(home=tmp_path, start_date=START)
+    online = OnlineStore(backend="postgres", dsn=pg_dsn, table=f"{pg_schema}.online_user_features")
     _write_validated(settings, _events(START, START + timedelta(days=1)))
-    defs = build_defs(settings)
+    defs = build_defs(settings, {ONLINE_STORE: online})
     instance = dg.DagsterInstance.ephemeral()
     for day in (START, START + timedelta(days=1)):
         result = _materialize(defs, instance, day)
         assert result.success and _checks(result)[feature_defs.CONSISTENCY_CHECK].passed
-    store = settings.online_store_client()
+    store = online.client()
     assert store.name == "postgres" and store.feature_date() == START + timedelta(days=1)
     offline = _warehouse(
         settings, "select * from user_window_features where feature_date = ?", [START + timedelta(days=1)]
@@ -255,10 +250,18 @@ def test_postgres_online_store_serves_what_the_offline_store_holds(tmp_path, pg_
     assert found.row(5, named=True)["event_count_7d"] is None
 
 
-def test_settings_choose_the_online_backend(tmp_path):
-    assert type(Settings(home=tmp_path).online_store_client()).__name__ == "SqliteOnlineStore"
+def test_the_environment_chooses_the_online_backend_and_keeps_its_dsn_a_secret(tmp_path):
+    settings = Settings(home=tmp_path)
+    embedded = resources_from_env(settings, {})[ONLINE_STORE]
+    assert type(embedded.client()).__name__ == "SqliteOnlineStore"
     with pytest.raises(ValueError, match="AI_PIPELINE_ONLINE_DSN"):
-        replace(Settings(home=tmp_path), online_store="postgres")
+        resources_from_env(settings, {"AI_PIPELINE_ONLINE_STORE": "postgres"})
+    env = {"AI_PIPELINE_ONLINE_STORE": "postgres", "AI_PIPELINE_ONLINE_DSN": "host=db.internal password=s3cret"}
+    postgres = resources_from_env(settings, env)[ONLINE_STORE]
+    # The code location's configuration names the variable, never its value (what the UI shows).
+    assert postgres.dsn == dg.EnvVar("AI_PIPELINE_ONLINE_DSN") and "s3cret" not in repr(postgres)
+    defs = build_defs(settings, {ONLINE_STORE: postgres})
+    assert "postgres" in next(s for s in defs.resolve_all_asset_specs() if s.key.path == ["online_user_features"]).kinds
 
 
 def test_docs_document_the_registry():

@@ -27,6 +27,7 @@ import zstandard
 from ai_pipeline.defs import DAILY_JOB, build_defs
 from ai_pipeline.defs.ingest.assets import FILES_CHECK
 from ai_pipeline.settings import Settings
+from ai_pipeline_tests.conftest import landing_zone
 
 DAY, FRESH_DAY = date(2024, 1, 5), date(2024, 1, 6)
 HEADER = "event_id,user_id,event_type,event_time,amount,category,country\n"
@@ -139,7 +140,7 @@ def _independent_count(name: str, data: bytes) -> int:
 @pytest.fixture(scope="module")
 def landed(tmp_path_factory):
     home = tmp_path_factory.mktemp("home")
-    settings = Settings(home=home, start_date=DAY, landing_settle_s=3600, max_file_bytes=LIMIT)
+    settings = Settings(home=home, start_date=DAY)
     folder = settings.landing / "events" / DAY.isoformat()
     for name, (data, *_) in FILES.items():
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
@@ -159,7 +160,7 @@ def landed(tmp_path_factory):
     (done / "part-00000.csv").write_text(HEADER + rows("d", 3).replace("2024-01-05", "2024-01-06"))
     (done / "_SUCCESS").write_text("")
 
-    job = build_defs(settings).resolve_job_def(DAILY_JOB)
+    job = build_defs(settings, landing_zone(settings, settle_s=3600, max_file_bytes=LIMIT)).resolve_job_def(DAILY_JOB)
     instance = dg.DagsterInstance.ephemeral()
     raw_key, valid = (
         dg.AssetKey("raw_landing_events"),
@@ -261,14 +262,14 @@ def test_a_file_still_being_written_is_refused(landed):
 
 
 def test_a_settled_file_is_read(landed, tmp_path):
-    settings = Settings(home=tmp_path, start_date=DAY, landing_settle_s=30)
+    settings = Settings(home=tmp_path, start_date=DAY)
     path = settings.landing / "events" / FRESH_DAY.isoformat() / "settled.csv"
     path.parent.mkdir(parents=True)
     path.write_text(HEADER + rows("f", 2).replace("2024-01-05", "2024-01-06"))
     old = datetime.now(UTC).timestamp() - 60
     os.utime(path, (old, old))
     result = (
-        build_defs(settings)
+        build_defs(settings, landing_zone(settings, settle_s=30))
         .resolve_job_def(DAILY_JOB)
         .execute_in_process(partition_key=FRESH_DAY.isoformat(), asset_selection=[dg.AssetKey("raw_landing_events")])
     )

@@ -19,7 +19,7 @@ from ai_pipeline.lib.landing import read_landing_day
 from ai_pipeline.lib.validation import validate
 from ai_pipeline.settings import Settings
 from ai_pipeline.sources import load_sources
-from ai_pipeline_tests.conftest import execute_days
+from ai_pipeline_tests.conftest import execute_days, landing_zone
 
 DAY = date(2010, 12, 1)
 RETAIL = next(s for s in load_sources() if s.name == "online_retail_events")
@@ -121,8 +121,8 @@ Checks = dict[tuple[str, str], dg.AssetCheckEvaluation]
 def _ingest(home: Path, first: date, last: date) -> tuple[dict[str, pl.DataFrame], Checks]:
     """The retail source's raw and validated days `first`..`last` as one range run: the tables, and the checks'
     results by (check, day)."""
-    settings = Settings(home=home, start_date=first, landing_settle_s=0)
-    job = build_defs(settings).resolve_job_def(DAILY_JOB)
+    settings = Settings(home=home, start_date=first)
+    job = build_defs(settings, landing_zone(settings)).resolve_job_def(DAILY_JOB)
     result = execute_days(job, dg.DagsterInstance.ephemeral(), first, last, asset_selection=INGEST)
     checks = {(e.check_name, e.partition): e for e in result.get_asset_check_evaluations() if e.partition}
     with duckdb.connect(str(settings.warehouse), read_only=True) as conn:

@@ -18,7 +18,9 @@ import pytest
 
 from ai_pipeline.defs import DOCUMENTS_JOB, build_defs
 from ai_pipeline.defs import rag as rag_defs
+from ai_pipeline.defs.resources import VectorStore
 from ai_pipeline.lib import squad
+from ai_pipeline.lib.vector_store import collection_vectors
 from ai_pipeline.settings import DocSource, Settings
 
 DOCS = {
@@ -96,7 +98,7 @@ class Lane:
         return job.execute_in_process(partition_key=self.name, instance=self.instance, raise_on_error=False)
 
     def collection(self):
-        return self.settings.vector_collection(self.name)
+        return VectorStore(path=str(self.settings.chroma)).collection(self.name)
 
 
 def _meta(result) -> dict[str, dict]:
@@ -138,7 +140,7 @@ def test_first_build_indexes_every_chunk_and_passes_the_gate(lane):
         assert checks[name].passed, checks[name].description
     gate = checks[rag_defs.GATE_CHECK]
     assert gate.passed and gate.metadata["recall_at_5"].value == 1.0, gate.description
-    ids, _, metadatas = rag_defs.vector_store.collection_vectors(lane.collection())
+    ids, _, metadatas = collection_vectors(lane.collection())
     feeding = [m for m in metadatas if m["doc_id"] == "notes:cats.md" and "Feeding" in m["heading_path"]]
     assert feeding and feeding[0]["model"] == rag_defs.embedding.MODEL_NAME and feeding[0]["dimension"] == 384
 
@@ -151,7 +153,7 @@ def test_a_rerun_without_changes_embeds_and_writes_nothing(lane):
 
 
 def test_changes_and_deletions_sync_exactly_and_staleness_shows_before(lane):
-    before_ids = set(rag_defs.vector_store.collection_vectors(lane.collection())[0])
+    before_ids = set(collection_vectors(lane.collection())[0])
     (lane.root / "bread.md").unlink()
     rockets = lane.root / "rockets.md"
     rockets.write_text(rockets.read_text().replace("reach orbital velocity", "reach orbit sooner"))
@@ -167,7 +169,7 @@ def test_changes_and_deletions_sync_exactly_and_staleness_shows_before(lane):
     chunks = meta[rag_defs.CHUNKS]["dagster/row_count"]
     assert 0 < meta[rag_defs.EMBEDDINGS]["embedded"] < chunks  # only the changed section and the new file
     assert meta[rag_defs.VECTORS]["deleted"] >= 2  # bread's chunk and the old staging chunk
-    ids, _, metadatas = rag_defs.vector_store.collection_vectors(lane.collection())
+    ids, _, metadatas = collection_vectors(lane.collection())
     assert len(ids) == chunks
     assert not any(m["doc_id"] == "notes:bread.md" for m in metadatas)
     assert any(m["doc_id"] == "notes:tides.md" for m in metadatas)
@@ -199,7 +201,7 @@ def test_the_hourly_lag_check_counts_changes_older_than_the_grace_only(lane):
 
 def test_the_retrieval_gate_fires_on_shuffled_vectors(lane):
     collection = lane.collection()
-    ids, vectors, _ = rag_defs.vector_store.collection_vectors(collection)
+    ids, vectors, _ = collection_vectors(collection)
     collection.update(ids=ids, embeddings=np.roll(vectors, 1, axis=0))  # every id gets its neighbour's vector
     checks = _checks(lane.checks())
     gate = checks[rag_defs.GATE_CHECK]

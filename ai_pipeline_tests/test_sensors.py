@@ -12,6 +12,7 @@ import pytest
 
 from ai_pipeline.defs import DAILY_JOB, build_defs
 from ai_pipeline.defs.common import daily_partitions
+from ai_pipeline.defs.resources import OPS_DB, OperationalDatabase
 from ai_pipeline.defs.sensors import (
     BEFORE_START,
     IN_RANGE,
@@ -22,7 +23,7 @@ from ai_pipeline.defs.sensors import (
 )
 from ai_pipeline.lib import landing, ops_db
 from ai_pipeline.settings import Settings
-from ai_pipeline_tests.conftest import execute_days
+from ai_pipeline_tests.conftest import execute_days, landing_zone
 
 START = date(2024, 1, 1)
 CSV = "event_id,user_id,event_type,event_time\ne1,u1,click,2024-01-05T10:00:00Z\n"
@@ -42,7 +43,12 @@ def _write(path: Path, text: str = CSV) -> Path:
 
 def _tick(defs: dg.Definitions, name: str, instance: dg.DagsterInstance, cursor: str | None):
     sensor = defs.resolve_sensor_def(name)
-    return sensor(dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs))
+    context = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs, resources=defs.resources)
+    return sensor(context)
+
+
+def _ops(dsn: str, table: str) -> dict[str, OperationalDatabase]:
+    return {OPS_DB: OperationalDatabase(dsn=dsn, table=table)}
 
 
 def _target(defs: dg.Definitions, name: str) -> set[dg.AssetKey]:
@@ -97,7 +103,7 @@ def test_scan_fingerprints_days_from_stat_and_reports_what_is_not_a_day(tmp_path
 
 
 def test_landing_sensor_requests_each_state_of_a_day_once_and_reports_other_days(tmp_path, instance):
-    settings = Settings(home=tmp_path, start_date=START, landing_settle_s=0)
+    settings = Settings(home=tmp_path, start_date=START)
     events = settings.landing / "events"
     _write(events / "2024-01-05" / "a.csv")
     _write(events / "2024-01-05" / "b.csv")
@@ -105,7 +111,7 @@ def test_landing_sensor_requests_each_state_of_a_day_once_and_reports_other_days
     _write(events / "2023-12-31" / "old.csv")
     future = (datetime.now(UTC).date() + timedelta(days=2)).isoformat()
     _write(events / future / "early.csv")
-    defs = build_defs(settings)
+    defs = build_defs(settings, landing_zone(settings))
     assert _target(defs, "landing_events_files") == {dg.AssetKey("raw_landing_events")}
     assert defs.resolve_sensor_def("landing_events_files").default_status == dg.DefaultSensorStatus.RUNNING
 
@@ -148,13 +154,13 @@ def test_landing_sensor_requests_each_state_of_a_day_once_and_reports_other_days
 
 
 def test_landing_sensor_waits_for_files_still_being_written(tmp_path, instance):
-    settings = Settings(home=tmp_path, start_date=START, landing_settle_s=30)
+    settings = Settings(home=tmp_path, start_date=START)
     day = settings.landing / "events" / "2024-01-05"
     growing = _write(day / "a.csv")
     _write(day / "b.csv")
     old = datetime.now(UTC).timestamp() - 60
     os.utime(day / "b.csv", (old, old))
-    defs = build_defs(settings)
+    defs = build_defs(settings, landing_zone(settings, settle_s=30))
     waiting = _tick(defs, "landing_events_files", instance, None)
     assert waiting.run_requests == []
     assert waiting.skip_reason.skip_message == (
@@ -172,9 +178,9 @@ def test_landing_sensor_waits_for_files_still_being_written(tmp_path, instance):
 
 
 def test_landing_request_runs_the_raw_partition_it_names(tmp_path, instance):
-    settings = Settings(home=tmp_path, start_date=START, landing_settle_s=0)
+    settings = Settings(home=tmp_path, start_date=START)
     _write(settings.landing / "events" / "2024-01-05" / "a.csv")
-    defs = build_defs(settings)
+    defs = build_defs(settings, landing_zone(settings))
     [request] = _tick(defs, "landing_events_files", instance, None).run_requests
     job = defs.resolve_job_def(defs.resolve_sensor_def("landing_events_files").job_name)
     result = job.execute_in_process(partition_key=request.partition_key, instance=instance, tags=request.tags)
@@ -223,8 +229,7 @@ def test_operational_sensor_requests_the_days_of_new_rows(tmp_path, instance, pg
             _event("e", f"{future.isoformat()}T08:00:00Z"),
         ],
     )
-    settings = Settings(home=tmp_path, start_date=START, ops_dsn=pg_dsn, ops_table=table)
-    defs = build_defs(settings)
+    defs = build_defs(Settings(home=tmp_path, start_date=START), _ops(pg_dsn, table))
     assert _target(defs, OPERATIONAL_SENSOR) == {dg.AssetKey("raw_operational_events")}
 
     first = _tick(defs, OPERATIONAL_SENSOR, instance, None)
@@ -259,7 +264,7 @@ def test_operational_sensor_reports_rows_before_the_start(tmp_path, instance, pg
     table = f"{pg_schema}.events"
     ops_db.create_events_table(pg_dsn, table)
     ops_db.insert_events(pg_dsn, table, [_event("d", "2023-12-30T12:00:00Z")])
-    defs = build_defs(Settings(home=tmp_path, start_date=START, ops_dsn=pg_dsn, ops_table=table))
+    defs = build_defs(Settings(home=tmp_path, start_date=START), _ops(pg_dsn, table))
     result = _tick(defs, OPERATIONAL_SENSOR, instance, None)
     assert result.run_requests == []
     assert result.skip_reason.skip_message.startswith("rows for 2023-12-30: before the first partition 2024-01-01")
@@ -276,14 +281,14 @@ def test_sensors_of_unconfigured_sources_say_why_they_do_nothing(tmp_path, insta
 
 def test_late_rows_rerun_their_day_and_every_later_one(tmp_path):
     day, newest = date(2024, 1, 5), date(2024, 1, 7)
-    settings = Settings(home=tmp_path, start_date=day, landing_settle_s=0)
+    settings = Settings(home=tmp_path, start_date=day)
     for n in range(3):
         current = day + timedelta(days=n)
         _write(
             settings.landing / "events" / current.isoformat() / "a.csv",
             CSV.replace("2024-01-05", str(current)).replace("e1,", f"e{n},"),
         )
-    defs = build_defs(settings)
+    defs = build_defs(settings, landing_zone(settings))
     job = defs.resolve_job_def(DAILY_JOB)
     ingest = [dg.AssetKey(k) for k in ("raw_landing_events", "validated_events", "quarantined_events")]
     with dg.instance_for_test() as instance:

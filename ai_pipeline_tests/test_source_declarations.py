@@ -12,6 +12,7 @@ from ai_pipeline.defs import DAILY_JOB, build_defs
 from ai_pipeline.defs.ingest.assets import FILES_CHECK, SCHEMA_CHECK
 from ai_pipeline.settings import Settings
 from ai_pipeline.sources import BUILT_IN, SourceDeclarationError, load_sources
+from ai_pipeline_tests.conftest import landing_zone
 
 DAY = date(2024, 3, 31)  # the night British clocks go forward: local times and UTC differ by an hour after it
 PARTNER = """\
@@ -58,8 +59,7 @@ def declared(tmp_path):
     folder = tmp_path / "sources" / "partner_orders"
     folder.mkdir(parents=True)
     (folder / "defs.yaml").write_text(PARTNER)
-    settings = Settings(home=tmp_path / "home", start_date=DAY, landing_settle_s=0, sources_dir=tmp_path / "sources")
-    return settings
+    return Settings(home=tmp_path / "home", start_date=DAY, sources_dir=tmp_path / "sources")
 
 
 def test_the_built_in_sources_are_declarations():
@@ -72,7 +72,7 @@ def test_the_built_in_sources_are_declarations():
 
 
 def test_a_yaml_declared_source_joins_the_graph_with_its_checks_and_sensor(declared):
-    defs = build_defs(declared)
+    defs = build_defs(declared, landing_zone(declared))
     graph = defs.resolve_asset_graph()
     key = dg.AssetKey("raw_partner_orders")
     assert key in graph.get_all_asset_keys()
@@ -88,7 +88,7 @@ def test_a_yaml_declared_source_is_read_mapped_and_validated(declared):
     path = declared.landing / "partner" / DAY.isoformat() / "orders.csv"
     path.parent.mkdir(parents=True)
     path.write_bytes(EXPORT)
-    job = build_defs(declared).resolve_job_def(DAILY_JOB)
+    job = build_defs(declared, landing_zone(declared)).resolve_job_def(DAILY_JOB)
     keys = [dg.AssetKey(k) for k in ("raw_partner_orders", "validated_events", "quarantined_events")]
     result = job.execute_in_process(partition_key=DAY.isoformat(), asset_selection=keys)
     assert result.success
@@ -147,7 +147,7 @@ def test_a_derived_expression_that_fails_is_a_schema_error_naming_it(declared):
     path = declared.landing / "partner" / DAY.isoformat() / "orders.csv"
     path.parent.mkdir(parents=True)
     path.write_bytes(EXPORT)
-    job = build_defs(declared).resolve_job_def(DAILY_JOB)
+    job = build_defs(declared, landing_zone(declared)).resolve_job_def(DAILY_JOB)
     result = job.execute_in_process(
         partition_key=DAY.isoformat(), asset_selection=[dg.AssetKey("raw_partner_orders")], raise_on_error=False
     )

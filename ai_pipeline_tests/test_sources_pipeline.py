@@ -15,11 +15,11 @@ import duckdb
 from ai_pipeline.defs.common import daily_partitions
 from ai_pipeline.defs.ingest.assets import ingest_assets
 from ai_pipeline.defs.ingest.checks import ingest_checks
-from ai_pipeline.defs.resources import warehouse_resources
+from ai_pipeline.defs.resources import EVENTS_API, OPS_DB, EventsApi, OperationalDatabase, embedded_resources
 from ai_pipeline.lib import ops_db
 from ai_pipeline.settings import Settings
 from ai_pipeline.sources import load_sources
-from ai_pipeline_tests.conftest import http_server
+from ai_pipeline_tests.conftest import http_server, landing_zone
 
 DAY = date(2024, 1, 5)
 RAW_EVENTS = ["raw_landing_events", "raw_online_retail_events", "raw_operational_events", "raw_api_events"]
@@ -61,15 +61,18 @@ def test_three_sources_one_partition(tmp_path, pg_dsn, pg_schema):
         return 200, {}, json.dumps(page)
 
     with http_server(respond) as base:
-        settings = Settings(
-            home=tmp_path, ops_dsn=pg_dsn, ops_table=table, api_url=f"{base}/events", landing_settle_s=0
-        )
+        settings = Settings(home=tmp_path)
         partitions = daily_partitions(settings)
         checks = ingest_checks("events", RAW_EVENTS, suites=[], partitions=partitions)
         result = dg.materialize(
             [*ingest_assets(settings, partitions, load_sources()), checks],
             partition_key=DAY.isoformat(),
-            resources=warehouse_resources(settings),
+            resources={
+                **embedded_resources(settings),
+                **landing_zone(settings),
+                OPS_DB: OperationalDatabase(dsn=pg_dsn, table=table),
+                EVENTS_API: EventsApi(url=f"{base}/events"),
+            },
             selection=[*RAW_EVENTS, "validated_events", "quarantined_events"],
             raise_on_error=False,
         )

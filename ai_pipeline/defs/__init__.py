@@ -1,6 +1,10 @@
-"""Everything the code location holds, built from one Settings object (tests pass temporary ones)."""
+"""Everything the code location holds: the graph from Settings (data root, first day, sources), the outside systems
+as resources (embedded defaults; `definitions.py` passes the environment's, tests their own)."""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
 
 import dagster as dg
 
@@ -13,7 +17,7 @@ from ai_pipeline.defs.ingest.checks import ingest_checks
 from ai_pipeline.defs.marts import build_dbt_assets
 from ai_pipeline.defs.rag import GROUP as RAG_GROUP
 from ai_pipeline.defs.rag import collection_lag_check, documents_sensor, rag_assets, rag_checks
-from ai_pipeline.defs.resources import warehouse_resources
+from ai_pipeline.defs.resources import ONLINE_STORE, embedded_resources
 from ai_pipeline.defs.sensors import pipeline_sensors
 from ai_pipeline.lib import expectations
 from ai_pipeline.lib.contracts import Event, User
@@ -24,7 +28,9 @@ DAILY_JOB = "daily_pipeline"
 DOCUMENTS_JOB = "document_collections"
 
 
-def build_defs(settings: Settings) -> dg.Definitions:
+def build_defs(settings: Settings, resources: Mapping[str, Any] | None = None) -> dg.Definitions:
+    """`resources` replace the embedded defaults key by key."""
+    resources = {**embedded_resources(settings), **(resources or {})}
     partitions = daily_partitions(settings)
     sources = load_sources(settings.sources_dir)
     assets = ingest_assets(settings, partitions, sources)
@@ -47,7 +53,12 @@ def build_defs(settings: Settings) -> dg.Definitions:
         "store, and their checks.",
     )
     defs = dg.Definitions(
-        assets=[*assets, dbt_assets, *feature_assets(settings, partitions), *rag_assets(settings)],
+        assets=[
+            *assets,
+            dbt_assets,
+            *feature_assets(settings, partitions, resources[ONLINE_STORE].backend),
+            *rag_assets(settings),
+        ],
         asset_checks=[*checks, rag_checks(settings), *hourly],
         jobs=[
             daily_job,
@@ -61,9 +72,9 @@ def build_defs(settings: Settings) -> dg.Definitions:
         sensors=[
             documents_sensor(settings),
             *automation_sensors(RAG_GROUP),
-            *pipeline_sensors(settings, partitions, daily_job, sources),
+            *pipeline_sensors(partitions, daily_job, sources, resources),
         ],
-        resources={**warehouse_resources(settings), **dbt_resources},
+        resources={**resources, **dbt_resources},
         # A run's steps run one after another in the run's process: every step that writes the warehouse takes
         # the single `duckdb_warehouse` slot anyway, and a process per step would cost seconds of start-up each.
         executor=dg.in_process_executor,

@@ -13,7 +13,7 @@ import polars as pl
 from dagster_duckdb import DuckDBResource
 
 from ai_pipeline.defs.common import DAILY_BACKFILL, DUCKDB_POOL, OWNERS, DayChecks, daily_asset, partition_days
-from ai_pipeline.defs.resources import query, table_exists
+from ai_pipeline.defs.resources import OnlineStore, query, table_exists
 from ai_pipeline.lib import drift, feature_checks, features
 from ai_pipeline.lib.quality import Verdict
 from ai_pipeline.settings import Settings
@@ -74,7 +74,7 @@ def aggregates_asset(partitions: dg.DailyPartitionsDefinition) -> dg.AssetsDefin
             blocking={CONSERVATION_CHECK},
         ),
     )
-    def _aggregates(context: dg.AssetExecutionContext, warehouse: DuckDBResource):
+    def user_daily_aggregates(context: dg.AssetExecutionContext, warehouse: DuckDBResource):
         days = partition_days(context)
         partials, verdicts, events_total, seconds = [], [], 0, 0.0
         for day in days:
@@ -107,7 +107,7 @@ def aggregates_asset(partitions: dg.DailyPartitionsDefinition) -> dg.AssetsDefin
         for day, verdict, metadata in verdicts:
             yield from per_day.results(day, verdict, metadata, asset_key=AGGREGATES, check_name=CONSERVATION_CHECK)
 
-    return _aggregates
+    return user_daily_aggregates
 
 
 def _present_days(context: dg.AssetExecutionContext, asset: str) -> set[date]:
@@ -162,7 +162,7 @@ def state_asset(settings: Settings, partitions: dg.DailyPartitionsDefinition) ->
         backfill_policy=DAILY_BACKFILL,
         can_subset=True,
     )
-    def _state(context: dg.AssetExecutionContext, warehouse: DuckDBResource):
+    def user_feature_state(context: dg.AssetExecutionContext, warehouse: DuckDBResource):
         days = partition_days(context)
         before = days[0] - timedelta(days=1)
         _require(features.coverage(days[0], settings.start_date, _present_days(context, STATE), [before]), STATE, STATE)
@@ -195,7 +195,7 @@ def state_asset(settings: Settings, partitions: dg.DailyPartitionsDefinition) ->
         for day, verdict, metadata in checks:
             yield from per_day.results(day, verdict, metadata, asset_key=STATE, check_name=STATE_CHECK)
 
-    return _state
+    return user_feature_state
 
 
 def _window_day(warehouse: DuckDBResource, day: date, needed: list[date]) -> pl.DataFrame:
@@ -304,7 +304,7 @@ def windows_asset(settings: Settings, partitions: dg.DailyPartitionsDefinition) 
             blocking={NULLS_CHECK, RANGES_CHECK, ROWS_CHECK},
         ),
     )
-    def _windows(context: dg.AssetExecutionContext, config: WindowConfig, warehouse: DuckDBResource):
+    def user_window_features(context: dg.AssetExecutionContext, config: WindowConfig, warehouse: DuckDBResource):
         days = partition_days(context)
         present = _present_days(context, STATE)
         covers = [features.coverage(day, settings.start_date, present, features.state_days(day)) for day in days]
@@ -344,7 +344,7 @@ def windows_asset(settings: Settings, partitions: dg.DailyPartitionsDefinition) 
         for day, name, verdict, metadata in checks:
             yield from per_day.results(day, verdict, metadata, asset_key=WINDOWS, check_name=name)
 
-    return _windows
+    return user_window_features
 
 
 def _latest_offline(warehouse: DuckDBResource) -> pl.DataFrame:
@@ -356,14 +356,16 @@ def _latest_offline(warehouse: DuckDBResource) -> pl.DataFrame:
     )
 
 
-def online_asset(settings: Settings, partitions: dg.DailyPartitionsDefinition) -> dg.AssetsDefinition:
+def online_asset(partitions: dg.DailyPartitionsDefinition, backend: str) -> dg.AssetsDefinition:
+    """`backend`: the online store's, "embedded" or "postgres" (its kind in the UI)."""
+
     @daily_asset(
         ONLINE,
         description="The online store: the newest day's feature vector of every user, for lookups by batches "
         "of user ids. Embedded SQLite by default, PostgreSQL with AI_PIPELINE_ONLINE_STORE=postgres. "
         "Materializing an older day than the store holds changes nothing; a backfill range publishes its last day.",
         group_name=GROUP,
-        kinds={"python", "sqlite" if settings.online_store == "embedded" else "postgres"},
+        kinds={"python", "sqlite" if backend == "embedded" else "postgres"},
         partitions_def=partitions,
         deps=[WINDOWS],
         check_specs=_specs(
@@ -376,10 +378,10 @@ def online_asset(settings: Settings, partitions: dg.DailyPartitionsDefinition) -
             blocking=set(),
         ),
     )
-    def _online(context: dg.AssetExecutionContext, warehouse: DuckDBResource):
+    def online_user_features(context: dg.AssetExecutionContext, warehouse: DuckDBResource, online_store: OnlineStore):
         days = partition_days(context)
         day = days[-1]
-        store = settings.online_store_client()
+        store = online_store.client()
         current = store.feature_date()
         if current is not None and current > day:
             yield dg.MaterializeResult(
@@ -413,13 +415,15 @@ def online_asset(settings: Settings, partitions: dg.DailyPartitionsDefinition) -
                 check_name=CONSISTENCY_CHECK,
             )
 
-    return _online
+    return online_user_features
 
 
-def feature_assets(settings: Settings, partitions: dg.DailyPartitionsDefinition) -> list[dg.AssetsDefinition]:
+def feature_assets(
+    settings: Settings, partitions: dg.DailyPartitionsDefinition, online_backend: str
+) -> list[dg.AssetsDefinition]:
     return [
         aggregates_asset(partitions),
         state_asset(settings, partitions),
         windows_asset(settings, partitions),
-        online_asset(settings, partitions),
+        online_asset(partitions, online_backend),
     ]

@@ -9,7 +9,7 @@
 
 The warehouse path goes to dbt as the `warehouse_path` var (read by `dbt_project/profiles.yml`):
 `DbtCliResource.cli` hands the subprocess a copy of `os.environ` and takes no environment of its own, so a
-var is how a run writes to `settings.warehouse` without touching the caller's environment.
+var is how a run writes to the `warehouse` resource's file without touching the caller's environment.
 """
 
 import json
@@ -25,6 +25,7 @@ from typing import Any
 
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
+from dagster_duckdb import DuckDBResource
 
 from ai_pipeline.defs.common import DAILY_BACKFILL, DUCKDB_POOL, OWNERS, DayChecks, partition_days
 from ai_pipeline.lib.quality import Verdict
@@ -126,9 +127,8 @@ def prepare_manifest(project_dir: Path = DBT_PROJECT_DIR) -> Path:
 def build_dbt_assets(
     settings: Settings, partitions_def: dg.DailyPartitionsDefinition
 ) -> tuple[dg.AssetsDefinition, dict[str, DbtCliResource]]:
-    """The dbt assets over `settings.warehouse` and the `dbt` resource they need (see module docstring)."""
+    """The dbt assets over the `warehouse` resource's file and the `dbt` resource they need (module docstring)."""
     manifest = prepare_manifest(DBT_PROJECT_DIR)
-    warehouse = settings.warehouse
 
     @dbt_assets(
         manifest=manifest,
@@ -139,10 +139,9 @@ def build_dbt_assets(
         backfill_policy=DAILY_BACKFILL,
         pool=DUCKDB_POOL,
     )
-    def dbt_marts(context: dg.AssetExecutionContext, dbt: DbtCliResource):
+    def dbt_marts(context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: DuckDBResource):
         window = context.partition_time_window
-        warehouse.parent.mkdir(parents=True, exist_ok=True)
-        args = dbt_build_args(dbt_vars_for_window(window.start, window.end), warehouse)
+        args = dbt_build_args(dbt_vars_for_window(window.start, window.end), Path(warehouse.database))
         # Each run's dbt artifacts (run_results.json, logs) lie beside the warehouse it wrote.
         target_path = settings.home / "dbt" / context.run.run_id
         days = partition_days(context)

@@ -17,9 +17,10 @@ import polars as pl
 from dagster_duckdb import DuckDBResource
 
 from ai_pipeline.defs.common import DUCKDB_POOL, OWNERS, check_result
-from ai_pipeline.defs.resources import query, table_exists
-from ai_pipeline.lib import chunking, documents, embedding, retrieval, vector_store
+from ai_pipeline.defs.resources import Embedder, VectorStore, query, table_exists
+from ai_pipeline.lib import chunking, documents, embedding, retrieval
 from ai_pipeline.lib.quality import Verdict
+from ai_pipeline.lib.vector_store import VectorRecord, collection_vectors, sync_collection
 from ai_pipeline.settings import DocSource, Settings
 
 GROUP = "rag"
@@ -83,7 +84,7 @@ def rag_assets(settings: Settings) -> list[dg.AssetsDefinition]:
         check_specs=[_spec(LOADED_CHECK, RAW, "Every file under the source root is loaded or reported with a reason.")],
         **_COMMON,
     )
-    def _raw(context: dg.AssetExecutionContext):
+    def raw_documents(context: dg.AssetExecutionContext):
         source = settings.doc_source(context.partition_key)
         docs, skipped = load_source(source)
         frame = documents.documents_frame(docs).with_columns(pl.lit(source.name).alias("collection"))
@@ -118,7 +119,7 @@ def rag_assets(settings: Settings) -> list[dg.AssetsDefinition]:
         ],
         **_COMMON,
     )
-    def _chunks(context: dg.AssetExecutionContext, warehouse: DuckDBResource):
+    def document_chunks(context: dg.AssetExecutionContext, warehouse: DuckDBResource):
         raw = query(
             warehouse, f"select * from main.{RAW} where collection = ? order by doc_id", [context.partition_key]
         )
@@ -160,7 +161,7 @@ def rag_assets(settings: Settings) -> list[dg.AssetsDefinition]:
         check_specs=[_spec(COVERAGE_CHECK, EMBEDDINGS, "Every chunk has exactly one vector of the model.", True)],
         **_COMMON,
     )
-    def _embeddings(context: dg.AssetExecutionContext, warehouse: DuckDBResource):
+    def chunk_embeddings(context: dg.AssetExecutionContext, warehouse: DuckDBResource, embedder: Embedder):
         collection = context.partition_key
         chunks = query(
             warehouse,
@@ -178,7 +179,7 @@ def rag_assets(settings: Settings) -> list[dg.AssetsDefinition]:
             def progress(done: int, total: int) -> None:
                 context.log.info(f"embedded {done}/{total} chunks of {collection}")
 
-            vectors = embedding.Embedder().embed(todo["text"].to_list(), progress=progress)
+            vectors = embedder.embed(todo["text"].to_list(), progress=progress)
             fresh = pl.DataFrame({"content_hash": todo["content_hash"], "embedding": vectors}, schema=cached.schema)
         seconds = time.perf_counter() - started
         frame = (
@@ -212,15 +213,15 @@ def rag_assets(settings: Settings) -> list[dg.AssetsDefinition]:
         pool=DUCKDB_POOL,  # reads the warehouse, which a writer in another run holds exclusively
         **_COMMON,
     )
-    def _vectors(context: dg.AssetExecutionContext, warehouse: DuckDBResource):
-        collection = settings.vector_collection(context.partition_key)
+    def vector_collection(context: dg.AssetExecutionContext, warehouse: DuckDBResource, chroma: VectorStore):
+        collection = chroma.collection(context.partition_key)
         records = _records(warehouse, context.partition_key)
         started = time.perf_counter()
 
         def progress(stage: str, done: int, total: int) -> None:
             context.log.info(f"{stage}: {done}/{total} vectors")
 
-        report = vector_store.sync_collection(collection, records, progress=progress)
+        report = sync_collection(collection, records, progress=progress)
         return dg.MaterializeResult(
             metadata={
                 "dagster/row_count": len(records),
@@ -231,11 +232,11 @@ def rag_assets(settings: Settings) -> list[dg.AssetsDefinition]:
                 "writes": report.writes,
                 "no_op": report.writes == 0,
                 "sync_seconds": round(time.perf_counter() - started, 3),
-                "store": settings.chroma_url or str(settings.chroma),
+                "store": chroma.location,
             }
         )
 
-    return [_raw, _chunks, _embeddings, _vectors]
+    return [raw_documents, document_chunks, chunk_embeddings, vector_collection]
 
 
 def _documents(raw: pl.DataFrame) -> list[documents.Document]:
@@ -256,7 +257,7 @@ def _cached_vectors(warehouse: DuckDBResource, model: str, hashes: list[str]) ->
     return found.cast(schema)
 
 
-def _records(warehouse: DuckDBResource, collection: str) -> list[vector_store.VectorRecord]:
+def _records(warehouse: DuckDBResource, collection: str) -> list[VectorRecord]:
     rows = query(
         warehouse,
         f"""
@@ -271,7 +272,7 @@ def _records(warehouse: DuckDBResource, collection: str) -> list[vector_store.Ve
         [collection],
     )
     return [
-        vector_store.VectorRecord(
+        VectorRecord(
             id=row["chunk_id"],
             embedding=np.asarray(row["embedding"], dtype=np.float32),
             document=row["text"],
@@ -309,16 +310,18 @@ def rag_checks(settings: Settings) -> dg.AssetChecksDefinition:
         ],
         can_subset=False,
     )
-    def vector_collection_checks(context: dg.AssetCheckExecutionContext, warehouse: DuckDBResource):
+    def vector_collection_checks(
+        context: dg.AssetCheckExecutionContext, warehouse: DuckDBResource, chroma: VectorStore, embedder: Embedder
+    ):
         name = context.partition_key
         source = settings.doc_source(name)
-        collection = settings.vector_collection(name)
-        ids, vectors, metadatas = vector_store.collection_vectors(collection)
+        collection = chroma.collection(name)
+        ids, vectors, metadatas = collection_vectors(collection)
         expected = {r.id: r for r in _records(warehouse, name)}
         yield _sync_result(ids, vectors, expected)
         yield _valid_result(vectors)
         yield _stale_result(source, metadatas)
-        yield _gate_result(source, collection)
+        yield _gate_result(source, collection, embedder)
 
     return vector_collection_checks
 
@@ -402,16 +405,12 @@ def collection_lag_check(settings: Settings) -> dg.AssetChecksDefinition:
         f"{int(LAG_GRACE.total_seconds() // 60)} minutes ago (and no deleted one), evaluated hourly.",
         automation_condition=dg.AutomationCondition.cron_tick_passed("20 * * * *").with_label("hourly at :20"),
     )
-    def _collection_lag(context: dg.AssetCheckExecutionContext):
+    def collections_current(context: dg.AssetCheckExecutionContext, chroma: VectorStore):
         cutoff = datetime.now(UTC) - LAG_GRACE
         built = set(context.instance.get_dynamic_partitions(COLLECTIONS.name))
         metadata, lagging = {}, []
         for source in settings.doc_sources:
-            metadatas = (
-                vector_store.collection_vectors(settings.vector_collection(source.name))[2]
-                if (source.name in built)
-                else []
-            )
+            metadatas = collection_vectors(chroma.collection(source.name))[2] if source.name in built else []
             drift = documents.index_drift(load_source(source)[0], _indexed_hashes(metadatas), modified_before=cutoff)
             metadata[f"{source.name}/behind"] = len(drift.stale)
             lagging += [f"{source.name}: {doc}" for doc in drift.stale]
@@ -425,7 +424,7 @@ def collection_lag_check(settings: Settings) -> dg.AssetChecksDefinition:
         )
         return check_result(verdict, {**metadata, "examples": dg.MetadataValue.json(lagging[:5])})
 
-    return _collection_lag
+    return collections_current
 
 
 class _TimedCollection:
@@ -442,7 +441,7 @@ class _TimedCollection:
         return found
 
 
-def _gate_result(source: DocSource, collection) -> dg.AssetCheckResult:
+def _gate_result(source: DocSource, collection, embedder: Embedder) -> dg.AssetCheckResult:
     if source.golden is None:
         return check_result(
             Verdict(True, "ERROR", "no golden question set for this source"),
@@ -451,7 +450,7 @@ def _gate_result(source: DocSource, collection) -> dg.AssetCheckResult:
             asset_key=VECTORS,
         )
     golden = retrieval.GoldenSet.load(source.golden)
-    questions = embedding.Embedder().embed([q.question for q in golden.questions])
+    questions = embedder.embed([q.question for q in golden.questions])
     timed = _TimedCollection(collection)
     result = retrieval.evaluate(timed, questions, golden)
     recall = result.recall[5]
@@ -491,7 +490,7 @@ def documents_sensor(settings: Settings) -> dg.SensorDefinition:
         description="New document sources become partitions of the RAG assets; added, changed or deleted files "
         "request a reload of their documents, which automation carries down to the vector collection.",
     )
-    def _sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+    def document_sources(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         known = json.loads(context.cursor) if context.cursor else {}
         existing = set(context.instance.get_dynamic_partitions(COLLECTIONS.name))
         new = [s.name for s in settings.doc_sources if s.name not in existing]
@@ -513,4 +512,4 @@ def documents_sensor(settings: Settings) -> dg.SensorDefinition:
             skip_reason="; ".join(skipped) if skipped and not requests else None,
         )
 
-    return _sensor
+    return document_sources

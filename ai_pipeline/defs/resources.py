@@ -1,16 +1,35 @@
-"""The warehouse: one DuckDB file, written through the Polars IO manager, read by checks."""
+"""The seams: every outside system an asset, check or sensor reaches is a Dagster resource defined here.
+
+`embedded_resources(settings)` is the laptop default (files under the data root); `resources_from_env(settings)`
+lays the environment over it (secrets stay `EnvVar`s, so the UI shows a variable's name, never its value). Tests
+pass their own resources to `build_defs` instead of changing the environment.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
 
+import dagster as dg
 import polars as pl
 import polars.selectors as cs
-from dagster._core.storage.db_io_manager import DbTypeHandler, TableSlice
 from dagster_duckdb import DuckDBIOManager, DuckDBResource
 from dagster_duckdb_polars import DuckDBPolarsTypeHandler
+from pydantic import Field
 
+from ai_pipeline.defs.dagster_internals import DbTypeHandler, TableSlice
+from ai_pipeline.lib import alerts, embedding, http_api, ops_db, vector_store
+from ai_pipeline.lib.online_store import DEFAULT_TABLE as ONLINE_TABLE
+from ai_pipeline.lib.online_store import PostgresOnlineStore, SqliteOnlineStore
 from ai_pipeline.settings import Settings
+
+WAREHOUSE, IO_MANAGER = "warehouse", "io_manager"
+# Resource keys, which are also the parameter names that assets, checks and sensors receive them by.
+LANDING, OPS_DB, EVENTS_API = "landing_zone", "ops_database", "events_api"
+ONLINE_STORE, VECTOR_STORE, EMBEDDER, ALERT_WEBHOOK = "online_store", "chroma", "embedder", "alert_webhook"
 
 
 class _CreatingPolarsTypeHandler(DuckDBPolarsTypeHandler):
@@ -37,13 +56,172 @@ class WarehouseIOManager(DuckDBIOManager):
         return pl.DataFrame
 
 
-def warehouse_resources(settings: Settings) -> dict:
+class LandingZone(dg.ConfigurableResource):
+    """The folder sources drop files into: `<root>/<source folder>/<YYYY-MM-DD>/`."""
+
+    root: str = Field(description="The landing root directory.")
+    settle_s: float = Field(
+        default=30.0,
+        description="How long every file of a day must stay unchanged before it is read (a `_SUCCESS` marker in "
+        "the folder ends the wait).",
+    )
+    max_file_mb: float = Field(default=1024.0, description="The most one file may hold once decompressed.")
+
+    @property
+    def path(self) -> Path:
+        return Path(self.root)
+
+    @property
+    def max_file_bytes(self) -> int:
+        return int(self.max_file_mb * (1 << 20))
+
+
+class OperationalDatabase(dg.ConfigurableResource):
+    """The operational PostgreSQL table of user events; without a DSN the source contributes nothing."""
+
+    dsn: str | None = Field(default=None, description="A libpq DSN (a secret: set AI_PIPELINE_OPS_DSN).")
+    table: str = Field(default="public.user_events", description="The events table, schema-qualified.")
+
+    def read_events(self, day, *, ingested_at):
+        return ops_db.read_events(self.dsn, self.table, day, ingested_at=ingested_at)
+
+    def rows_after(self, watermark: int | None) -> ops_db.NewRows:
+        return ops_db.rows_after(self.dsn, self.table, watermark)
+
+
+class EventsApi(dg.ConfigurableResource):
+    """The HTTP events API; without a URL the source contributes nothing."""
+
+    url: str | None = Field(default=None, description="The API's base URL.")
+    token: str | None = Field(default=None, description="A bearer token (a secret: set AI_PIPELINE_API_TOKEN).")
+    timeout_s: float = Field(default=10.0, description="Per request.")
+
+    def fetch_events(self, day, *, ingested_at):
+        return http_api.fetch_events(self.url, day, ingested_at=ingested_at, token=self.token, timeout_s=self.timeout_s)
+
+
+class OnlineStore(dg.ConfigurableResource):
+    """The online feature store: SQLite under the data root, or a PostgreSQL table."""
+
+    backend: Literal["embedded", "postgres"] = "embedded"
+    path: str = Field(default="", description="The SQLite file of the embedded store.")
+    dsn: str | None = Field(default=None, description="A libpq DSN (a secret: set AI_PIPELINE_ONLINE_DSN).")
+    table: str = Field(default=f"public.{ONLINE_TABLE}", description="The PostgreSQL table.")
+
+    def client(self) -> PostgresOnlineStore | SqliteOnlineStore:
+        if self.backend == "postgres":
+            if not self.dsn:
+                raise ValueError("AI_PIPELINE_ONLINE_STORE=postgres needs AI_PIPELINE_ONLINE_DSN (a libpq DSN)")
+            return PostgresOnlineStore(self.dsn, self.table)
+        return SqliteOnlineStore(Path(self.path))
+
+
+class VectorStore(dg.ConfigurableResource):
+    """ChromaDB: a `chroma run` server when `url` is set, else an embedded store in `path`."""
+
+    path: str = Field(default="", description="The embedded store's directory.")
+    url: str | None = Field(default=None, description="A Chroma server, e.g. http://127.0.0.1:8000.")
+
+    @property
+    def location(self) -> str:
+        return self.url or self.path
+
+    def collection(self, name: str) -> Any:
+        """The collection of a document source, opened for this project's model (others are refused)."""
+        client = vector_store.open_client(url=self.url) if self.url else vector_store.open_client(path=Path(self.path))
+        return vector_store.open_collection(client, name, model=embedding.MODEL_NAME, dimension=embedding.DIMENSION)
+
+
+@functools.cache
+def _loaded_embedder(device: str, batch_size: int) -> embedding.Embedder:
+    """One model per process and configuration: runs in one process share it."""
+    return embedding.Embedder(device=device, batch_size=batch_size)
+
+
+class Embedder(dg.ConfigurableResource):
+    """The embedding model (sentence-transformers, shipped offline); loaded on first use, once per process."""
+
+    device: str = Field(default="cpu", description="A torch device.")
+    batch_size: int = Field(default=64, description="Texts per forward pass.")
+
+    @property
+    def model(self) -> str:
+        return embedding.MODEL_NAME
+
+    def embed(self, texts: Sequence[str], progress=None):
+        return _loaded_embedder(self.device, self.batch_size).embed(texts, progress=progress)
+
+    def embed_query(self, text: str):
+        return _loaded_embedder(self.device, self.batch_size).embed_query(text)
+
+
+class AlertWebhook(dg.ConfigurableResource):
+    """Where failure alerts are posted as JSON; without a URL none are."""
+
+    url: str | None = Field(default=None, description="The webhook (a secret: set AI_PIPELINE_ALERT_WEBHOOK_URL).")
+    timeout_s: float = Field(default=10.0, description="Per delivery.")
+    ui_url: str = Field(default="http://127.0.0.1:3000", description="The Dagster UI, for links in alerts.")
+
+    def post(self, alert: alerts.Alert) -> None:
+        alerts.post(self.url, alert, timeout_s=self.timeout_s)
+
+
+def embedded_resources(settings: Settings) -> dict[str, Any]:
+    """Everything on one machine, under the data root."""
     settings.warehouse.parent.mkdir(parents=True, exist_ok=True)
     database = str(settings.warehouse)
     return {
-        "io_manager": WarehouseIOManager(database=database, schema="main"),
-        "warehouse": DuckDBResource(database=database),
+        IO_MANAGER: WarehouseIOManager(database=database, schema="main"),
+        WAREHOUSE: DuckDBResource(database=database),
+        LANDING: LandingZone(root=str(settings.landing)),
+        OPS_DB: OperationalDatabase(),
+        EVENTS_API: EventsApi(),
+        ONLINE_STORE: OnlineStore(path=str(settings.online_features)),
+        VECTOR_STORE: VectorStore(path=str(settings.chroma)),
+        EMBEDDER: Embedder(),
+        ALERT_WEBHOOK: AlertWebhook(),
     }
+
+
+def _secret(env: Mapping[str, str], name: str) -> dg.EnvVar | None:
+    return dg.EnvVar(name) if env.get(name) else None
+
+
+def resources_from_env(settings: Settings, env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The embedded defaults with every AI_PIPELINE_* setting of the environment applied (see the README)."""
+    env = os.environ if env is None else env
+    resources = embedded_resources(settings)
+    resources[LANDING] = LandingZone(
+        root=str(settings.landing),
+        settle_s=float(env.get("AI_PIPELINE_LANDING_SETTLE_S") or 30.0),
+        max_file_mb=float(env.get("AI_PIPELINE_MAX_FILE_MB") or 1024),
+    )
+    resources[OPS_DB] = OperationalDatabase(
+        dsn=_secret(env, "AI_PIPELINE_OPS_DSN"), table=env.get("AI_PIPELINE_OPS_TABLE") or "public.user_events"
+    )
+    resources[EVENTS_API] = EventsApi(
+        url=env.get("AI_PIPELINE_API_URL") or None,
+        token=_secret(env, "AI_PIPELINE_API_TOKEN"),
+        timeout_s=float(env.get("AI_PIPELINE_API_TIMEOUT_S") or 10.0),
+    )
+    backend = env.get("AI_PIPELINE_ONLINE_STORE") or "embedded"
+    if backend not in ("embedded", "postgres"):
+        raise ValueError(f"AI_PIPELINE_ONLINE_STORE must be 'embedded' or 'postgres', not {backend!r}")
+    if backend == "postgres" and not env.get("AI_PIPELINE_ONLINE_DSN"):
+        raise ValueError("AI_PIPELINE_ONLINE_STORE=postgres needs AI_PIPELINE_ONLINE_DSN (a libpq DSN)")
+    resources[ONLINE_STORE] = OnlineStore(
+        backend=backend,
+        path=str(settings.online_features),
+        dsn=_secret(env, "AI_PIPELINE_ONLINE_DSN"),
+        table=env.get("AI_PIPELINE_ONLINE_TABLE") or f"public.{ONLINE_TABLE}",
+    )
+    resources[VECTOR_STORE] = VectorStore(path=str(settings.chroma), url=env.get("AI_PIPELINE_CHROMA_URL") or None)
+    resources[ALERT_WEBHOOK] = AlertWebhook(
+        url=_secret(env, "AI_PIPELINE_ALERT_WEBHOOK_URL"),
+        timeout_s=float(env.get("AI_PIPELINE_ALERT_TIMEOUT_S") or 10.0),
+        ui_url=env.get("AI_PIPELINE_UI_URL") or "http://127.0.0.1:3000",
+    )
+    return resources
 
 
 def query(warehouse: DuckDBResource, sql: str, params: list) -> pl.DataFrame:

@@ -14,7 +14,7 @@ start of history, or not ended yet in UTC) are reported in the tick's log and sk
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -22,8 +22,8 @@ import dagster as dg
 
 from ai_pipeline.components import LandingSource
 from ai_pipeline.defs.ingest.assets import RAW_GROUP, ROUTED_DAYS
-from ai_pipeline.lib import alerts, landing, ops_db
-from ai_pipeline.settings import Settings
+from ai_pipeline.defs.resources import ALERT_WEBHOOK, LANDING, OPS_DB, AlertWebhook, LandingZone, OperationalDatabase
+from ai_pipeline.lib import alerts, landing
 
 OPERATIONAL_SENSOR = "operational_events_rows"
 LATE_ROWS_SENSOR = "late_rows"
@@ -63,7 +63,7 @@ def _skip_reason(notes: list[str], quiet: str) -> str:
 
 
 def landing_files_sensor(
-    source: LandingSource, settings: Settings, partitions: dg.TimeWindowPartitionsDefinition
+    source: LandingSource, partitions: dg.TimeWindowPartitionsDefinition, zone: LandingZone
 ) -> dg.SensorDefinition:
     """One run per state of a day's files: the cursor holds each requested day's fingerprint (paths, sizes and
     modification times, no content read), and the run key carries it, so a repeated tick requests nothing.
@@ -82,11 +82,11 @@ def landing_files_sensor(
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=f"A new or changed file under landing/{source.folder}/<YYYY-MM-DD>/ requests that day's "
         f"{asset} partition, once per state of the day's files.",
-        metadata={"landing_folder": str(settings.landing / source.folder)},
+        metadata={"landing_folder": str(zone.path / source.folder)},
     )
-    def _sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+    def landing_files(context: dg.SensorEvaluationContext, landing_zone: LandingZone) -> dg.SensorResult:
         known: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
-        scan = landing.scan_landing(settings.landing, source.folder, settle_seconds=settings.landing_settle_s)
+        scan = landing.scan_landing(landing_zone.path, source.folder, settle_seconds=landing_zone.settle_s)
         today = datetime.now(UTC).date()
         requests, cursor, notes = [], {}, list(scan.issues)
         for day, files in scan.waiting.items():
@@ -94,7 +94,7 @@ def landing_files_sensor(
                 cursor[day.isoformat()] = known[day.isoformat()]  # keep the day's last requested state meanwhile
             notes.append(
                 f"{source.folder}/{day}: waiting for {len(files)} file(s) still being written to stay unchanged for "
-                f"{settings.landing_settle_s:g} s (or a {landing.COMPLETION_MARKER} marker): {', '.join(files)}"
+                f"{landing_zone.settle_s:g} s (or a {landing.COMPLETION_MARKER} marker): {', '.join(files)}"
             )
         for day, state in scan.fingerprints.items():
             key = day.isoformat()
@@ -121,10 +121,12 @@ def landing_files_sensor(
             else _skip_reason(notes, f"no new or changed files in landing/{source.folder} ({len(cursor)} days)"),
         )
 
-    return _sensor
+    return landing_files
 
 
-def operational_rows_sensor(settings: Settings, partitions: dg.TimeWindowPartitionsDefinition) -> dg.SensorDefinition:
+def operational_rows_sensor(
+    partitions: dg.TimeWindowPartitionsDefinition, database: OperationalDatabase
+) -> dg.SensorDefinition:
     """Rows beyond the watermark request the days they fall on; days not yet partitions wait in the cursor.
 
     Cursor: `{"watermark": largest primary key seen, "pending": [days]}`. With no cursor every row is new, so the
@@ -140,15 +142,17 @@ def operational_rows_sensor(settings: Settings, partitions: dg.TimeWindowPartiti
         description=f"New rows in the operational table (beyond the largest primary key seen) request the {asset} "
         "partitions of the days they fall on.",
         metadata={
-            "configured": bool(settings.ops_dsn),
-            "table": settings.ops_table if settings.ops_dsn else "AI_PIPELINE_OPS_DSN is not set: nothing to watch",
+            "configured": bool(database.dsn),
+            "table": database.table if database.dsn else "AI_PIPELINE_OPS_DSN is not set: nothing to watch",
         },
     )
-    def _sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
-        if not settings.ops_dsn:
+    def operational_rows(
+        context: dg.SensorEvaluationContext, ops_database: OperationalDatabase
+    ) -> dg.SensorResult | dg.SkipReason:
+        if not ops_database.dsn:
             return dg.SkipReason("AI_PIPELINE_OPS_DSN is not set: the operational source is not configured")
         state = json.loads(context.cursor) if context.cursor else {"watermark": None, "pending": []}
-        new = ops_db.rows_after(settings.ops_dsn, settings.ops_table, state["watermark"])
+        new = ops_database.rows_after(state["watermark"])
         if new.rows:
             context.log.info(
                 f"{new.rows} rows beyond watermark {state['watermark']} (now {new.watermark}) on days "
@@ -172,10 +176,10 @@ def operational_rows_sensor(settings: Settings, partitions: dg.TimeWindowPartiti
             cursor=json.dumps({"watermark": new.watermark, "pending": pending}),
             skip_reason=None
             if requests
-            else _skip_reason(notes, f"no rows beyond watermark {new.watermark} in {settings.ops_table}"),
+            else _skip_reason(notes, f"no rows beyond watermark {new.watermark} in {ops_database.table}"),
         )
 
-    return _sensor
+    return operational_rows
 
 
 def late_rows_sensor(
@@ -201,7 +205,7 @@ def late_rows_sensor(
         description="Raw rows that belong to a day already validated (late rows, bulk exports) re-run that day's "
         "validation, marts and features, and every later day's features, as one range run.",
     )
-    def _sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+    def late_rows(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         graph = context.repository_def.asset_graph
         records = []
         after = int(context.cursor) if context.cursor else None
@@ -252,7 +256,7 @@ def late_rows_sensor(
             cursor=newest_seen,
         )
 
-    return _sensor
+    return late_rows
 
 
 # ------------------------------------------------------------------------------------------------- alerting
@@ -364,7 +368,7 @@ def _latest_finished(instance: dg.DagsterInstance) -> int | None:
     return max((r[0].storage_id for r in latest if r), default=None)
 
 
-def failure_alerts_sensor(settings: Settings) -> dg.SensorDefinition:
+def failure_alerts_sensor(webhook: AlertWebhook) -> dg.SensorDefinition:
     """Posts every failed ERROR check and failed run, in event-log order, at least once.
 
     Cursor: `{"after": storage id of the last run-finished event fully alerted, "delivered": [alert ids already
@@ -374,7 +378,6 @@ def failure_alerts_sensor(settings: Settings) -> dg.SensorDefinition:
     A run's alerts are posted when the run has finished. While no webhook is set the cursor follows the log, so
     setting one later does not post the history.
     """
-    url = settings.alert_webhook_url
 
     @dg.sensor(
         name=ALERTS_SENSOR,
@@ -382,13 +385,10 @@ def failure_alerts_sensor(settings: Settings) -> dg.SensorDefinition:
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Posts failed ERROR asset checks and failed runs to the webhook in "
         "AI_PIPELINE_ALERT_WEBHOOK_URL, with the asset, partition, check, metadata and a link to the run.",
-        metadata={
-            "configured": bool(url),
-            "webhook": alerts.redacted(url) if url else "AI_PIPELINE_ALERT_WEBHOOK_URL is not set: no alerts",
-        },
+        metadata={"configured": bool(webhook.url)},
     )
-    def _sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-        if not url:
+    def failure_alerts(context: dg.SensorEvaluationContext, alert_webhook: AlertWebhook) -> dg.SensorResult:
+        if not alert_webhook.url:
             return _alert_result(
                 _latest_finished(context.instance),
                 [],
@@ -397,11 +397,11 @@ def failure_alerts_sensor(settings: Settings) -> dg.SensorDefinition:
         state = json.loads(context.cursor) if context.cursor else {"after": None, "delivered": []}
         after, delivered, sent = state["after"], set(state["delivered"]), 0
         for finished in finished_runs(context.instance, after, ALERT_BATCH):
-            for alert in run_alerts(context.instance, finished, settings.ui_url):
+            for alert in run_alerts(context.instance, finished, alert_webhook.ui_url):
                 if alert.alert_id in delivered:
                     continue
                 try:
-                    alerts.post(url, alert, timeout_s=settings.alert_timeout_s)
+                    alert_webhook.post(alert)
                 except alerts.DeliveryError as error:
                     if not sent:
                         raise
@@ -413,7 +413,7 @@ def failure_alerts_sensor(settings: Settings) -> dg.SensorDefinition:
             after, delivered = finished.storage_id, set()
         return _alert_result(after, delivered, f"{sent} alerts posted" if sent else "no new failures")
 
-    return _sensor
+    return failure_alerts
 
 
 def _alert_result(after: int | None, delivered: Iterable[str], reason: str) -> dg.SensorResult:
@@ -421,15 +421,16 @@ def _alert_result(after: int | None, delivered: Iterable[str], reason: str) -> d
 
 
 def pipeline_sensors(
-    settings: Settings,
     partitions: dg.TimeWindowPartitionsDefinition,
     daily_job: dg.UnresolvedAssetJobDefinition,
     sources: Iterable[LandingSource],
+    resources: Mapping[str, Any],
 ) -> list[dg.SensorDefinition]:
-    """The raw-data sensors, late rows and the alerting sensor (the document sensor is built with the RAG assets)."""
+    """The raw-data sensors, late rows and the alerting sensor (the document sensor is built with the RAG assets).
+    `resources`: the code location's, which the sensors' descriptions in the UI name."""
     return [
-        *(landing_files_sensor(source, settings, partitions) for source in sources),
-        operational_rows_sensor(settings, partitions),
+        *(landing_files_sensor(source, partitions, resources[LANDING]) for source in sources),
+        operational_rows_sensor(partitions, resources[OPS_DB]),
         late_rows_sensor(daily_job, partitions),
-        failure_alerts_sensor(settings),
+        failure_alerts_sensor(resources[ALERT_WEBHOOK]),
     ]

@@ -10,6 +10,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
+from typing import Any
 
 import dagster as dg
 import polars as pl
@@ -20,7 +21,16 @@ from pydantic import BaseModel
 from ai_pipeline.components import LandingSource
 from ai_pipeline.defs.common import DAILY_BACKFILL, DUCKDB_POOL, OWNERS, DayChecks, daily_asset, partition_days
 from ai_pipeline.defs.freshness import cadence_policy
-from ai_pipeline.lib import http_api, ops_db, quality
+from ai_pipeline.defs.resources import (
+    EVENTS_API,
+    LANDING,
+    OPS_DB,
+    WAREHOUSE,
+    EventsApi,
+    LandingZone,
+    OperationalDatabase,
+)
+from ai_pipeline.lib import quality
 from ai_pipeline.lib.contracts import Event, User
 from ai_pipeline.lib.landing import FileReport, read_landing_day
 from ai_pipeline.lib.quality import Verdict
@@ -119,7 +129,8 @@ def _raw_asset(
     partitions: dg.PartitionsDefinition,
     model: type[BaseModel],
     routing: Routing,
-    read: Callable[[date, datetime], SourceRead],
+    resource: str,
+    read: Callable[[Any, date, datetime], SourceRead],
     landing: bool = False,
     freshness_policy: dg.FreshnessPolicy | None = None,
 ) -> dg.AssetsDefinition:
@@ -156,14 +167,17 @@ def _raw_asset(
         check_specs=specs,
         freshness_policy=freshness_policy,
         tags={CONTRACT_TAG: model.__name__},
+        required_resource_keys={WAREHOUSE, resource},
     )
-    def _asset(context: dg.AssetExecutionContext, warehouse: DuckDBResource):
+    def raw_source(context: dg.AssetExecutionContext):
+        """`read` gets the source's resource (`resource`: its key)."""
+        warehouse, system = context.resources.warehouse, getattr(context.resources, resource)
         started = time.perf_counter()
         days = partition_days(context)
         reads = []
         for day in days:
             ingested_at = datetime.now(UTC)
-            result = read(day, ingested_at)
+            result = read(system, day, ingested_at)
             routed = route(result.raw, model, ingested_at=ingested_at, routing=routing)
             reads.append(replace(result, raw=routed))
         raw = pl.concat([r.raw for r in reads], how="vertical")
@@ -195,24 +209,24 @@ def _raw_asset(
             if landing:
                 yield from _files_check(per_day, name, day, result)
 
-    return _asset
+    return raw_source
 
 
 def landing_asset(source: LandingSource, settings: Settings, partitions) -> dg.AssetsDefinition:
     # Compiled once (a declaration's SQL is parsed when its mapping is built), not for every day read.
-    options, mapping = replace(source.read_options, max_bytes=settings.max_file_bytes), source.mapping
+    mapping = source.mapping
 
-    def read(day: date, ingested_at: datetime) -> SourceRead:
+    def read(zone: LandingZone, day: date, ingested_at: datetime) -> SourceRead:
         landed = read_landing_day(
-            settings.landing,
+            zone.path,
             source.folder,
             day,
             source.contract_model,
             source=source.name,
             ingested_at=ingested_at,
             mapping=mapping,
-            options=options,
-            settle_seconds=settings.landing_settle_s,
+            options=replace(source.read_options, max_bytes=zone.max_file_bytes),
+            settle_seconds=zone.settle_s,
         )
         return SourceRead(landed.raw, landed.reports, landed.notes, files=landed.files, ignored=landed.ignored)
 
@@ -223,6 +237,7 @@ def landing_asset(source: LandingSource, settings: Settings, partitions) -> dg.A
         partitions=partitions,
         model=source.contract_model,
         routing=Routing(source.lateness_days, settings.start_date),
+        resource=LANDING,
         read=read,
         landing=True,
         freshness_policy=cadence_policy(source.cadence_days),
@@ -230,10 +245,10 @@ def landing_asset(source: LandingSource, settings: Settings, partitions) -> dg.A
 
 
 def operational_events_asset(settings: Settings, partitions) -> dg.AssetsDefinition:
-    def read(day: date, ingested_at: datetime) -> SourceRead:
-        if not settings.ops_dsn:
+    def read(database: OperationalDatabase, day: date, ingested_at: datetime) -> SourceRead:
+        if not database.dsn:
             return SourceRead(empty_raw(Event), [], ["AI_PIPELINE_OPS_DSN is not set"], configured=False)
-        raw, report = ops_db.read_events(settings.ops_dsn, settings.ops_table, day, ingested_at=ingested_at)
+        raw, report = database.read_events(day, ingested_at=ingested_at)
         return SourceRead(raw, [report], [])
 
     return _raw_asset(
@@ -243,17 +258,16 @@ def operational_events_asset(settings: Settings, partitions) -> dg.AssetsDefinit
         partitions=partitions,
         model=Event,
         routing=Routing(first_day=settings.start_date),
+        resource=OPS_DB,
         read=read,
     )
 
 
 def api_events_asset(settings: Settings, partitions) -> dg.AssetsDefinition:
-    def read(day: date, ingested_at: datetime) -> SourceRead:
-        if not settings.api_url:
+    def read(api: EventsApi, day: date, ingested_at: datetime) -> SourceRead:
+        if not api.url:
             return SourceRead(empty_raw(Event), [], ["AI_PIPELINE_API_URL is not set"], configured=False)
-        raw, report = http_api.fetch_events(
-            settings.api_url, day, ingested_at=ingested_at, token=settings.api_token, timeout_s=settings.api_timeout_s
-        )
+        raw, report = api.fetch_events(day, ingested_at=ingested_at)
         return SourceRead(raw, [report], [])
 
     return _raw_asset(
@@ -263,6 +277,7 @@ def api_events_asset(settings: Settings, partitions) -> dg.AssetsDefinition:
         partitions=partitions,
         model=Event,
         routing=Routing(first_day=settings.start_date),
+        resource=EVENTS_API,
         read=read,
     )
 
@@ -327,7 +342,7 @@ def validation_assets(
         pool=DUCKDB_POOL,
         backfill_policy=DAILY_BACKFILL,
     )
-    def _validate(context: dg.AssetExecutionContext, warehouse: DuckDBResource):
+    def validate_entity(context: dg.AssetExecutionContext, warehouse: DuckDBResource):
         days = partition_days(context)
         valid, quarantined, rows_in, duplicates, seconds = [], [], 0, 0, 0.0
         per_source, late = Counter(), 0
@@ -372,7 +387,7 @@ def validation_assets(
             metadata={"dagster/row_count": quarantined.height, "quarantine_rate": round(rate, 6)},
         )
 
-    return _validate
+    return validate_entity
 
 
 def raw_keys(assets: Iterable[dg.AssetsDefinition], model: type[BaseModel]) -> list[str]:
