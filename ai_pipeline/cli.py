@@ -62,8 +62,9 @@ def run_days(settings: Settings, start: date, end: date) -> list[DayOutcome]:
     within a run every source of every day is read before any day is validated, so rows that arrived on another day
     of the range reach their own. Recorded in the configured Dagster instance; one outcome per day, from the checks'
     per-day results."""
-    from ai_pipeline.defs import DAILY_JOB, build_defs
+    from ai_pipeline.defs import build_defs
     from ai_pipeline.defs.common import DAILY_BACKFILL
+    from ai_pipeline.defs.keys import DAILY_JOB
 
     instance = _use_instance(settings)
     job = build_defs(settings, _resources(settings)).resolve_job_def(DAILY_JOB)
@@ -95,8 +96,7 @@ def _root_message(error) -> str:
 
 def _day_outcomes(result, start: date, end: date) -> list[DayOutcome]:
     """One outcome per day of a range run, from its checks' per-day results."""
-    from ai_pipeline.defs.features import ROWS_CHECK
-    from ai_pipeline.defs.ingest.checks import CONSERVATION_CHECK
+    from ai_pipeline.defs.keys import CONSERVATION_CHECK, ROWS_CHECK
 
     days = [start + timedelta(days=n) for n in range((end - start).days + 1)]
     steps = [
@@ -184,7 +184,8 @@ class CollectionOutcome:
 
 def build_collections(settings: Settings) -> list[CollectionOutcome]:
     """One run of the documents job per configured document source, recorded in the configured instance."""
-    from ai_pipeline.defs import DOCUMENTS_JOB, build_defs
+    from ai_pipeline.defs import build_defs
+    from ai_pipeline.defs.keys import DOCUMENTS_JOB, GATE_CHECK
     from ai_pipeline.defs.rag import register_collections
 
     instance = _use_instance(settings)
@@ -203,7 +204,7 @@ def build_collections(settings: Settings) -> list[CollectionOutcome]:
                 if key in meta:
                     outcome.metadata[key] = meta[key].value
         for evaluation in result.get_asset_check_evaluations():
-            if evaluation.check_name == "retrieval_recall_at_5" and "recall_at_5" in evaluation.metadata:
+            if evaluation.check_name == GATE_CHECK and "recall_at_5" in evaluation.metadata:
                 outcome.metadata["recall@5"] = evaluation.metadata["recall_at_5"].value
             if not evaluation.passed:
                 outcome.checks_failed.append(f"{evaluation.check_name} ({evaluation.severity.value})")

@@ -15,10 +15,11 @@ among the validated table's inputs. docs/contracts.md describes every attribute 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 import dagster as dg
-from pydantic import BaseModel, model_validator
+from pydantic import BaseModel, PrivateAttr, model_validator
 
 from ai_pipeline.lib import contracts
 from ai_pipeline.lib.formats import DEFAULT_MAX_RECORD_LINES, ReadOptions
@@ -64,6 +65,7 @@ class LandingSource(dg.Component, dg.Model, dg.Resolvable):
     timestamp: TimestampSettings | None = None
     constants: dict[str, str] = {}
     normalize: dict[str, list[Normalizer]] = {}
+    _declared_in: Path | None = PrivateAttr(default=None)  # the `defs.yaml` it was loaded from
 
     @model_validator(mode="after")
     def _coherent(self) -> LandingSource:
@@ -77,6 +79,15 @@ class LandingSource(dg.Component, dg.Model, dg.Resolvable):
             raise ValueError(f"columns map to {unknown}, which are not fields of {self.contract}: {fields}")
         self.mapping  # noqa: B018  (compiles the declaration: unknown fields and unparsable SQL fail here)
         return self
+
+    def declared_at(self, path: Path) -> LandingSource:
+        """Records the `defs.yaml` this source was loaded from (the UI links its asset to it)."""
+        self._declared_in = path
+        return self
+
+    @property
+    def declaration(self) -> Path | None:
+        return self._declared_in
 
     @property
     def contract_model(self) -> type[BaseModel]:

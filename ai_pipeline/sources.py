@@ -30,7 +30,7 @@ def _load(path: Path) -> LandingSource:
         raise SourceDeclarationError(f"{path}: type is {document.get('type')!r}, expected {COMPONENT_TYPE!r}")
     try:
         # Every attribute is a plain value (no templates to render): validating the component's model builds it.
-        return LandingSource.model_validate(document.get("attributes") or {})
+        return LandingSource.model_validate(document.get("attributes") or {}).declared_at(path)
     except (ValidationError, ValueError) as exc:
         raise SourceDeclarationError(f"{path}: {exc}") from exc
 

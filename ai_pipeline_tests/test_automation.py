@@ -14,7 +14,7 @@ import pytest
 
 from ai_pipeline.defs import build_defs
 from ai_pipeline.defs.dagster_internals import AssetCheckEvaluationTargetMaterializationData
-from ai_pipeline.defs.ingest.checks import CONSERVATION_CHECK
+from ai_pipeline.defs.keys import CONSERVATION_CHECK
 from ai_pipeline.settings import Settings
 
 START = date(2024, 1, 1)

@@ -19,10 +19,8 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from ai_pipeline.cli import run_days
-from ai_pipeline.defs.automation import AUTOMATION_SENSOR
-from ai_pipeline.defs.ingest.checks import QUARANTINE_RATE_CHECK
+from ai_pipeline.defs.keys import AUTOMATION_SENSOR, LATE_ROWS_SENSOR, QUARANTINE_RATE_CHECK
 from ai_pipeline.defs.resources import OnlineStore
-from ai_pipeline.defs.sensors import LATE_ROWS_SENSOR
 from ai_pipeline.instance import prepare_instance_home
 from ai_pipeline.lib.sample import generate
 from ai_pipeline.monitoring import serve

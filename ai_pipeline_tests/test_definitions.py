@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,8 +15,10 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from ai_pipeline.defs import DAILY_JOB, DOCUMENTS_JOB, build_defs
+from ai_pipeline.defs import build_defs
 from ai_pipeline.defs.common import DAILY_BACKFILL
+from ai_pipeline.defs.keys import DAILY_JOB, DOCUMENTS_JOB
+from ai_pipeline.instance import prepare_instance_home
 from ai_pipeline.settings import PROJECT_ROOT, Settings
 
 SNAPSHOT = Path(__file__).parent / "snapshots" / "asset_specs.json"
@@ -84,6 +87,50 @@ def test_every_asset_declares_its_policy(defs):
         assert (node.automation_condition is None) == sensor_fed, name
 
 
+def test_every_asset_links_to_its_code_and_every_name_is_defined_once(defs):
+    """One hop from a key in the UI to code: the asset's page links to the function that makes it (a landing source
+    also to its YAML declaration, a dbt model to its SQL file), and each key and check name is a literal in
+    `ai_pipeline/defs/keys.py` (a declared source's name in its defs.yaml, a dbt test's name in the dbt project)."""
+    keys_module = (PROJECT_ROOT / "ai_pipeline" / "defs" / "keys.py").read_text()
+    for spec in defs.resolve_all_asset_specs():
+        name = spec.key.to_user_string()
+        references = spec.metadata["dagster/code_references"].code_references
+        files = [Path(r.file_path) for r in references]
+        assert all(f.is_file() and f.is_relative_to(PROJECT_ROOT) for f in files), (name, files)
+        python = [r for r in references if r.file_path.endswith(".py")]
+        assert python, name
+        for reference in python:  # the line starts the definition of a function (or its decorator)
+            line = Path(reference.file_path).read_text().splitlines()[reference.line_number - 1]
+            assert line.lstrip().startswith(("def ", "@")), (name, line)
+        declarations = [f for f in files if f.name == "defs.yaml"]
+        sql = [f for f in files if f.suffix == ".sql"]
+        if declarations:
+            assert f"name: {name.removeprefix('raw_')}" in declarations[0].read_text(), name
+        elif sql:
+            assert sql[0].stem == name and f'"{name}"' in keys_module, name
+        else:
+            assert f'"{name}"' in keys_module, name
+    dbt_checks = set()
+    for key in defs.resolve_asset_graph().asset_check_keys:
+        if f'"{key.name}"' not in keys_module:
+            dbt_checks.add(key)
+    assert dbt_checks and all(
+        k.asset_key.path[-1] in ("stg_events", "stg_users", "fct_user_daily_activity", "dim_users") for k in dbt_checks
+    ), dbt_checks
+    # No name is defined twice: keys.py names each one once, and no module of the Dagster layer spells it out (the
+    # domain core in lib/ imports no Dagster: its table and metric names are its own).
+    literals = re.findall(r'"([a-z0-9_]+)"', keys_module)
+    assert len(literals) == len(set(literals))
+    graph = defs.resolve_asset_graph()
+    wired = {k.to_user_string() for k in graph.get_all_asset_keys()} | {k.name for k in graph.asset_check_keys}
+    package = "\n".join(
+        p.read_text()
+        for p in (PROJECT_ROOT / "ai_pipeline").rglob("*.py")
+        if p.name != "keys.py" and "lib" not in p.relative_to(PROJECT_ROOT).parts
+    )
+    assert sorted(n for n in set(literals) & wired if f'"{n}"' in package) == []
+
+
 def test_asset_specs_match_snapshot(defs):
     current = _spec_snapshot(defs)
     if os.environ.get("UPDATE_SNAPSHOTS") == "1":
@@ -147,3 +194,30 @@ def test_every_sensor_runs_by_default(defs):
     assert {"operational_events_rows", "failure_alerts"} <= set(sensors)
     for name, sensor in sensors.items():
         assert sensor.default_status == dg.DefaultSensorStatus.RUNNING, name
+
+
+def test_dg_lists_the_whole_graph_with_each_assets_source(defs, tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AI_PIPELINE_", "DAGSTER_"))}
+    env |= {"AI_PIPELINE_HOME": str(tmp_path), "DAGSTER_HOME": str(prepare_instance_home(Settings(home=tmp_path)))}
+    dg_cli = Path(sys.executable).parent / "dg"
+    out = subprocess.run(
+        [str(dg_cli), "list", "defs", "--json"], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    listed = json.loads(out.stdout)
+    graph = defs.resolve_asset_graph()
+    assert {a["asset_key"] for a in listed["assets"]} == {k.to_user_string() for k in graph.get_all_asset_keys()}
+    assert all(a["source"] and (PROJECT_ROOT / a["source"].rsplit(":", 1)[0]).is_file() for a in listed["assets"])
+    assert len(listed["asset_checks"]) == len(graph.asset_check_keys)
+    assert {r["name"] for r in listed["resources"]} >= {
+        "warehouse",
+        "io_manager",
+        "landing_zone",
+        "ops_database",
+        "events_api",
+        "online_store",
+        "chroma",
+        "embedder",
+        "alert_webhook",
+        "dbt",
+    }

@@ -14,9 +14,8 @@ import polars as pl
 import polars.selectors as cs
 import pytest
 
-from ai_pipeline.defs import build_defs
-from ai_pipeline.defs import features as feature_defs
-from ai_pipeline.defs.freshness import LAG_CHECK
+from ai_pipeline.defs import build_defs, keys
+from ai_pipeline.defs.keys import PARTITION_LAG_CHECK
 from ai_pipeline.defs.resources import ONLINE_STORE, OnlineStore, resources_from_env
 from ai_pipeline.lib import features
 from ai_pipeline.lib.sample import clean_events
@@ -27,7 +26,7 @@ START = date(2024, 3, 1)
 DAYS = 21
 SHIFT_FROM = START + timedelta(days=14)  # amounts x5 from here on
 LAG = 7
-ASSETS = [feature_defs.AGGREGATES, feature_defs.STATE, feature_defs.WINDOWS, feature_defs.ONLINE]
+ASSETS = [keys.USER_DAILY_AGGREGATES, keys.USER_FEATURE_STATE, keys.USER_WINDOW_FEATURES, keys.ONLINE_USER_FEATURES]
 
 
 def _events(start: date, end: date) -> pl.DataFrame:
@@ -48,10 +47,16 @@ def _materialize(
     defs: dg.Definitions, instance: dg.DagsterInstance, day: date, lag: int = LAG, last: date | None = None
 ):
     """One run of the lane for `day`, or for the range `day`..`last` as a backfill run of the range would."""
-    keys = {dg.AssetKey(a) for a in ASSETS}
-    checks = {k for k in defs.resolve_asset_graph().asset_check_keys if k.asset_key in keys and k.name != LAG_CHECK}
-    job = defs.resolve_implicit_global_asset_job_def().get_subset(asset_selection=keys, asset_check_selection=checks)
-    config = {"ops": {feature_defs.WINDOWS: {"config": {"drift_reference_lag_days": lag}}}}
+    selected = {dg.AssetKey(a) for a in ASSETS}
+    checks = {
+        k
+        for k in defs.resolve_asset_graph().asset_check_keys
+        if k.asset_key in selected and k.name != PARTITION_LAG_CHECK
+    }
+    job = defs.resolve_implicit_global_asset_job_def().get_subset(
+        asset_selection=selected, asset_check_selection=checks
+    )
+    config = {"ops": {keys.USER_WINDOW_FEATURES: {"config": {"drift_reference_lag_days": lag}}}}
     return execute_days(job, instance, day, last, run_config=config)
 
 
@@ -86,22 +91,22 @@ def test_every_day_materializes_with_passing_blocking_checks(lane):
         assert result.success, day
         checks = _checks(result)
         assert {
-            feature_defs.CONSERVATION_CHECK,
-            feature_defs.STATE_CHECK,
-            feature_defs.NULLS_CHECK,
-            feature_defs.RANGES_CHECK,
-            feature_defs.ROWS_CHECK,
-            feature_defs.COMPLETENESS_CHECK,
-            feature_defs.DRIFT_CHECK,
-            feature_defs.CONSISTENCY_CHECK,
+            keys.PARTIALS_CHECK,
+            keys.STATE_CHECK,
+            keys.NULLS_CHECK,
+            keys.RANGES_CHECK,
+            keys.ROWS_CHECK,
+            keys.COMPLETENESS_CHECK,
+            keys.DRIFT_CHECK,
+            keys.CONSISTENCY_CHECK,
         } <= set(checks)
         for name in (
-            feature_defs.CONSERVATION_CHECK,
-            feature_defs.STATE_CHECK,
-            feature_defs.NULLS_CHECK,
-            feature_defs.RANGES_CHECK,
-            feature_defs.ROWS_CHECK,
-            feature_defs.CONSISTENCY_CHECK,
+            keys.PARTIALS_CHECK,
+            keys.STATE_CHECK,
+            keys.NULLS_CHECK,
+            keys.RANGES_CHECK,
+            keys.ROWS_CHECK,
+            keys.CONSISTENCY_CHECK,
         ):
             assert checks[name].passed, (day, name, checks[name].description)
         assert {e.partition for e in result.get_asset_check_evaluations()} == {day.isoformat()}
@@ -121,22 +126,22 @@ def test_start_of_history_windows_are_marked_partial(lane):
     _, _, _, _, results = lane
     first = results[START]
     meta = {e.asset_key.to_user_string(): e.materialization.metadata for e in first.get_asset_materialization_events()}
-    assert meta[feature_defs.WINDOWS]["partial_window"].value is True
-    assert meta[feature_defs.WINDOWS]["window_days_in_history"].value == 1
-    completeness = _checks(first)[feature_defs.COMPLETENESS_CHECK]
+    assert meta[keys.USER_WINDOW_FEATURES]["partial_window"].value is True
+    assert meta[keys.USER_WINDOW_FEATURES]["window_days_in_history"].value == 1
+    completeness = _checks(first)[keys.COMPLETENESS_CHECK]
     assert completeness.passed and completeness.metadata["days_before_history"].value == features.HORIZON - 1
 
 
 def test_drift_is_quiet_before_the_shift_and_fires_after_it(lane):
     _, _, _, _, results = lane
-    quiet = _checks(results[SHIFT_FROM - timedelta(days=1)])[feature_defs.DRIFT_CHECK]
+    quiet = _checks(results[SHIFT_FROM - timedelta(days=1)])[keys.DRIFT_CHECK]
     assert quiet.passed and quiet.metadata["status"].value == "ok", quiet.description
     assert quiet.metadata["psi/amount_sum_7d"].value < 0.1
-    fired = _checks(results[SHIFT_FROM + timedelta(days=LAG - 1)])[feature_defs.DRIFT_CHECK]
+    fired = _checks(results[SHIFT_FROM + timedelta(days=LAG - 1)])[keys.DRIFT_CHECK]
     assert not fired.passed and fired.severity == dg.AssetCheckSeverity.ERROR, fired.description
     assert fired.metadata["psi/amount_sum_7d"].value > 0.25
     assert fired.metadata["psi/event_count_7d"].value < 0.1  # counts did not shift
-    early = _checks(results[START + timedelta(days=3)])[feature_defs.DRIFT_CHECK]
+    early = _checks(results[START + timedelta(days=3)])[keys.DRIFT_CHECK]
     assert early.passed and early.metadata["status"].value == "not enough data"
 
 
@@ -152,11 +157,11 @@ def test_online_store_holds_the_newest_day_and_ignores_older_ones(lane):
     meta = next(
         e.materialization.metadata
         for e in again.get_asset_materialization_events()
-        if e.asset_key.to_user_string() == feature_defs.ONLINE
+        if e.asset_key.to_user_string() == keys.ONLINE_USER_FEATURES
     )
     assert meta["published"].value is False
     assert store.feature_date() == last
-    assert _checks(again)[feature_defs.CONSISTENCY_CHECK].passed
+    assert _checks(again)[keys.CONSISTENCY_CHECK].passed
 
 
 def test_rematerializing_a_day_after_later_days_exist_is_identical(lane):
@@ -179,7 +184,10 @@ def test_one_run_over_a_range_equals_one_run_per_day(lane, tmp_path):
     result = _materialize(build_defs(ranged), instance, START, last=last)
     assert result.success
     _assert_checks_target_their_run(result, instance)
-    for table, column in [(feature_defs.STATE, features.STATE_DATE), (feature_defs.WINDOWS, features.FEATURE_DATE)]:
+    for table, column in [
+        (keys.USER_FEATURE_STATE, features.STATE_DATE),
+        (keys.USER_WINDOW_FEATURES, features.FEATURE_DATE),
+    ]:
         query = f"select * from {table} order by {column}, user_id"
         assert _warehouse(ranged, query).equals(_warehouse(settings, query)), table
     verdicts = sorted((e.partition, e.check_name, e.passed) for e in result.get_asset_check_evaluations())
@@ -188,7 +196,7 @@ def test_one_run_over_a_range_equals_one_run_per_day(lane, tmp_path):
     )
     assert verdicts == expected
     assert {e.partition for e in result.get_asset_check_evaluations()} == {k.isoformat() for k in per_day}
-    drift = [e for e in result.get_asset_check_evaluations() if e.check_name == feature_defs.DRIFT_CHECK]
+    drift = [e for e in result.get_asset_check_evaluations() if e.check_name == keys.DRIFT_CHECK]
     assert [e.passed for e in drift].count(False) > 0  # the shift is seen within the range (its reference too)
     again = _materialize(build_defs(ranged), instance, START, last=last)
     assert again.success
@@ -213,7 +221,7 @@ def test_a_window_with_missing_upstream_days_is_not_published(tmp_path):
     defs = build_defs(settings)
     instance = dg.DagsterInstance.ephemeral()
     aggregates = defs.resolve_implicit_global_asset_job_def().get_subset(
-        asset_selection={dg.AssetKey(feature_defs.AGGREGATES)}
+        asset_selection={dg.AssetKey(keys.USER_DAILY_AGGREGATES)}
     )
     for n in (0, 1, 3):  # day 2 never materialized
         assert aggregates.execute_in_process(
@@ -226,7 +234,7 @@ def test_a_window_with_missing_upstream_days_is_not_published(tmp_path):
     assert "1 upstream days" in failure.step_failure_data.error.message
     assert str(START + timedelta(days=2)) in failure.step_failure_data.error.message
     tables = _warehouse(settings, "select table_name from information_schema.tables")["table_name"].to_list()
-    assert feature_defs.WINDOWS not in tables
+    assert keys.USER_WINDOW_FEATURES not in tables
 
 
 def test_postgres_online_store_serves_what_the_offline_store_holds(tmp_path, pg_dsn, pg_schema):
@@ -237,7 +245,7 @@ def test_postgres_online_store_serves_what_the_offline_store_holds(tmp_path, pg_
     instance = dg.DagsterInstance.ephemeral()
     for day in (START, START + timedelta(days=1)):
         result = _materialize(defs, instance, day)
-        assert result.success and _checks(result)[feature_defs.CONSISTENCY_CHECK].passed
+        assert result.success and _checks(result)[keys.CONSISTENCY_CHECK].passed
     store = online.client()
     assert store.name == "postgres" and store.feature_date() == START + timedelta(days=1)
     offline = _warehouse(

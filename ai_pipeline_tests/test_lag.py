@@ -6,7 +6,8 @@ import dagster as dg
 import pytest
 
 from ai_pipeline.defs import build_defs
-from ai_pipeline.defs.freshness import DEADLINES, LAG_CHECK, LAG_CHECKED
+from ai_pipeline.defs.freshness import DEADLINES, LAG_CHECKED
+from ai_pipeline.defs.keys import PARTITION_LAG_CHECK
 from ai_pipeline.lib.lag import due_day, partition_lag
 from ai_pipeline.settings import Settings
 
@@ -62,7 +63,7 @@ def test_the_hourly_check_reads_partitions_not_the_latest_materialization(tmp_pa
     today = datetime.now(UTC).date()
     settings = Settings(home=tmp_path, start_date=today - timedelta(days=10))
     defs = build_defs(settings)
-    lag_keys = {k for k in defs.resolve_asset_graph().asset_check_keys if k.name == LAG_CHECK}
+    lag_keys = {k for k in defs.resolve_asset_graph().asset_check_keys if k.name == PARTITION_LAG_CHECK}
     assert {k.asset_key.to_user_string() for k in lag_keys} == set(LAG_CHECKED)
     job = defs.resolve_implicit_global_asset_job_def().get_subset(asset_check_selection=lag_keys)
     with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:

@@ -24,8 +24,8 @@ import polars as pl
 import pytest
 import zstandard
 
-from ai_pipeline.defs import DAILY_JOB, build_defs
-from ai_pipeline.defs.ingest.assets import FILES_CHECK
+from ai_pipeline.defs import build_defs
+from ai_pipeline.defs.keys import DAILY_JOB, FILES_CHECK
 from ai_pipeline.settings import Settings
 from ai_pipeline_tests.conftest import landing_zone
 

@@ -31,9 +31,9 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from ai_pipeline import monitoring
-from ai_pipeline.defs import DAILY_JOB, DOCUMENTS_JOB, build_defs
-from ai_pipeline.defs import features as feature_defs
+from ai_pipeline.defs import build_defs, keys
 from ai_pipeline.defs import rag as rag_defs
+from ai_pipeline.defs.keys import DAILY_JOB, DOCUMENTS_JOB
 from ai_pipeline.instance import prepare_instance_home
 from ai_pipeline.lib import metrics
 from ai_pipeline.lib.sample import clean_events
@@ -42,8 +42,13 @@ from ai_pipeline_tests.conftest import execute_days, require
 
 START = date(2024, 3, 1)
 DAYS = 8  # the first day whose 7-day windows can be compared with the day before: START + 7
-FEATURE_ASSETS = [feature_defs.AGGREGATES, feature_defs.STATE, feature_defs.WINDOWS, feature_defs.ONLINE]
-DRIFT_LAG = {"ops": {feature_defs.WINDOWS: {"config": {"drift_reference_lag_days": 1}}}}
+FEATURE_ASSETS = [
+    keys.USER_DAILY_AGGREGATES,
+    keys.USER_FEATURE_STATE,
+    keys.USER_WINDOW_FEATURES,
+    keys.ONLINE_USER_FEATURES,
+]
+DRIFT_LAG = {"ops": {keys.USER_WINDOW_FEATURES: {"config": {"drift_reference_lag_days": 1}}}}
 COLLECTION = "notes"
 DOCS = {
     "cats.md": "# Cats\n\nCats sleep up to sixteen hours a day.\n\n## Feeding\n\nAdult cats need meat: they are "
@@ -245,12 +250,12 @@ def _validated_events(settings: Settings, days: int, busy_last_day: bool = False
 def _daily(defs: dg.Definitions, instance: dg.DagsterInstance, day: date, assets: list[str], last: date | None = None):
     """A run of `assets` for `day`, or for `day`..`last` as one run of a backfill range."""
     job = defs.resolve_job_def(DAILY_JOB).get_subset(asset_selection={dg.AssetKey(a) for a in assets})
-    return execute_days(job, instance, day, last, run_config=DRIFT_LAG if feature_defs.WINDOWS in assets else None)
+    return execute_days(job, instance, day, last, run_config=DRIFT_LAG if keys.USER_WINDOW_FEATURES in assets else None)
 
 
 def _failing_run(defs: dg.Definitions, instance: dg.DagsterInstance):
     """Windows two days past the last materialized state: the asset refuses to compute, the run fails."""
-    result = _daily(defs, instance, START + timedelta(days=DAYS + 1), [feature_defs.WINDOWS])
+    result = _daily(defs, instance, START + timedelta(days=DAYS + 1), [keys.USER_WINDOW_FEATURES])
     assert not result.success
     return result
 
@@ -267,7 +272,7 @@ def lane(tmp_path_factory):
     defs = build_defs(settings)
     instance = dg.DagsterInstance.from_config(str(prepare_instance_home(settings)))
     # The running state needs every day; the windows only the last day and its drift reference, the day before.
-    running = [feature_defs.AGGREGATES, feature_defs.STATE]
+    running = [keys.USER_DAILY_AGGREGATES, keys.USER_FEATURE_STATE]
     results = [
         _daily(defs, instance, START + timedelta(days=n), FEATURE_ASSETS if n >= DAYS - 2 else running)
         for n in range(DAYS)
@@ -336,8 +341,14 @@ def test_records_processed_per_asset(lane):
         for labels, value in _family(lane["first"], "ai_pipeline_records_processed_total").items()
     }
     assert scraped == dict(expected)
-    assert set(scraped) == {*FEATURE_ASSETS, rag_defs.RAW, rag_defs.CHUNKS, rag_defs.EMBEDDINGS, rag_defs.VECTORS}
-    assert scraped[rag_defs.CHUNKS] == 3
+    assert set(scraped) == {
+        *FEATURE_ASSETS,
+        keys.RAW_DOCUMENTS,
+        keys.DOCUMENT_CHUNKS,
+        keys.CHUNK_EMBEDDINGS,
+        keys.VECTOR_COLLECTION,
+    }
+    assert scraped[keys.DOCUMENT_CHUNKS] == 3
 
 
 def test_quality_scores_are_the_newest_evaluation_of_each_check(lane):
@@ -352,32 +363,32 @@ def test_quality_scores_are_the_newest_evaluation_of_each_check(lane):
         scraped[(d["asset"], d["check"], d.get("partition", ""))] = (d["check_severity"], value == 1)
         assert value in (0, 1)
     assert scraped == expected
-    assert scraped[(feature_defs.WINDOWS, feature_defs.DRIFT_CHECK, "")][1] is False  # the busy last day
-    assert scraped[(feature_defs.AGGREGATES, feature_defs.CONSERVATION_CHECK, "")] == ("error", True)
-    assert scraped[(rag_defs.VECTORS, rag_defs.GATE_CHECK, COLLECTION)] == ("error", True)
+    assert scraped[(keys.USER_WINDOW_FEATURES, keys.DRIFT_CHECK, "")][1] is False  # the busy last day
+    assert scraped[(keys.USER_DAILY_AGGREGATES, keys.PARTIALS_CHECK, "")] == ("error", True)
+    assert scraped[(keys.VECTOR_COLLECTION, keys.GATE_CHECK, COLLECTION)] == ("error", True)
 
 
 def test_drift_and_check_values_come_from_the_newest_evaluations(lane):
     first = lane["first"]
     newest = lane["results"][DAYS - 1]
-    drift = next(e for e in newest.get_asset_check_evaluations() if e.check_name == feature_defs.DRIFT_CHECK)
+    drift = next(e for e in newest.get_asset_check_evaluations() if e.check_name == keys.DRIFT_CHECK)
     psi = {k.removeprefix("psi/"): v.value for k, v in drift.metadata.items() if k.startswith("psi/")}
     scraped = {dict(labels)["feature"]: v for labels, v in _family(first, "ai_pipeline_feature_drift_psi").items()}
     assert scraped == psi
     assert max(scraped.values()) > 0.1 and "event_count_7d" in scraped
 
-    nulls = next(e for e in newest.get_asset_check_evaluations() if e.check_name == feature_defs.NULLS_CHECK)
+    nulls = next(e for e in newest.get_asset_check_evaluations() if e.check_name == keys.NULLS_CHECK)
     for key, value in nulls.metadata.items():
-        labels = {"asset": feature_defs.WINDOWS, "check": feature_defs.NULLS_CHECK, "key": key}
+        labels = {"asset": keys.USER_WINDOW_FEATURES, "check": keys.NULLS_CHECK, "key": key}
         assert _get(first, "ai_pipeline_check_value", **labels) == value.value
-    gate = {"asset": rag_defs.VECTORS, "check": rag_defs.GATE_CHECK, "partition": COLLECTION}
+    gate = {"asset": keys.VECTOR_COLLECTION, "check": keys.GATE_CHECK, "partition": COLLECTION}
     assert _get(first, "ai_pipeline_check_value", **gate, key="recall_at_5") == 1.0
     assert _get(first, "ai_pipeline_check_value", **gate, key="questions") == 2
 
 
 def test_search_latency_histogram_holds_every_search_of_the_gate(lane):
     first = lane["first"]
-    gate = next(e for e in lane["results"][-1].get_asset_check_evaluations() if e.check_name == rag_defs.GATE_CHECK)
+    gate = next(e for e in lane["results"][-1].get_asset_check_evaluations() if e.check_name == keys.GATE_CHECK)
     seconds = [ms / 1000 for ms in gate.metadata["search_latencies_ms"].value]
     assert len(seconds) == len(GOLDEN["questions"])
     assert gate.metadata["search_p99_ms"].value == pytest.approx(
@@ -394,9 +405,9 @@ def test_search_latency_histogram_holds_every_search_of_the_gate(lane):
 def test_freshness_lags_are_measured_at_scrape_time(lane):
     first, instance = lane["first"], lane["instance"]
     before, after = lane["scraped_between"]
-    for asset in [*FEATURE_ASSETS, rag_defs.VECTORS]:
+    for asset in [*FEATURE_ASSETS, keys.VECTOR_COLLECTION]:
         newest = instance.get_latest_materialization_event(dg.AssetKey(asset)).timestamp
-        partition = COLLECTION if asset == rag_defs.VECTORS else ""
+        partition = COLLECTION if asset == keys.VECTOR_COLLECTION else ""
         labels = {"asset": asset} | ({"partition": partition} if partition else {})
         lag = _get(first, "ai_pipeline_asset_freshness_lag_seconds", **labels)
         assert before - newest <= lag <= after - newest, asset
@@ -470,26 +481,28 @@ def test_exporter_on_a_postgres_instance(tmp_path, postgres_instance):
     defs = build_defs(settings)
     with dg.DagsterInstance.from_config(str(prepare_instance_home(settings, "postgres"))) as instance:
         assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
-        ran = [_daily(defs, instance, START, [feature_defs.AGGREGATES])]
+        ran = [_daily(defs, instance, START, [keys.USER_DAILY_AGGREGATES])]
         assert ran[0].success
         _failing_run(defs, instance)
         with _exporter(settings.home, postgres=True) as url:
             first, _ = _scrape(url)
             # A backfill range: its two materializations share the range's metadata, and its rows count once.
             ran.append(
-                _daily(defs, instance, START + timedelta(days=1), [feature_defs.AGGREGATES], START + timedelta(days=2))
+                _daily(
+                    defs, instance, START + timedelta(days=1), [keys.USER_DAILY_AGGREGATES], START + timedelta(days=2)
+                )
             )
             second, _ = _scrape(url)
     assert len(ran[1].get_asset_materialization_events()) == 2
     rows = [r.get_asset_materialization_events()[0].materialization.metadata["dagster/row_count"].value for r in ran]
-    assert rows[1] == _warehouse_rows(settings, feature_defs.AGGREGATES) - rows[0]
+    assert rows[1] == _warehouse_rows(settings, keys.USER_DAILY_AGGREGATES) - rows[0]
     success = {"dagster_job": "daily_pipeline", "status": "success"}
     assert _get(first, "ai_pipeline_runs_total", **success) == 1
     assert _get(first, "ai_pipeline_runs_total", dagster_job="daily_pipeline", status="failure") == 1
-    assert _get(first, "ai_pipeline_records_processed_total", asset=feature_defs.AGGREGATES) == rows[0]
+    assert _get(first, "ai_pipeline_records_processed_total", asset=keys.USER_DAILY_AGGREGATES) == rows[0]
     assert _get(second, "ai_pipeline_runs_total", **success) == 2
-    assert _get(second, "ai_pipeline_records_processed_total", asset=feature_defs.AGGREGATES) == sum(rows)
-    conservation = {"asset": feature_defs.AGGREGATES, "check": feature_defs.CONSERVATION_CHECK}
+    assert _get(second, "ai_pipeline_records_processed_total", asset=keys.USER_DAILY_AGGREGATES) == sum(rows)
+    conservation = {"asset": keys.USER_DAILY_AGGREGATES, "check": keys.PARTIALS_CHECK}
     assert _get(second, "ai_pipeline_data_quality_score", **conservation, check_severity="error") == 1
 
 

@@ -12,8 +12,8 @@ import duckdb
 import polars as pl
 import pytest
 
-from ai_pipeline.defs import DAILY_JOB, build_defs
-from ai_pipeline.defs.ingest.checks import CONSERVATION_CHECK, QUARANTINE_RATE_CHECK
+from ai_pipeline.defs import build_defs
+from ai_pipeline.defs.keys import CONSERVATION_CHECK, DAILY_JOB, QUARANTINE_RATE_CHECK
 from ai_pipeline.lib.contracts import Event
 from ai_pipeline.lib.landing import read_landing_day
 from ai_pipeline.lib.validation import validate

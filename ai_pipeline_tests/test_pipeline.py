@@ -10,7 +10,8 @@ import duckdb
 import polars as pl
 import pytest
 
-from ai_pipeline.defs import DAILY_JOB, build_defs
+from ai_pipeline.defs import build_defs
+from ai_pipeline.defs.keys import DAILY_JOB
 from ai_pipeline.lib.sample import generate
 from ai_pipeline.settings import Settings
 

@@ -7,7 +7,8 @@ from datetime import date
 import dagster as dg
 import psycopg2
 
-from ai_pipeline.defs import DAILY_JOB, build_defs
+from ai_pipeline.defs import build_defs
+from ai_pipeline.defs.keys import DAILY_JOB
 from ai_pipeline.instance import prepare_instance_home
 from ai_pipeline.lib.sample import generate
 from ai_pipeline.settings import Settings

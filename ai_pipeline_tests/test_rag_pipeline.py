@@ -16,8 +16,9 @@ import dagster as dg
 import numpy as np
 import pytest
 
-from ai_pipeline.defs import DOCUMENTS_JOB, build_defs
+from ai_pipeline.defs import build_defs, keys
 from ai_pipeline.defs import rag as rag_defs
+from ai_pipeline.defs.keys import DOCUMENTS_JOB
 from ai_pipeline.defs.resources import VectorStore
 from ai_pipeline.lib import squad
 from ai_pipeline.lib.vector_store import collection_vectors
@@ -91,8 +92,8 @@ class Lane:
         job = self.defs.resolve_job_def(DOCUMENTS_JOB).get_subset(
             asset_selection=set(),
             asset_check_selection={
-                dg.AssetCheckKey(dg.AssetKey(rag_defs.VECTORS), name)
-                for name in (rag_defs.SYNC_CHECK, rag_defs.VALID_CHECK, rag_defs.STALE_CHECK, rag_defs.GATE_CHECK)
+                dg.AssetCheckKey(dg.AssetKey(keys.VECTOR_COLLECTION), name)
+                for name in (keys.SYNC_CHECK, keys.VALID_CHECK, keys.STALE_CHECK, keys.GATE_CHECK)
             },
         )
         return job.execute_in_process(partition_key=self.name, instance=self.instance, raise_on_error=False)
@@ -129,16 +130,16 @@ def lane(tmp_path_factory):
 def test_first_build_indexes_every_chunk_and_passes_the_gate(lane):
     assert lane.first.success
     meta, checks = _meta(lane.first), _checks(lane.first)
-    chunks = meta[rag_defs.CHUNKS]["dagster/row_count"]
-    assert meta[rag_defs.RAW]["dagster/row_count"] == len(DOCS)
+    chunks = meta[keys.DOCUMENT_CHUNKS]["dagster/row_count"]
+    assert meta[keys.RAW_DOCUMENTS]["dagster/row_count"] == len(DOCS)
     assert chunks >= len(DOCS)
-    assert meta[rag_defs.EMBEDDINGS]["embedded"] == chunks
-    assert meta[rag_defs.VECTORS]["added"] == chunks == lane.collection().count()
-    assert not checks[rag_defs.LOADED_CHECK].passed  # the PNG is reported, not silently dropped
-    assert "logo.png" in checks[rag_defs.LOADED_CHECK].description
-    for name in (rag_defs.TOKENS_CHECK, rag_defs.SYNC_CHECK, rag_defs.VALID_CHECK, rag_defs.STALE_CHECK):
+    assert meta[keys.CHUNK_EMBEDDINGS]["embedded"] == chunks
+    assert meta[keys.VECTOR_COLLECTION]["added"] == chunks == lane.collection().count()
+    assert not checks[keys.LOADED_CHECK].passed  # the PNG is reported, not silently dropped
+    assert "logo.png" in checks[keys.LOADED_CHECK].description
+    for name in (keys.TOKENS_CHECK, keys.SYNC_CHECK, keys.VALID_CHECK, keys.STALE_CHECK):
         assert checks[name].passed, checks[name].description
-    gate = checks[rag_defs.GATE_CHECK]
+    gate = checks[keys.GATE_CHECK]
     assert gate.passed and gate.metadata["recall_at_5"].value == 1.0, gate.description
     ids, _, metadatas = collection_vectors(lane.collection())
     feeding = [m for m in metadatas if m["doc_id"] == "notes:cats.md" and "Feeding" in m["heading_path"]]
@@ -148,8 +149,8 @@ def test_first_build_indexes_every_chunk_and_passes_the_gate(lane):
 def test_a_rerun_without_changes_embeds_and_writes_nothing(lane):
     assert lane.again.success
     meta = _meta(lane.again)
-    assert meta[rag_defs.EMBEDDINGS]["embedded"] == 0
-    assert meta[rag_defs.VECTORS]["writes"] == 0 and meta[rag_defs.VECTORS]["no_op"] is True
+    assert meta[keys.CHUNK_EMBEDDINGS]["embedded"] == 0
+    assert meta[keys.VECTOR_COLLECTION]["writes"] == 0 and meta[keys.VECTOR_COLLECTION]["no_op"] is True
 
 
 def test_changes_and_deletions_sync_exactly_and_staleness_shows_before(lane):
@@ -159,33 +160,33 @@ def test_changes_and_deletions_sync_exactly_and_staleness_shows_before(lane):
     rockets.write_text(rockets.read_text().replace("reach orbital velocity", "reach orbit sooner"))
     _write(lane.root, {"tides.md": "# Tides\n\nThe Moon's gravity raises two tidal bulges on Earth.\n"})
 
-    stale = _checks(lane.checks())[rag_defs.STALE_CHECK]
+    stale = _checks(lane.checks())[keys.STALE_CHECK]
     assert not stale.passed and stale.severity == dg.AssetCheckSeverity.WARN
     assert (stale.metadata["changed"].value, stale.metadata["new"].value, stale.metadata["deleted"].value) == (1, 1, 1)
 
     result = lane.build()
     assert result.success
     meta, checks = _meta(result), _checks(result)
-    chunks = meta[rag_defs.CHUNKS]["dagster/row_count"]
-    assert 0 < meta[rag_defs.EMBEDDINGS]["embedded"] < chunks  # only the changed section and the new file
-    assert meta[rag_defs.VECTORS]["deleted"] >= 2  # bread's chunk and the old staging chunk
+    chunks = meta[keys.DOCUMENT_CHUNKS]["dagster/row_count"]
+    assert 0 < meta[keys.CHUNK_EMBEDDINGS]["embedded"] < chunks  # only the changed section and the new file
+    assert meta[keys.VECTOR_COLLECTION]["deleted"] >= 2  # bread's chunk and the old staging chunk
     ids, _, metadatas = collection_vectors(lane.collection())
     assert len(ids) == chunks
     assert not any(m["doc_id"] == "notes:bread.md" for m in metadatas)
     assert any(m["doc_id"] == "notes:tides.md" for m in metadatas)
     assert before_ids - set(ids) and set(ids) - before_ids
-    for name in (rag_defs.SYNC_CHECK, rag_defs.STALE_CHECK):
+    for name in (keys.SYNC_CHECK, keys.STALE_CHECK):
         assert checks[name].passed, checks[name].description
 
 
 def test_the_hourly_lag_check_counts_changes_older_than_the_grace_only(lane):
-    key = dg.AssetCheckKey(dg.AssetKey(rag_defs.VECTORS), rag_defs.LAG_CHECK)
+    key = dg.AssetCheckKey(dg.AssetKey(keys.VECTOR_COLLECTION), keys.COLLECTIONS_LAG_CHECK)
     job = lane.defs.resolve_implicit_global_asset_job_def().get_subset(
         asset_selection=set(), asset_check_selection={key}
     )
 
     def lag() -> dg.AssetCheckEvaluation:
-        return _checks(job.execute_in_process(instance=lane.instance, raise_on_error=False))[rag_defs.LAG_CHECK]
+        return _checks(job.execute_in_process(instance=lane.instance, raise_on_error=False))[keys.COLLECTIONS_LAG_CHECK]
 
     assert lag().passed
     _write(lane.root, {"late.md": "# Late\n\nA note nobody carried over.\n", "fresh.md": "# Fresh\n\nJust written.\n"})
@@ -204,12 +205,12 @@ def test_the_retrieval_gate_fires_on_shuffled_vectors(lane):
     ids, vectors, _ = collection_vectors(collection)
     collection.update(ids=ids, embeddings=np.roll(vectors, 1, axis=0))  # every id gets its neighbour's vector
     checks = _checks(lane.checks())
-    gate = checks[rag_defs.GATE_CHECK]
+    gate = checks[keys.GATE_CHECK]
     assert not gate.passed and gate.severity == dg.AssetCheckSeverity.ERROR
     assert gate.metadata["recall_at_5"].value < GOLDEN["threshold"]
-    assert not checks[rag_defs.SYNC_CHECK].passed
-    assert checks[rag_defs.SYNC_CHECK].metadata["vectors_differing"].value == len(ids)
-    assert checks[rag_defs.VALID_CHECK].passed  # shuffled vectors are still unit vectors: only the gate sees it
+    assert not checks[keys.SYNC_CHECK].passed
+    assert checks[keys.SYNC_CHECK].metadata["vectors_differing"].value == len(ids)
+    assert checks[keys.VALID_CHECK].passed  # shuffled vectors are still unit vectors: only the gate sees it
 
 
 def test_squad_golden_set_passes_the_gate_among_distractors(shared_data, tmp_path):
@@ -221,7 +222,7 @@ def test_squad_golden_set_passes_the_gate_among_distractors(shared_data, tmp_pat
     lane = Lane(tmp_path / "home", DocSource("squad", root, golden=root / squad.GOLDEN_FILE))
     result = lane.build()
     assert result.success, [e.description for e in result.get_asset_check_evaluations() if not e.passed]
-    gate = _checks(result)[rag_defs.GATE_CHECK]
+    gate = _checks(result)[keys.GATE_CHECK]
     assert questions == 810 and gate.metadata["questions"].value == 810
     assert gate.passed and gate.metadata["recall_at_5"].value >= SQUAD_THRESHOLD
 

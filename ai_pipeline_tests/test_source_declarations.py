@@ -8,8 +8,8 @@ import dagster as dg
 import duckdb
 import pytest
 
-from ai_pipeline.defs import DAILY_JOB, build_defs
-from ai_pipeline.defs.ingest.assets import FILES_CHECK, SCHEMA_CHECK
+from ai_pipeline.defs import build_defs
+from ai_pipeline.defs.keys import DAILY_JOB, FILES_CHECK, SCHEMA_CHECK
 from ai_pipeline.settings import Settings
 from ai_pipeline.sources import BUILT_IN, SourceDeclarationError, load_sources
 from ai_pipeline_tests.conftest import landing_zone

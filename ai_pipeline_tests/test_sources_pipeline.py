@@ -63,7 +63,7 @@ def test_three_sources_one_partition(tmp_path, pg_dsn, pg_schema):
     with http_server(respond) as base:
         settings = Settings(home=tmp_path)
         partitions = daily_partitions(settings)
-        checks = ingest_checks("events", RAW_EVENTS, suites=[], partitions=partitions)
+        checks = ingest_checks("events", RAW_EVENTS, suites={}, partitions=partitions)
         result = dg.materialize(
             [*ingest_assets(settings, partitions, load_sources()), checks],
             partition_key=DAY.isoformat(),

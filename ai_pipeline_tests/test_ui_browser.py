@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from ai_pipeline.defs.ingest.assets import SCHEMA_CHECK
+from ai_pipeline.defs.keys import SCHEMA_CHECK
 from ai_pipeline.lib.landing import read_landing_day
 from ai_pipeline.lib.sample import generate
 from ai_pipeline.sources import load_sources

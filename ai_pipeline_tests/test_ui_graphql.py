@@ -21,8 +21,7 @@ import pytest
 import requests
 
 from ai_pipeline.defs import build_defs
-from ai_pipeline.defs.ingest.assets import SCHEMA_CHECK
-from ai_pipeline.defs.ingest.checks import CONSERVATION_CHECK, DUPLICATES_CHECK, QUARANTINE_RATE_CHECK
+from ai_pipeline.defs.keys import CONSERVATION_CHECK, DUPLICATES_CHECK, QUARANTINE_RATE_CHECK, SCHEMA_CHECK
 from ai_pipeline.lib.expectations import EVENTS_CONTRACT, EVENTS_STATISTICS
 from ai_pipeline.lib.landing import read_landing_day
 from ai_pipeline.lib.sample import generate

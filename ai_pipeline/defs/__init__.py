@@ -14,8 +14,15 @@ from ai_pipeline.defs.features import feature_assets
 from ai_pipeline.defs.freshness import apply_freshness, lag_checks
 from ai_pipeline.defs.ingest.assets import ingest_assets, raw_keys
 from ai_pipeline.defs.ingest.checks import ingest_checks
+from ai_pipeline.defs.keys import (
+    DAILY_JOB,
+    DOCUMENTS_JOB,
+    GX_EVENTS_CONTRACT_CHECK,
+    GX_EVENTS_STATISTICS_CHECK,
+    GX_USERS_CONTRACT_CHECK,
+    RAG_GROUP,
+)
 from ai_pipeline.defs.marts import build_dbt_assets
-from ai_pipeline.defs.rag import GROUP as RAG_GROUP
 from ai_pipeline.defs.rag import collection_lag_check, documents_sensor, rag_assets, rag_checks
 from ai_pipeline.defs.resources import ONLINE_STORE, embedded_resources
 from ai_pipeline.defs.sensors import pipeline_sensors
@@ -23,9 +30,6 @@ from ai_pipeline.lib import expectations
 from ai_pipeline.lib.contracts import Event, User
 from ai_pipeline.settings import Settings
 from ai_pipeline.sources import load_sources
-
-DAILY_JOB = "daily_pipeline"
-DOCUMENTS_JOB = "document_collections"
 
 
 def build_defs(settings: Settings, resources: Mapping[str, Any] | None = None) -> dg.Definitions:
@@ -38,10 +42,18 @@ def build_defs(settings: Settings, resources: Mapping[str, Any] | None = None) -
         ingest_checks(
             "events",
             raw_keys(assets, Event),
-            suites=[expectations.EVENTS_CONTRACT, expectations.EVENTS_STATISTICS],
+            suites={
+                expectations.EVENTS_CONTRACT: GX_EVENTS_CONTRACT_CHECK,
+                expectations.EVENTS_STATISTICS: GX_EVENTS_STATISTICS_CHECK,
+            },
             partitions=partitions,
         ),
-        ingest_checks("users", raw_keys(assets, User), suites=[expectations.USERS_CONTRACT], partitions=partitions),
+        ingest_checks(
+            "users",
+            raw_keys(assets, User),
+            suites={expectations.USERS_CONTRACT: GX_USERS_CONTRACT_CHECK},
+            partitions=partitions,
+        ),
     ]
     dbt_assets, dbt_resources = build_dbt_assets(settings, partitions)
     # Evaluated hourly on their own (automation conditions), not as part of a day's or a collection's run.
@@ -53,12 +65,15 @@ def build_defs(settings: Settings, resources: Mapping[str, Any] | None = None) -
         "store, and their checks.",
     )
     defs = dg.Definitions(
-        assets=[
-            *assets,
-            dbt_assets,
-            *feature_assets(settings, partitions, resources[ONLINE_STORE].backend),
-            *rag_assets(settings),
-        ],
+        # Each asset links to the function that makes it (and a landing source to its YAML declaration).
+        assets=dg.with_source_code_references(
+            [
+                *assets,
+                dbt_assets,
+                *feature_assets(settings, partitions, resources[ONLINE_STORE].backend),
+                *rag_assets(settings),
+            ]
+        ),
         asset_checks=[*checks, rag_checks(settings), *hourly],
         jobs=[
             daily_job,

@@ -22,10 +22,20 @@ automation sensors that run by default (Dagster's implicit one starts stopped):
 
 import dagster as dg
 
+from ai_pipeline.defs.keys import (
+    AUTOMATION_SENSOR,
+    DIM_USERS,
+    DOCUMENTS_AUTOMATION_SENSOR,
+    FEATURES_GROUP,
+    MARTS_GROUP,
+    RAG_GROUP,
+    RAW_API_EVENTS,
+    RAW_DOCUMENTS,
+    VALIDATED_GROUP,
+)
+
 AC = dg.AutomationCondition
 
-AUTOMATION_SENSOR = "pipeline_automation"
-DOCUMENTS_AUTOMATION_SENSOR = "documents_automation"
 DAY_CLOSES_CRON = "0 2 * * *"
 API_POLL_CRON = "30 0 * * *"
 
@@ -56,10 +66,10 @@ POLLED = AC.on_cron(API_POLL_CRON).with_label("polled daily at 00:30 UTC")
 
 # The other raw assets and `raw_documents` have no condition: their sensors request them.
 CONDITIONS: list[tuple[dg.AssetSelection, AC]] = [
-    (dg.AssetSelection.assets("raw_api_events"), POLLED),
-    (dg.AssetSelection.groups("validated"), FROM_SOURCES),
-    (dg.AssetSelection.groups("marts", "features", "rag"), DOWNSTREAM),
-    (dg.AssetSelection.assets("dim_users"), FROM_EITHER_SIDE),
+    (dg.AssetSelection.assets(RAW_API_EVENTS), POLLED),
+    (dg.AssetSelection.groups(VALIDATED_GROUP), FROM_SOURCES),
+    (dg.AssetSelection.groups(MARTS_GROUP, FEATURES_GROUP, RAG_GROUP), DOWNSTREAM),
+    (dg.AssetSelection.assets(DIM_USERS), FROM_EITHER_SIDE),
 ]
 
 
@@ -68,7 +78,7 @@ def apply_conditions(defs: dg.Definitions) -> dg.Definitions:
     for selection, condition in CONDITIONS:
         defs = defs.map_resolved_asset_specs(
             func=lambda spec, c=condition: spec.replace_attributes(automation_condition=c),
-            selection=selection - dg.AssetSelection.assets("raw_documents"),
+            selection=selection - dg.AssetSelection.assets(RAW_DOCUMENTS),
         )
     return defs
 

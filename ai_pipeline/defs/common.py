@@ -13,9 +13,6 @@ from ai_pipeline.lib.quality import Verdict
 from ai_pipeline.settings import Settings
 
 OWNERS = ["team:data-platform"]
-# DuckDB allows one writing process per file: every asset that writes the warehouse takes this pool,
-# whose limit (1) is set in dagster.yaml.
-DUCKDB_POOL = "duckdb_warehouse"
 # Every daily asset backfills in runs of up to 30 consecutive days: one run per day would spend more time
 # starting runs than computing (benchmarks/backfill.py), and the feature state, which needs day D-1 before D,
 # would wait for a daemon tick per day. 30 days bounds what one run holds in memory (a month of one lane).

@@ -12,25 +12,29 @@ import dagster as dg
 import polars as pl
 from dagster_duckdb import DuckDBResource
 
-from ai_pipeline.defs.common import DAILY_BACKFILL, DUCKDB_POOL, OWNERS, DayChecks, daily_asset, partition_days
+from ai_pipeline.defs.common import DAILY_BACKFILL, OWNERS, DayChecks, daily_asset, partition_days
+from ai_pipeline.defs.keys import (
+    COMPLETENESS_CHECK,
+    CONSISTENCY_CHECK,
+    DRIFT_CHECK,
+    DUCKDB_POOL,
+    FEATURES_GROUP,
+    NULLS_CHECK,
+    ONLINE_USER_FEATURES,
+    PARTIALS_CHECK,
+    RANGES_CHECK,
+    ROWS_CHECK,
+    STATE_CHECK,
+    USER_DAILY_AGGREGATES,
+    USER_FEATURE_STATE,
+    USER_WINDOW_FEATURES,
+    VALIDATED_EVENTS,
+)
 from ai_pipeline.defs.resources import OnlineStore, query, table_exists
 from ai_pipeline.lib import drift, feature_checks, features
 from ai_pipeline.lib.quality import Verdict
 from ai_pipeline.settings import Settings
 
-GROUP = "features"
-AGGREGATES = "user_daily_aggregates"
-STATE = "user_feature_state"
-WINDOWS = "user_window_features"
-ONLINE = "online_user_features"
-CONSERVATION_CHECK = "partials_count_every_event"
-STATE_CHECK = "running_totals_add_up"
-NULLS_CHECK = "null_rates"
-RANGES_CHECK = "value_ranges"
-ROWS_CHECK = "one_row_per_active_user"
-COMPLETENESS_CHECK = "window_complete"
-DRIFT_CHECK = "feature_drift_psi"
-CONSISTENCY_CHECK = "online_matches_offline"
 # Drift compares a day with the same weekday four weeks earlier: far enough for the 7- and 30-day windows
 # not to overlap, near enough to follow slow seasonal change.
 DRIFT_REFERENCE_LAG_DAYS = 28
@@ -42,7 +46,9 @@ class WindowConfig(dg.Config):
 
 def _warehouse_writer(partitions: dg.DailyPartitionsDefinition) -> dict:
     """What the DuckDB-writing feature assets declare alike."""
-    return dict(group_name=GROUP, kinds={"python", "polars", "duckdb"}, partitions_def=partitions, pool=DUCKDB_POOL)
+    return dict(
+        group_name=FEATURES_GROUP, kinds={"python", "polars", "duckdb"}, partitions_def=partitions, pool=DUCKDB_POOL
+    )
 
 
 def _specs(asset: str, partitions, checks: dict[str, str], blocking: set[str]) -> list[dg.AssetCheckSpec]:
@@ -61,17 +67,17 @@ def _read_partition(warehouse: DuckDBResource, table: str, column: str, day: dat
 
 def aggregates_asset(partitions: dg.DailyPartitionsDefinition) -> dg.AssetsDefinition:
     @daily_asset(
-        AGGREGATES,
+        USER_DAILY_AGGREGATES,
         description="Per user and day: every partial aggregate the feature registry needs (counts, sums, "
         "distinct categories, first/last event), computed once per day from validated_events.",
         **_warehouse_writer(partitions),
-        deps=["validated_events"],
+        deps=[VALIDATED_EVENTS],
         metadata={"partition_expr": features.DAY},
         check_specs=_specs(
-            AGGREGATES,
+            USER_DAILY_AGGREGATES,
             partitions,
-            {CONSERVATION_CHECK: "The partials count exactly the day's validated events."},
-            blocking={CONSERVATION_CHECK},
+            {PARTIALS_CHECK: "The partials count exactly the day's validated events."},
+            blocking={PARTIALS_CHECK},
         ),
     )
     def user_daily_aggregates(context: dg.AssetExecutionContext, warehouse: DuckDBResource):
@@ -94,7 +100,7 @@ def aggregates_asset(partitions: dg.DailyPartitionsDefinition) -> dg.AssetsDefin
         daily = pl.concat(partials, how="diagonal_relaxed")
         yield dg.Output(
             daily,
-            output_name=AGGREGATES,
+            output_name=USER_DAILY_AGGREGATES,
             metadata={
                 "dagster/row_count": daily.height,
                 "days": len(days),
@@ -105,7 +111,9 @@ def aggregates_asset(partitions: dg.DailyPartitionsDefinition) -> dg.AssetsDefin
         )
         per_day = DayChecks(context)
         for day, verdict, metadata in verdicts:
-            yield from per_day.results(day, verdict, metadata, asset_key=AGGREGATES, check_name=CONSERVATION_CHECK)
+            yield from per_day.results(
+                day, verdict, metadata, asset_key=USER_DAILY_AGGREGATES, check_name=PARTIALS_CHECK
+            )
 
     return user_daily_aggregates
 
@@ -130,13 +138,13 @@ def state_asset(settings: Settings, partitions: dg.DailyPartitionsDefinition) ->
     # A multi-asset only to be subsettable: Dagster's automation maps a non-subsettable asset's execution set (the
     # asset and its check) through the self-dependency, and would also request D-1 whenever it requests D.
     @dg.multi_asset(
-        name=f"{STATE}_op",
+        name=f"{USER_FEATURE_STATE}_op",
         outs={
-            STATE: dg.AssetOut(
+            USER_FEATURE_STATE: dg.AssetOut(
                 description="Per user seen since the start of history, as of the end of D: running totals of every "
                 "partial, first/last event, active days and the last day each category was seen. State D is state "
-                f"D-1 plus D's {AGGREGATES}, so each day costs one day of partials; windows are differences of "
-                "states.",
+                f"D-1 plus D's {USER_DAILY_AGGREGATES}, so each day costs one day of partials; windows are "
+                "differences of states.",
                 group_name=writer.pop("group_name"),
                 kinds=writer.pop("kinds"),
                 owners=OWNERS,
@@ -145,16 +153,16 @@ def state_asset(settings: Settings, partitions: dg.DailyPartitionsDefinition) ->
         },
         **writer,
         deps=[
-            AGGREGATES,
+            USER_DAILY_AGGREGATES,
             dg.AssetDep(
-                STATE,
+                USER_FEATURE_STATE,
                 partition_mapping=dg.TimeWindowPartitionMapping(
                     start_offset=-1, end_offset=-1, allow_nonexistent_upstream_partitions=True
                 ),
             ),
         ],
         check_specs=_specs(
-            STATE,
+            USER_FEATURE_STATE,
             partitions,
             {STATE_CHECK: "The running event count of D is that of D-1 plus D's events, user by user in total."},
             blocking={STATE_CHECK},
@@ -165,14 +173,20 @@ def state_asset(settings: Settings, partitions: dg.DailyPartitionsDefinition) ->
     def user_feature_state(context: dg.AssetExecutionContext, warehouse: DuckDBResource):
         days = partition_days(context)
         before = days[0] - timedelta(days=1)
-        _require(features.coverage(days[0], settings.start_date, _present_days(context, STATE), [before]), STATE, STATE)
+        _require(
+            features.coverage(days[0], settings.start_date, _present_days(context, USER_FEATURE_STATE), [before]),
+            USER_FEATURE_STATE,
+            USER_FEATURE_STATE,
+        )
         previous = (
-            _read_partition(warehouse, STATE, features.STATE_DATE, before) if before >= settings.start_date else None
+            _read_partition(warehouse, USER_FEATURE_STATE, features.STATE_DATE, before)
+            if before >= settings.start_date
+            else None
         )
         previous = previous if previous is not None and previous.width else None
         states, checks, seconds = [], [], 0.0
         for day in days:
-            daily = query(warehouse, f"select * from main.{AGGREGATES} where {features.DAY} = ?", [day])
+            daily = query(warehouse, f"select * from main.{USER_DAILY_AGGREGATES} where {features.DAY} = ?", [day])
             started = time.perf_counter()
             state = features.advance_state(previous, daily, day)
             seconds += time.perf_counter() - started
@@ -186,14 +200,14 @@ def state_asset(settings: Settings, partitions: dg.DailyPartitionsDefinition) ->
         state = pl.concat(states, how="vertical")
         yield dg.Output(
             state,
-            output_name=STATE,
+            output_name=USER_FEATURE_STATE,
             metadata={"dagster/row_count": state.height, "days": len(days), "seconds": round(seconds, 4)},
         )
-        if dg.AssetCheckKey(dg.AssetKey(STATE), STATE_CHECK) not in context.selected_asset_check_keys:
+        if dg.AssetCheckKey(dg.AssetKey(USER_FEATURE_STATE), STATE_CHECK) not in context.selected_asset_check_keys:
             return
         per_day = DayChecks(context)
         for day, verdict, metadata in checks:
-            yield from per_day.results(day, verdict, metadata, asset_key=STATE, check_name=STATE_CHECK)
+            yield from per_day.results(day, verdict, metadata, asset_key=USER_FEATURE_STATE, check_name=STATE_CHECK)
 
     return user_feature_state
 
@@ -202,7 +216,7 @@ def _window_day(warehouse: DuckDBResource, day: date, needed: list[date]) -> pl.
     """The feature rows of `day` from the states it needs (D and D-7, D-30, D-90 within history)."""
     placeholders = ", ".join("?" for _ in needed)
     states = query(
-        warehouse, f"select * from main.{STATE} where {features.STATE_DATE} in ({placeholders})", needed
+        warehouse, f"select * from main.{USER_FEATURE_STATE} where {features.STATE_DATE} in ({placeholders})", needed
     ).partition_by(features.STATE_DATE, as_dict=True)
     return features.window_features({key[0]: state for key, state in states.items()}, day)
 
@@ -264,14 +278,14 @@ def _window_checks(
 
 def windows_asset(settings: Settings, partitions: dg.DailyPartitionsDefinition) -> dg.AssetsDefinition:
     @daily_asset(
-        WINDOWS,
+        USER_WINDOW_FEATURES,
         description=f"The offline feature store: per user active in the {features.HORIZON} days ending D, "
         f"{len(features.FEATURES)} features (7/30/90-day windows, totals, category pivot) as of the end of D: a "
-        f"window of w days is {STATE} of D minus that of D-w. One table keyed by (user_id, feature_date).",
+        f"window of w days is {USER_FEATURE_STATE} of D minus that of D-w. One table keyed by (user_id, feature_date).",
         **_warehouse_writer(partitions),
         deps=[
             dg.AssetDep(
-                STATE,
+                USER_FEATURE_STATE,
                 partition_mapping=dg.TimeWindowPartitionMapping(
                     start_offset=-features.HORIZON, end_offset=0, allow_nonexistent_upstream_partitions=True
                 ),
@@ -284,7 +298,7 @@ def windows_asset(settings: Settings, partitions: dg.DailyPartitionsDefinition) 
             ),
         },
         check_specs=_specs(
-            WINDOWS,
+            USER_WINDOW_FEATURES,
             partitions,
             {
                 NULLS_CHECK: "Null rate of every feature; only means may be null (no values in the window).",
@@ -306,10 +320,10 @@ def windows_asset(settings: Settings, partitions: dg.DailyPartitionsDefinition) 
     )
     def user_window_features(context: dg.AssetExecutionContext, config: WindowConfig, warehouse: DuckDBResource):
         days = partition_days(context)
-        present = _present_days(context, STATE)
+        present = _present_days(context, USER_FEATURE_STATE)
         covers = [features.coverage(day, settings.start_date, present, features.state_days(day)) for day in days]
         for cover in covers:
-            _require(cover, WINDOWS, STATE)
+            _require(cover, USER_WINDOW_FEATURES, USER_FEATURE_STATE)
         computed: dict[date, pl.DataFrame] = {}
         checks, seconds = [], 0.0
         for day, cover in zip(days, covers, strict=True):
@@ -319,7 +333,7 @@ def windows_asset(settings: Settings, partitions: dg.DailyPartitionsDefinition) 
             reference_day = day - timedelta(days=config.drift_reference_lag_days)
             reference = computed.get(reference_day)
             if reference is None:
-                reference = _read_partition(warehouse, WINDOWS, features.FEATURE_DATE, reference_day)
+                reference = _read_partition(warehouse, USER_WINDOW_FEATURES, features.FEATURE_DATE, reference_day)
             day_checks, psi = _window_checks(warehouse, settings.start_date, frame, cover, reference, reference_day)
             checks += [(day, *check) for check in day_checks]
         frame = pl.concat(computed.values(), how="vertical")
@@ -329,7 +343,7 @@ def windows_asset(settings: Settings, partitions: dg.DailyPartitionsDefinition) 
         plotted = {"drift_max_psi": max(psi.values(), default=0.0), **psi} if len(days) == 1 else {}
         yield dg.Output(
             frame,
-            output_name=WINDOWS,
+            output_name=USER_WINDOW_FEATURES,
             metadata={
                 "dagster/row_count": frame.height,
                 "days": len(days),
@@ -342,7 +356,7 @@ def windows_asset(settings: Settings, partitions: dg.DailyPartitionsDefinition) 
         )
         per_day = DayChecks(context)
         for day, name, verdict, metadata in checks:
-            yield from per_day.results(day, verdict, metadata, asset_key=WINDOWS, check_name=name)
+            yield from per_day.results(day, verdict, metadata, asset_key=USER_WINDOW_FEATURES, check_name=name)
 
     return user_window_features
 
@@ -350,8 +364,8 @@ def windows_asset(settings: Settings, partitions: dg.DailyPartitionsDefinition) 
 def _latest_offline(warehouse: DuckDBResource) -> pl.DataFrame:
     return query(
         warehouse,
-        f"select * from main.{WINDOWS} where {features.FEATURE_DATE} = (select max({features.FEATURE_DATE}) "
-        f"from main.{WINDOWS}) order by {features.USER}",
+        f"select * from main.{USER_WINDOW_FEATURES} where {features.FEATURE_DATE} = "
+        f"(select max({features.FEATURE_DATE}) from main.{USER_WINDOW_FEATURES}) order by {features.USER}",
         [],
     )
 
@@ -360,16 +374,16 @@ def online_asset(partitions: dg.DailyPartitionsDefinition, backend: str) -> dg.A
     """`backend`: the online store's, "embedded" or "postgres" (its kind in the UI)."""
 
     @daily_asset(
-        ONLINE,
+        ONLINE_USER_FEATURES,
         description="The online store: the newest day's feature vector of every user, for lookups by batches "
         "of user ids. Embedded SQLite by default, PostgreSQL with AI_PIPELINE_ONLINE_STORE=postgres. "
         "Materializing an older day than the store holds changes nothing; a backfill range publishes its last day.",
-        group_name=GROUP,
+        group_name=FEATURES_GROUP,
         kinds={"python", "sqlite" if backend == "embedded" else "postgres"},
         partitions_def=partitions,
-        deps=[WINDOWS],
+        deps=[USER_WINDOW_FEATURES],
         check_specs=_specs(
-            ONLINE,
+            ONLINE_USER_FEATURES,
             partitions,
             {
                 CONSISTENCY_CHECK: "Train/serve consistency: the online store equals the offline store's latest "
@@ -385,15 +399,15 @@ def online_asset(partitions: dg.DailyPartitionsDefinition, backend: str) -> dg.A
         current = store.feature_date()
         if current is not None and current > day:
             yield dg.MaterializeResult(
-                asset_key=ONLINE,
+                asset_key=ONLINE_USER_FEATURES,
                 metadata={"published": False, "store_feature_date": current.isoformat(), "dagster/row_count": 0},
             )
         else:
-            frame = _read_partition(warehouse, WINDOWS, features.FEATURE_DATE, day)
+            frame = _read_partition(warehouse, USER_WINDOW_FEATURES, features.FEATURE_DATE, day)
             started = time.perf_counter()
             rows = store.publish(frame) if frame.height else 0
             yield dg.MaterializeResult(
-                asset_key=ONLINE,
+                asset_key=ONLINE_USER_FEATURES,
                 metadata={
                     "published": bool(frame.height),
                     "store_feature_date": day.isoformat() if frame.height else str(current),
@@ -411,7 +425,7 @@ def online_asset(partitions: dg.DailyPartitionsDefinition, backend: str) -> dg.A
                 day,
                 verdict,
                 {"online_rows": online.height, "offline_rows": offline.height},
-                asset_key=ONLINE,
+                asset_key=ONLINE_USER_FEATURES,
                 check_name=CONSISTENCY_CHECK,
             )
 

@@ -14,23 +14,32 @@ from datetime import UTC, date, datetime, timedelta
 import dagster as dg
 
 from ai_pipeline.defs.common import check_result
+from ai_pipeline.defs.keys import (
+    DIM_USERS,
+    FCT_USER_DAILY_ACTIVITY,
+    ONLINE_USER_FEATURES,
+    PARTITION_LAG_CHECK,
+    RAW_API_EVENTS,
+    USER_WINDOW_FEATURES,
+    VALIDATED_EVENTS,
+    VALIDATED_USERS,
+)
 from ai_pipeline.lib.lag import partition_lag
 
 DEFAULT_FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=48), warn_window=timedelta(hours=30))
 # Asset -> UTC hour by which yesterday's partition must be in.
 DEADLINES = {
-    "raw_api_events": 1,
-    "validated_events": 3,
-    "validated_users": 3,
-    "fct_user_daily_activity": 4,
-    "dim_users": 4,
-    "user_window_features": 5,
-    "online_user_features": 5,
+    RAW_API_EVENTS: 1,
+    VALIDATED_EVENTS: 3,
+    VALIDATED_USERS: 3,
+    FCT_USER_DAILY_ACTIVITY: 4,
+    DIM_USERS: 4,
+    USER_WINDOW_FEATURES: 5,
+    ONLINE_USER_FEATURES: 5,
 }
-LAG_CHECK = "latest_partition_on_time"
 LAG_CHECK_CRON = "15 * * * *"
 # Where a late partition hurts: what consumers read.
-LAG_CHECKED = ("validated_events", "fct_user_daily_activity", "user_window_features", "online_user_features")
+LAG_CHECKED = (VALIDATED_EVENTS, FCT_USER_DAILY_ACTIVITY, USER_WINDOW_FEATURES, ONLINE_USER_FEATURES)
 
 
 def cadence_policy(days: int) -> dg.FreshnessPolicy:
@@ -67,7 +76,7 @@ def lag_checks(partitions: dg.DailyPartitionsDefinition) -> dg.AssetChecksDefini
         name="partition_lag_checks",
         specs=[
             dg.AssetCheckSpec(
-                LAG_CHECK,
+                PARTITION_LAG_CHECK,
                 asset=name,
                 description=f"Yesterday's partition is in by {DEADLINES[name]:02d}:00 UTC (per partition, unlike "
                 "the freshness policy, which a backfill of an old day satisfies).",
@@ -83,6 +92,6 @@ def lag_checks(partitions: dg.DailyPartitionsDefinition) -> dg.AssetChecksDefini
             days = context.instance.get_materialized_partitions(key.asset_key)
             newest = date.fromisoformat(max(days)) if days else None
             lag = partition_lag(now, DEADLINES[key.asset_key.path[-1]], newest, first)
-            yield check_result(lag.verdict, lag.metadata, asset_key=key.asset_key, check_name=LAG_CHECK)
+            yield check_result(lag.verdict, lag.metadata, asset_key=key.asset_key, check_name=PARTITION_LAG_CHECK)
 
     return _lag

@@ -24,14 +24,14 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
+from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, DbtProject, dbt_assets
 from dagster_duckdb import DuckDBResource
 
-from ai_pipeline.defs.common import DAILY_BACKFILL, DUCKDB_POOL, OWNERS, DayChecks, partition_days
+from ai_pipeline.defs.common import DAILY_BACKFILL, OWNERS, DayChecks, partition_days
+from ai_pipeline.defs.keys import DUCKDB_POOL, MARTS_GROUP
 from ai_pipeline.lib.quality import Verdict
 from ai_pipeline.settings import DBT_PROJECT_DIR, Settings
 
-MARTS_GROUP = "marts"
 # The venv's dbt, found without relying on PATH (the venv need not be activated).
 DBT_EXECUTABLE = Path(sys.executable).parent / "dbt"
 # dbt must never need the network (dbt_project.yml also turns these off).
@@ -60,7 +60,8 @@ class MartsTranslator(DagsterDbtTranslator):
     """
 
     def __init__(self, partitions_def: dg.PartitionsDefinition):
-        super().__init__()
+        # Each model links to its SQL file in the UI.
+        super().__init__(settings=DagsterDbtTranslatorSettings(enable_code_references=True))
         self._partitions_def = partitions_def
 
     def get_asset_spec(self, manifest: Mapping[str, Any], unique_id: str, project: DbtProject | None) -> dg.AssetSpec:
@@ -132,6 +133,7 @@ def build_dbt_assets(
 
     @dbt_assets(
         manifest=manifest,
+        project=DbtProject(DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR),
         name="dbt_marts",
         dagster_dbt_translator=MartsTranslator(partitions_def),
         partitions_def=partitions_def,

@@ -16,27 +16,34 @@ import numpy as np
 import polars as pl
 from dagster_duckdb import DuckDBResource
 
-from ai_pipeline.defs.common import DUCKDB_POOL, OWNERS, check_result
+from ai_pipeline.defs.common import OWNERS, check_result
+from ai_pipeline.defs.keys import (
+    CHUNK_EMBEDDINGS,
+    COLLECTIONS_LAG_CHECK,
+    COVERAGE_CHECK,
+    DOCUMENT_CHUNKS,
+    DOCUMENTS_SENSOR,
+    DUCKDB_POOL,
+    GATE_CHECK,
+    LOADED_CHECK,
+    RAG_GROUP,
+    RAW_DOCUMENTS,
+    STALE_CHECK,
+    SYNC_CHECK,
+    TOKENS_CHECK,
+    VALID_CHECK,
+    VECTOR_COLLECTION,
+)
 from ai_pipeline.defs.resources import Embedder, VectorStore, query, table_exists
 from ai_pipeline.lib import chunking, documents, embedding, retrieval
 from ai_pipeline.lib.quality import Verdict
 from ai_pipeline.lib.vector_store import VectorRecord, collection_vectors, sync_collection
 from ai_pipeline.settings import DocSource, Settings
 
-GROUP = "rag"
 COLLECTIONS = dg.DynamicPartitionsDefinition(name="document_collections")
-PARTITION_EXPR = {"partition_expr": "collection"}
-RAW, CHUNKS, EMBEDDINGS, VECTORS = "raw_documents", "document_chunks", "chunk_embeddings", "vector_collection"
-LOADED_CHECK = "every_file_loaded_or_reported"
-TOKENS_CHECK = "chunks_within_token_limit"
-COVERAGE_CHECK = "every_chunk_embedded"
-SYNC_CHECK = "vectors_match_chunks"
-VALID_CHECK = "vectors_finite_and_normalized"
-STALE_CHECK = "collection_reflects_sources"
-LAG_CHECK = "collections_current"
+COLLECTION_PARTITION_EXPR = {"partition_expr": "collection"}
 # A document change has this long to reach its collection before the hourly lag check counts it.
 LAG_GRACE = timedelta(minutes=30)
-GATE_CHECK = "retrieval_recall_at_5"
 # A document collection is rebuilt when its sources change, not on a clock: stale after a week, failed after two.
 DOCS_FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(days=14), warn_window=timedelta(days=7))
 NORM_TOLERANCE = 1e-3
@@ -65,7 +72,7 @@ def _spec(name: str, asset: str, description: str, blocking: bool = False) -> dg
 
 
 _COMMON = dict(
-    group_name=GROUP,
+    group_name=RAG_GROUP,
     owners=OWNERS,
     partitions_def=COLLECTIONS,
     freshness_policy=DOCS_FRESHNESS,
@@ -74,14 +81,16 @@ _COMMON = dict(
 
 def rag_assets(settings: Settings) -> list[dg.AssetsDefinition]:
     @dg.asset(
-        name=RAW,
+        name=RAW_DOCUMENTS,
         description="Documents (Markdown, text, HTML) of one configured source: stable id from the path within "
         "the source, content hash, title, updated time. Never follows links or leaves the source root; binary, "
         "undecodable and oversize files are reported, not loaded.",
         kinds={"python", "duckdb"},
         pool=DUCKDB_POOL,
-        metadata=PARTITION_EXPR,
-        check_specs=[_spec(LOADED_CHECK, RAW, "Every file under the source root is loaded or reported with a reason.")],
+        metadata=COLLECTION_PARTITION_EXPR,
+        check_specs=[
+            _spec(LOADED_CHECK, RAW_DOCUMENTS, "Every file under the source root is loaded or reported with a reason.")
+        ],
         **_COMMON,
     )
     def raw_documents(context: dg.AssetExecutionContext):
@@ -103,25 +112,34 @@ def rag_assets(settings: Settings) -> list[dg.AssetsDefinition]:
             "WARN",
             f"{len(docs)} documents loaded, {len(skipped)} files skipped" + (f": {reasons}" if skipped else ""),
         )
-        yield check_result(verdict, {"skipped": dg.MetadataValue.json(reasons)}, check_name=LOADED_CHECK, asset_key=RAW)
+        yield check_result(
+            verdict, {"skipped": dg.MetadataValue.json(reasons)}, check_name=LOADED_CHECK, asset_key=RAW_DOCUMENTS
+        )
 
     @dg.asset(
-        name=CHUNKS,
+        name=DOCUMENT_CHUNKS,
         description="Structure-aware chunks: split on Markdown headings, code blocks and tables kept whole where "
         f"they fit, sized in the embedding model's own tokens (at most {chunking.MAX_TOKENS}), with the heading "
         "path; ids from document id and chunk content.",
         kinds={"python", "duckdb"},
         pool=DUCKDB_POOL,
-        deps=[RAW],
-        metadata=PARTITION_EXPR,
+        deps=[RAW_DOCUMENTS],
+        metadata=COLLECTION_PARTITION_EXPR,
         check_specs=[
-            _spec(TOKENS_CHECK, CHUNKS, f"Every chunk has at most {chunking.MAX_TOKENS} tokens and a unique id.", True)
+            _spec(
+                TOKENS_CHECK,
+                DOCUMENT_CHUNKS,
+                f"Every chunk has at most {chunking.MAX_TOKENS} tokens and a unique id.",
+                True,
+            )
         ],
         **_COMMON,
     )
     def document_chunks(context: dg.AssetExecutionContext, warehouse: DuckDBResource):
         raw = query(
-            warehouse, f"select * from main.{RAW} where collection = ? order by doc_id", [context.partition_key]
+            warehouse,
+            f"select * from main.{RAW_DOCUMENTS} where collection = ? order by doc_id",
+            [context.partition_key],
         )
         counter = chunking.TokenCounter()
         started = time.perf_counter()
@@ -146,26 +164,29 @@ def rag_assets(settings: Settings) -> list[dg.AssetsDefinition]:
             f"{frame.height} chunks, {over} over {chunking.MAX_TOKENS} tokens, {duplicates} duplicate ids",
         )
         yield check_result(
-            verdict, {"over_limit": over, "duplicate_ids": duplicates}, check_name=TOKENS_CHECK, asset_key=CHUNKS
+            verdict,
+            {"over_limit": over, "duplicate_ids": duplicates},
+            check_name=TOKENS_CHECK,
+            asset_key=DOCUMENT_CHUNKS,
         )
 
     @dg.asset(
-        name=EMBEDDINGS,
+        name=CHUNK_EMBEDDINGS,
         description=f"One {embedding.DIMENSION}-dimensional, normalized {embedding.MODEL_NAME} vector per chunk. "
         "Content-addressed: a chunk whose text was embedded before by the same model (in any collection) reuses "
         "that vector; only new text is embedded.",
         kinds={"python", "pytorch", "duckdb"},
         pool=DUCKDB_POOL,
-        deps=[CHUNKS],
-        metadata=PARTITION_EXPR,
-        check_specs=[_spec(COVERAGE_CHECK, EMBEDDINGS, "Every chunk has exactly one vector of the model.", True)],
+        deps=[DOCUMENT_CHUNKS],
+        metadata=COLLECTION_PARTITION_EXPR,
+        check_specs=[_spec(COVERAGE_CHECK, CHUNK_EMBEDDINGS, "Every chunk has exactly one vector of the model.", True)],
         **_COMMON,
     )
     def chunk_embeddings(context: dg.AssetExecutionContext, warehouse: DuckDBResource, embedder: Embedder):
         collection = context.partition_key
         chunks = query(
             warehouse,
-            f"select chunk_id, content_hash, text from main.{CHUNKS} where collection = ? order by chunk_id",
+            f"select chunk_id, content_hash, text from main.{DOCUMENT_CHUNKS} where collection = ? order by chunk_id",
             [collection],
         )
         cached = _cached_vectors(warehouse, embedding.MODEL_NAME, chunks["content_hash"].unique().to_list())
@@ -200,16 +221,16 @@ def rag_assets(settings: Settings) -> list[dg.AssetsDefinition]:
         )
         missing = int(frame["embedding"].is_null().sum())
         verdict = Verdict(missing == 0, "ERROR", f"{frame.height - missing} of {frame.height} chunks have a vector")
-        yield check_result(verdict, {"missing": missing}, check_name=COVERAGE_CHECK, asset_key=EMBEDDINGS)
+        yield check_result(verdict, {"missing": missing}, check_name=COVERAGE_CHECK, asset_key=CHUNK_EMBEDDINGS)
 
     @dg.asset(
-        name=VECTORS,
+        name=VECTOR_COLLECTION,
         description="The ChromaDB collection (cosine space) of one source, kept in exact sync with its chunks: new "
         "chunks added, moved ones updated, those of changed or deleted documents removed; a run with nothing "
         "changed writes nothing. Each vector carries document id, source path, heading path, chunk index, content "
         "hash, model and dimension; the collection refuses another model's vectors.",
         kinds={"python", "chromadb"},
-        deps=[EMBEDDINGS],
+        deps=[CHUNK_EMBEDDINGS],
         pool=DUCKDB_POOL,  # reads the warehouse, which a writer in another run holds exclusively
         **_COMMON,
     )
@@ -246,11 +267,11 @@ def _documents(raw: pl.DataFrame) -> list[documents.Document]:
 
 def _cached_vectors(warehouse: DuckDBResource, model: str, hashes: list[str]) -> pl.DataFrame:
     schema = {"content_hash": pl.String, "embedding": pl.Array(pl.Float32, embedding.DIMENSION)}
-    if not hashes or not table_exists(warehouse, EMBEDDINGS):
+    if not hashes or not table_exists(warehouse, CHUNK_EMBEDDINGS):
         return pl.DataFrame(schema=schema)
     found = query(
         warehouse,
-        f"select content_hash, any_value(embedding) as embedding from main.{EMBEDDINGS} "
+        f"select content_hash, any_value(embedding) as embedding from main.{CHUNK_EMBEDDINGS} "
         "where model = ? and content_hash in (select unnest(?)) group by content_hash",
         [model, hashes],
     )
@@ -263,9 +284,9 @@ def _records(warehouse: DuckDBResource, collection: str) -> list[VectorRecord]:
         f"""
         select c.chunk_id, c.text, c.doc_id, d.path, d.content_hash as doc_hash, c.heading_path, c.index,
                c.content_hash, e.embedding
-        from main.{CHUNKS} c
-        join main.{RAW} d on d.collection = c.collection and d.doc_id = c.doc_id
-        join main.{EMBEDDINGS} e on e.collection = c.collection and e.chunk_id = c.chunk_id
+        from main.{DOCUMENT_CHUNKS} c
+        join main.{RAW_DOCUMENTS} d on d.collection = c.collection and d.doc_id = c.doc_id
+        join main.{CHUNK_EMBEDDINGS} e on e.collection = c.collection and e.chunk_id = c.chunk_id
         where c.collection = ?
         order by c.chunk_id
         """,
@@ -297,12 +318,23 @@ def rag_checks(settings: Settings) -> dg.AssetChecksDefinition:
     @dg.multi_asset_check(
         pool=DUCKDB_POOL,  # reads the chunks from the warehouse
         specs=[
-            _spec(SYNC_CHECK, VECTORS, "Same ids as the chunks (no orphans, none missing), same vectors.", True),
-            _spec(VALID_CHECK, VECTORS, f"Every vector has {embedding.DIMENSION} finite values and unit norm.", True),
-            _spec(STALE_CHECK, VECTORS, "The collection reflects every document now in the source (content hashes)."),
+            _spec(
+                SYNC_CHECK, VECTOR_COLLECTION, "Same ids as the chunks (no orphans, none missing), same vectors.", True
+            ),
+            _spec(
+                VALID_CHECK,
+                VECTOR_COLLECTION,
+                f"Every vector has {embedding.DIMENSION} finite values and unit norm.",
+                True,
+            ),
+            _spec(
+                STALE_CHECK,
+                VECTOR_COLLECTION,
+                "The collection reflects every document now in the source (content hashes).",
+            ),
             _spec(
                 GATE_CHECK,
-                VECTORS,
+                VECTOR_COLLECTION,
                 "recall@5 of the source's golden question set (gold passages found in the top 5) stays above its "
                 "threshold.",
                 True,
@@ -346,7 +378,7 @@ def _sync_result(ids: list[str], vectors: np.ndarray, expected: dict) -> dg.Asse
         "vectors_differing": len(moved),
         "examples": dg.MetadataValue.json((orphans + missing + moved)[:5]),
     }
-    return check_result(verdict, metadata, check_name=SYNC_CHECK, asset_key=VECTORS)
+    return check_result(verdict, metadata, check_name=SYNC_CHECK, asset_key=VECTOR_COLLECTION)
 
 
 def _valid_result(vectors: np.ndarray) -> dg.AssetCheckResult:
@@ -362,7 +394,7 @@ def _valid_result(vectors: np.ndarray) -> dg.AssetCheckResult:
         "min_norm": float(norms.min()),
         "max_norm": float(norms.max()),
     }
-    return check_result(verdict, metadata, check_name=VALID_CHECK, asset_key=VECTORS)
+    return check_result(verdict, metadata, check_name=VALID_CHECK, asset_key=VECTOR_COLLECTION)
 
 
 def _indexed_hashes(metadatas: list[dict]) -> dict[str, str]:
@@ -389,7 +421,7 @@ def _stale_result(source: DocSource, metadatas: list[dict]) -> dg.AssetCheckResu
         if drift.stale
         else f"all {len(indexed)} indexed documents match the source",
     )
-    return check_result(verdict, _drift_metadata(drift), check_name=STALE_CHECK, asset_key=VECTORS)
+    return check_result(verdict, _drift_metadata(drift), check_name=STALE_CHECK, asset_key=VECTOR_COLLECTION)
 
 
 def collection_lag_check(settings: Settings) -> dg.AssetChecksDefinition:
@@ -399,8 +431,8 @@ def collection_lag_check(settings: Settings) -> dg.AssetChecksDefinition:
     """
 
     @dg.asset_check(
-        asset=VECTORS,
-        name=LAG_CHECK,
+        asset=VECTOR_COLLECTION,
+        name=COLLECTIONS_LAG_CHECK,
         description=f"Every collection reflects every document added or changed more than "
         f"{int(LAG_GRACE.total_seconds() // 60)} minutes ago (and no deleted one), evaluated hourly.",
         automation_condition=dg.AutomationCondition.cron_tick_passed("20 * * * *").with_label("hourly at :20"),
@@ -447,7 +479,7 @@ def _gate_result(source: DocSource, collection, embedder: Embedder) -> dg.AssetC
             Verdict(True, "ERROR", "no golden question set for this source"),
             {},
             check_name=GATE_CHECK,
-            asset_key=VECTORS,
+            asset_key=VECTOR_COLLECTION,
         )
     golden = retrieval.GoldenSet.load(source.golden)
     questions = embedder.embed([q.question for q in golden.questions])
@@ -470,7 +502,7 @@ def _gate_result(source: DocSource, collection, embedder: Embedder) -> dg.AssetC
         "search_p99_ms": round(float(np.percentile(latencies, 99)), 3),
         "search_latencies_ms": dg.MetadataValue.json([round(float(ms), 3) for ms in latencies]),
     }
-    return check_result(verdict, metadata, check_name=GATE_CHECK, asset_key=VECTORS)
+    return check_result(verdict, metadata, check_name=GATE_CHECK, asset_key=VECTOR_COLLECTION)
 
 
 def documents_sensor(settings: Settings) -> dg.SensorDefinition:
@@ -483,8 +515,8 @@ def documents_sensor(settings: Settings) -> dg.SensorDefinition:
     """
 
     @dg.sensor(
-        name="document_sources",
-        target=[RAW],
+        name=DOCUMENTS_SENSOR,
+        target=[RAW_DOCUMENTS],
         minimum_interval_seconds=60,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="New document sources become partitions of the RAG assets; added, changed or deleted files "

@@ -21,13 +21,19 @@ from typing import Any
 import dagster as dg
 
 from ai_pipeline.components import LandingSource
-from ai_pipeline.defs.ingest.assets import RAW_GROUP, ROUTED_DAYS
+from ai_pipeline.defs.ingest.assets import ROUTED_DAYS
+from ai_pipeline.defs.keys import (
+    ALERTS_SENSOR,
+    LATE_ROWS_SENSOR,
+    OPERATIONAL_SENSOR,
+    RAW_GROUP,
+    RAW_OPERATIONAL_EVENTS,
+    VALIDATED_EVENTS,
+    raw_key,
+)
 from ai_pipeline.defs.resources import ALERT_WEBHOOK, LANDING, OPS_DB, AlertWebhook, LandingZone, OperationalDatabase
 from ai_pipeline.lib import alerts, landing
 
-OPERATIONAL_SENSOR = "operational_events_rows"
-LATE_ROWS_SENSOR = "late_rows"
-ALERTS_SENSOR = "failure_alerts"
 # Finished runs examined per alerting tick; the rest wait for the next tick (the cursor says where it stopped).
 ALERT_BATCH = 25
 IN_FLIGHT = [
@@ -73,7 +79,7 @@ def landing_files_sensor(
     A day whose files were all removed is reported and not re-run: a re-read of nothing would erase the day's raw
     rows (an archiving job that moves landed files away must not do that). Run the partition by hand to clear it.
     """
-    asset = f"raw_{source.name}"
+    asset = raw_key(source.name)
 
     @dg.sensor(
         name=f"{source.name}_files",
@@ -132,7 +138,7 @@ def operational_rows_sensor(
     Cursor: `{"watermark": largest primary key seen, "pending": [days]}`. With no cursor every row is new, so the
     first tick requests every day the table has (run keys make repeats harmless).
     """
-    asset = "raw_operational_events"
+    asset = RAW_OPERATIONAL_EVENTS
 
     @dg.sensor(
         name=OPERATIONAL_SENSOR,
@@ -242,7 +248,7 @@ def late_rows_sensor(
                 cursor=context.cursor,
                 skip_reason=f"late rows for {', '.join(days)}: waiting for run(s) {', '.join(busy)} of the same assets",
             )
-        validated = context.instance.get_materialized_partitions(dg.AssetKey("validated_events"))
+        validated = context.instance.get_materialized_partitions(dg.AssetKey(VALIDATED_EVENTS))
         end = max([days[-1], *[d for d in validated if partitions.has_partition_key(d)]])
         context.log.info(f"late rows for {', '.join(days)}: re-running {days[0]}..{end}")
         return dg.SensorResult(

@@ -5,11 +5,13 @@ Assets: `raw_<source>` for every landing source in `ai_pipeline.sources`, `raw_o
 The work is done by `ai_pipeline.lib`; these shells read the partition, call it, and report numbers.
 """
 
+import inspect
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -19,8 +21,19 @@ from duckdb import DuckDBPyConnection
 from pydantic import BaseModel
 
 from ai_pipeline.components import LandingSource
-from ai_pipeline.defs.common import DAILY_BACKFILL, DUCKDB_POOL, OWNERS, DayChecks, daily_asset, partition_days
+from ai_pipeline.defs.common import DAILY_BACKFILL, OWNERS, DayChecks, daily_asset, partition_days
 from ai_pipeline.defs.freshness import cadence_policy
+from ai_pipeline.defs.keys import (
+    DUCKDB_POOL,
+    ENTITY_TABLES,
+    FILES_CHECK,
+    RAW_API_EVENTS,
+    RAW_GROUP,
+    RAW_OPERATIONAL_EVENTS,
+    SCHEMA_CHECK,
+    VALIDATED_GROUP,
+    raw_key,
+)
 from ai_pipeline.defs.resources import (
     EVENTS_API,
     LANDING,
@@ -39,9 +52,6 @@ from ai_pipeline.lib.routing import Routing, days_touched, route
 from ai_pipeline.lib.validation import validate
 from ai_pipeline.settings import Settings
 
-SCHEMA_CHECK = "schema_matches_contract"
-FILES_CHECK = "every_file_record_read"
-RAW_GROUP = "raw"
 CONTRACT_TAG = "ai_pipeline/contract"  # on raw assets: the contract their rows are validated against
 # Raw materialization metadata: the validated days (other than the run's own) whose input the run changed.
 ROUTED_DAYS = "routed_days"
@@ -133,7 +143,16 @@ def _raw_asset(
     read: Callable[[Any, date, datetime], SourceRead],
     landing: bool = False,
     freshness_policy: dg.FreshnessPolicy | None = None,
+    declaration: Path | None = None,
 ) -> dg.AssetsDefinition:
+    """The UI links the asset to `read` (what is particular to the source), or to the YAML `declaration` of a
+    landing source, besides this function."""
+    first_line = inspect.getsourcelines(read)[1]
+    particular = (
+        dg.LocalFileCodeReference(file_path=str(declaration), line_number=1, label="declaration")
+        if declaration
+        else dg.LocalFileCodeReference(file_path=inspect.getsourcefile(read), line_number=first_line, label="reader")
+    )
     specs = [
         dg.AssetCheckSpec(
             SCHEMA_CHECK,
@@ -163,7 +182,10 @@ def _raw_asset(
         kinds=kinds,
         partitions_def=partitions,
         pool=DUCKDB_POOL,
-        metadata=PARTITION_EXPR,
+        metadata={
+            **PARTITION_EXPR,
+            "dagster/code_references": dg.CodeReferencesMetadataValue(code_references=[particular]),
+        },
         check_specs=specs,
         freshness_policy=freshness_policy,
         tags={CONTRACT_TAG: model.__name__},
@@ -231,7 +253,7 @@ def landing_asset(source: LandingSource, settings: Settings, partitions) -> dg.A
         return SourceRead(landed.raw, landed.reports, landed.notes, files=landed.files, ignored=landed.ignored)
 
     return _raw_asset(
-        f"raw_{source.name}",
+        raw_key(source.name),
         description=f"{source.description} Read from landing/{source.folder}/<day>/, partitioned by arrival day.",
         kinds={"python", "polars", "duckdb"},
         partitions=partitions,
@@ -241,6 +263,7 @@ def landing_asset(source: LandingSource, settings: Settings, partitions) -> dg.A
         read=read,
         landing=True,
         freshness_policy=cadence_policy(source.cadence_days),
+        declaration=source.declaration,
     )
 
 
@@ -252,7 +275,7 @@ def operational_events_asset(settings: Settings, partitions) -> dg.AssetsDefinit
         return SourceRead(raw, [report], [])
 
     return _raw_asset(
-        "raw_operational_events",
+        RAW_OPERATIONAL_EVENTS,
         description="User events from the operational PostgreSQL table (AI_PIPELINE_OPS_DSN), read by day window.",
         kinds={"python", "postgres", "duckdb"},
         partitions=partitions,
@@ -271,7 +294,7 @@ def api_events_asset(settings: Settings, partitions) -> dg.AssetsDefinition:
         return SourceRead(raw, [report], [])
 
     return _raw_asset(
-        "raw_api_events",
+        RAW_API_EVENTS,
         description="User events from the HTTP events API (AI_PIPELINE_API_URL), paginated, with retries.",
         kinds={"python", "api", "duckdb"},
         partitions=partitions,
@@ -315,9 +338,9 @@ def validation_assets(
     partitions: dg.PartitionsDefinition,
 ) -> dg.AssetsDefinition:
     raw_keys = list(raw_keys)
-    valid_name, quarantined_name = f"validated_{entity}", f"quarantined_{entity}"
+    valid_name, quarantined_name = ENTITY_TABLES[entity]
     common = dict(
-        group_name="validated",
+        group_name=VALIDATED_GROUP,
         kinds={"python", "polars", "duckdb"},
         owners=OWNERS,
         metadata=PARTITION_EXPR,

@@ -4,22 +4,25 @@ One subsettable multi-check per entity; each check reads its days back from the 
 its own from the UI.
 """
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import date
 
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 from duckdb import DuckDBPyConnection
 
-from ai_pipeline.defs.common import DUCKDB_POOL, DayChecks, partition_days
+from ai_pipeline.defs.common import DayChecks, partition_days
 from ai_pipeline.defs.ingest.assets import read_partition, routed_sources
+from ai_pipeline.defs.keys import (
+    CONSERVATION_CHECK,
+    DUCKDB_POOL,
+    DUPLICATES_CHECK,
+    ENTITY_TABLES,
+    EXPLAINED_CHECK,
+    QUARANTINE_RATE_CHECK,
+)
 from ai_pipeline.lib import expectations, quality
 from ai_pipeline.lib.quality import Verdict
-
-CONSERVATION_CHECK = "rows_in_equal_valid_plus_quarantined"
-QUARANTINE_RATE_CHECK = "quarantine_rate_below_threshold"
-DUPLICATES_CHECK = "duplicate_keys_resolved"
-EXPLAINED_CHECK = "every_row_has_reason_and_raw_record"
 
 _COUNT = "select count(*) from main.{table} where partition_date = ?"
 _ROUTED = "select count(*) from main.{table} where _event_date = ?"
@@ -65,13 +68,13 @@ def ingest_checks(
     entity: str,
     raw_keys: Iterable[str],
     *,
-    suites: Iterable[str],
+    suites: Mapping[str, str],
     partitions: dg.PartitionsDefinition,
 ) -> dg.AssetChecksDefinition:
-    """Checks for `validated_<entity>`, one result per check and day of the run; `suites` are Great Expectations
-    suite names (each declares its severity)."""
+    """Checks for `validated_<entity>`, one result per check and day of the run; `suites`: Great Expectations
+    suite name -> check name (each suite declares its severity)."""
     raw_keys = list(raw_keys)
-    valid, quarantined = f"validated_{entity}", f"quarantined_{entity}"
+    valid, quarantined = ENTITY_TABLES[entity]
     Evaluate = Callable[[DuckDBPyConnection, date, list[str]], tuple[Verdict, dict]]
 
     def counts(conn: DuckDBPyConnection, day: date, tables: list[str]) -> tuple[int, int, int]:
@@ -180,14 +183,14 @@ def ingest_checks(
         *(
             (
                 spec(
-                    f"great_expectations_{name}",
+                    check_name,
                     f"Great Expectations suite `{name}` on the partition ({expectations.SEVERITY[name]}"
                     f"{', blocking' if expectations.SEVERITY[name] == expectations.ERROR else ''}).",
                     blocking=expectations.SEVERITY[name] == expectations.ERROR,
                 ),
                 suite(name),
             )
-            for name in suites
+            for name, check_name in suites.items()
         ),
     ]
 

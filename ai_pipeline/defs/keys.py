@@ -1,0 +1,92 @@
+"""Every name the graph is wired by, defined once: asset keys, check names, groups, jobs, sensors, the pool.
+
+Search for a key from the UI here to find its constant, then the constant to find the code that makes it (each
+asset's page also links to its code). A landing source's raw asset is `raw_<name>`, its `name` in its
+`ai_pipeline/defs/sources/<name>/defs.yaml`; the dbt models are named by their SQL files in `dbt_project/models/`.
+"""
+
+# ---------------------------------------------------------------------------------------------------- groups
+RAW_GROUP = "raw"
+VALIDATED_GROUP = "validated"
+MARTS_GROUP = "marts"
+FEATURES_GROUP = "features"
+RAG_GROUP = "rag"
+
+# ---------------------------------------------------------------------------------------------------- assets
+RAW_OPERATIONAL_EVENTS = "raw_operational_events"
+RAW_API_EVENTS = "raw_api_events"
+VALIDATED_EVENTS, QUARANTINED_EVENTS = "validated_events", "quarantined_events"
+VALIDATED_USERS, QUARANTINED_USERS = "validated_users", "quarantined_users"
+# dbt models (dbt_project/models/)
+STG_EVENTS, STG_USERS = "stg_events", "stg_users"
+FCT_USER_DAILY_ACTIVITY, DIM_USERS = "fct_user_daily_activity", "dim_users"
+USER_DAILY_AGGREGATES = "user_daily_aggregates"
+USER_FEATURE_STATE = "user_feature_state"
+USER_WINDOW_FEATURES = "user_window_features"
+ONLINE_USER_FEATURES = "online_user_features"
+RAW_DOCUMENTS = "raw_documents"
+DOCUMENT_CHUNKS = "document_chunks"
+CHUNK_EMBEDDINGS = "chunk_embeddings"
+VECTOR_COLLECTION = "vector_collection"
+# The validated and quarantined tables of each contract's entity.
+ENTITY_TABLES = {"events": (VALIDATED_EVENTS, QUARANTINED_EVENTS), "users": (VALIDATED_USERS, QUARANTINED_USERS)}
+
+
+def raw_key(source_name: str) -> str:
+    """The raw asset of a declared landing source."""
+    return f"raw_{source_name}"
+
+
+# ---------------------------------------------------------------------------------------------------- checks
+# raw_*
+SCHEMA_CHECK = "schema_matches_contract"
+FILES_CHECK = "every_file_record_read"
+# validated_* / quarantined_*
+CONSERVATION_CHECK = "rows_in_equal_valid_plus_quarantined"
+QUARANTINE_RATE_CHECK = "quarantine_rate_below_threshold"
+DUPLICATES_CHECK = "duplicate_keys_resolved"
+EXPLAINED_CHECK = "every_row_has_reason_and_raw_record"
+GX_EVENTS_CONTRACT_CHECK = "great_expectations_events_contract"
+GX_EVENTS_STATISTICS_CHECK = "great_expectations_events_statistics"
+GX_USERS_CONTRACT_CHECK = "great_expectations_users_contract"
+# features
+PARTIALS_CHECK = "partials_count_every_event"
+STATE_CHECK = "running_totals_add_up"
+NULLS_CHECK = "null_rates"
+RANGES_CHECK = "value_ranges"
+ROWS_CHECK = "one_row_per_active_user"
+COMPLETENESS_CHECK = "window_complete"
+DRIFT_CHECK = "feature_drift_psi"
+CONSISTENCY_CHECK = "online_matches_offline"
+# documents
+LOADED_CHECK = "every_file_loaded_or_reported"
+TOKENS_CHECK = "chunks_within_token_limit"
+COVERAGE_CHECK = "every_chunk_embedded"
+SYNC_CHECK = "vectors_match_chunks"
+VALID_CHECK = "vectors_finite_and_normalized"
+STALE_CHECK = "collection_reflects_sources"
+GATE_CHECK = "retrieval_recall_at_5"
+# evaluated hourly on their own
+PARTITION_LAG_CHECK = "latest_partition_on_time"
+COLLECTIONS_LAG_CHECK = "collections_current"
+
+# ------------------------------------------------------------------------------------------- jobs, sensors
+DAILY_JOB = "daily_pipeline"
+DOCUMENTS_JOB = "document_collections"
+AUTOMATION_SENSOR = "pipeline_automation"
+DOCUMENTS_AUTOMATION_SENSOR = "documents_automation"
+DOCUMENTS_SENSOR = "document_sources"
+OPERATIONAL_SENSOR = "operational_events_rows"
+LATE_ROWS_SENSOR = "late_rows"
+ALERTS_SENSOR = "failure_alerts"
+
+
+def landing_sensor(source_name: str) -> str:
+    """The sensor that watches a declared landing source's folder."""
+    return f"{source_name}_files"
+
+
+# ------------------------------------------------------------------------------------------------------ pool
+# DuckDB allows one writing process per file: every asset that writes the warehouse takes this pool,
+# whose limit (1) is set in dagster.yaml.
+DUCKDB_POOL = "duckdb_warehouse"
