@@ -308,10 +308,14 @@ def test_ai_pipeline_ui_started_in_the_background_stops_cleanly(tmp_path: Path, 
     env = service_env(tmp_path / "home", start_date=START, instance="embedded")
     env["AI_PIPELINE_TEST_MARKER"] = str(port)
     marker = f"AI_PIPELINE_TEST_MARKER={port}"
-    script = f'"{BIN / "ai-pipeline"}" ui --port {port} & echo $!; wait'
-    shell = subprocess.Popen(["bash", "-c", script], env=env, stdout=subprocess.PIPE, text=True)
+    script = f'"{BIN / "ai-pipeline"}" ui --port {port} & echo $! > pid; wait'
+    # The services log to the command's stdout: a file, not a pipe that nobody drains (a full pipe blocks them).
+    output = (tmp_path / "ui.log").open("wb")
+    shell = subprocess.Popen(["bash", "-c", script], cwd=tmp_path, env=env, stdout=output, stderr=subprocess.STDOUT)
     try:
-        pid = int(shell.stdout.readline())
+        _poll_until("the background job's pid", lambda: (tmp_path / "pid").is_file(), 60)
+        _poll_until("the pid written", lambda: (tmp_path / "pid").read_text().endswith("\n"), 60)
+        pid = int((tmp_path / "pid").read_text())
         url = f"http://127.0.0.1:{port}"
 
         def answers() -> bool:
@@ -335,6 +339,7 @@ def test_ai_pipeline_ui_started_in_the_background_stops_cleanly(tmp_path: Path, 
         if shell.poll() is None:
             shell.kill()
         shell.wait()
+        output.close()
 
 
 def _poll_until(what: str, condition: Callable[[], bool], timeout_s: float) -> None:
