@@ -8,7 +8,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import date
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -22,9 +22,10 @@ from psycopg2 import sql
 
 from ai_pipeline.defs.resources import LANDING, LandingZone
 from ai_pipeline.settings import Settings
+from ai_pipeline_support import IN_CI
+from ai_pipeline_support.postgres import PostgresUnavailable, pg_execute, postgres_database
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
 def require(available: bool, reason: str) -> None:
@@ -64,17 +65,6 @@ def landing_zone(settings: Settings, settle_s: float = 0.0, max_file_bytes: int 
     land unless `settle_s` says otherwise."""
     zone = LandingZone(root=str(settings.landing), settle_s=settle_s, max_file_mb=max_file_bytes / (1 << 20))
     return {LANDING: zone}
-
-
-def pg_execute(dsn: str, statement) -> None:
-    """One statement in autocommit mode (CREATE/DROP DATABASE cannot run in a transaction)."""
-    conn = psycopg2.connect(dsn)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(statement)
-    finally:
-        conn.close()
 
 
 @pytest.fixture(scope="session")
@@ -152,36 +142,15 @@ def _serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[int]:
 WEBHOOK_SECRET = "T000/B000/s3cr3t"  # in the webhook's path, as chat webhooks carry theirs
 
 
-ADMIN_DSN = "host=127.0.0.1 port=5432 dbname=postgres user=postgres connect_timeout=5"
-
-
-@contextmanager
-def postgres_database() -> Iterator[dict[str, str]]:
-    """A fresh database on the local server for a Dagster instance, dropped afterwards; yields its DAGSTER_PG_*
-    variables (what the top-level dagster.yaml reads)."""
-    try:
-        pg_execute(ADMIN_DSN, "select 1")
-    except psycopg2.OperationalError as exc:
-        require(False, f"PostgreSQL is not reachable on 127.0.0.1:5432: {exc}")
-    name = f"ai_pipeline_test_{uuid.uuid4().hex[:12]}"
-    pg_execute(ADMIN_DSN, sql.SQL("create database {}").format(sql.Identifier(name)))
-    try:
-        yield {
-            "DAGSTER_PG_HOST": "127.0.0.1",
-            "DAGSTER_PG_PORT": "5432",
-            "DAGSTER_PG_USER": "postgres",
-            "DAGSTER_PG_PASSWORD": "",
-            "DAGSTER_PG_DB": name,
-        }
-    finally:
-        pg_execute(ADMIN_DSN, sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
-
-
 @pytest.fixture
 def postgres_instance(monkeypatch) -> Iterator[str]:
     """The environment selects a PostgreSQL Dagster instance in a fresh database, as users do
     (AI_PIPELINE_INSTANCE=postgres and DAGSTER_PG_*); yields the database's name."""
-    with postgres_database() as env:
+    with ExitStack() as stack:
+        try:
+            env = stack.enter_context(postgres_database())
+        except PostgresUnavailable as exc:
+            require(False, str(exc))
         monkeypatch.setenv("AI_PIPELINE_INSTANCE", "postgres")
         for key, value in env.items():
             monkeypatch.setenv(key, value)

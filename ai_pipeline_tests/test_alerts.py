@@ -28,8 +28,9 @@ from ai_pipeline.defs.sensors import failure_alerts_sensor
 from ai_pipeline.instance import prepare_instance_home
 from ai_pipeline.lib import alerts
 from ai_pipeline.settings import Settings
+from ai_pipeline_support.postgres import pg_execute
 from ai_pipeline_tests.conftest import WEBHOOK_SECRET as SECRET
-from ai_pipeline_tests.conftest import landing_zone, pg_execute, require, webhook
+from ai_pipeline_tests.conftest import landing_zone, require, webhook
 
 DAY = date(2024, 2, 1)
 UI = "http://dagster.internal:3000"

@@ -16,6 +16,9 @@ import pytest
 from ai_pipeline.defs.resources import OnlineStore
 from ai_pipeline.settings import PROJECT_ROOT, Settings
 
+# The slow tier (not in `make test-fast`): the ai-pipeline command in subprocesses (the demo included).
+pytestmark = pytest.mark.slow
+
 
 def _cli(home: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     extra = env or {}

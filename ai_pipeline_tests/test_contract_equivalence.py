@@ -544,6 +544,7 @@ def _assert_same(model, rows, day=None):
     assert not mismatches, f"{len(mismatches)} rows decided differently (row, pydantic, vectorized): {mismatches[:5]}"
 
 
+@pytest.mark.slow  # hundreds of generated batches through both paths
 @SETTINGS
 @given(event_batches())
 def test_event_paths_agree(case):
@@ -551,6 +552,7 @@ def test_event_paths_agree(case):
     _assert_same(Event, rows, day)
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(st.lists(user_row, **BATCH))
 def test_user_paths_agree(rows):
@@ -561,6 +563,7 @@ def user_batches() -> st.SearchStrategy[tuple[None, list[dict]]]:
     return st.lists(user_row, **BATCH).map(lambda rows: (None, rows))
 
 
+@pytest.mark.slow
 @settings(SETTINGS, max_examples=60)
 @given(st.one_of(event_batches().map(lambda case: (Event, *case)), user_batches().map(lambda case: (User, *case))))
 def test_typed_values_agree(case):

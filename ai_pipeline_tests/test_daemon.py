@@ -26,8 +26,11 @@ from ai_pipeline.lib.sample import generate
 from ai_pipeline.monitoring import serve
 from ai_pipeline.settings import Settings
 from ai_pipeline.ui import DagsterUI, graphql
+from ai_pipeline_support.dagster_server import free_port, until
 from ai_pipeline_tests.conftest import webhook
-from ai_pipeline_tests.dagster_server import free_port, until
+
+# The slow tier (not in `make test-fast`): the webserver and daemon on PostgreSQL, waiting for real sensor ticks.
+pytestmark = pytest.mark.slow
 
 TODAY = datetime.now(UTC).date()
 HISTORY, NEW_DAY = TODAY - timedelta(days=2), TODAY - timedelta(days=1)
@@ -36,7 +39,7 @@ SENSOR_TICKS = """
 query ($selector: SensorSelector!) {
   sensorOrError(sensorSelector: $selector) {
     __typename
-    ... on Sensor { sensorState { ticks(limit: 1) { status timestamp } } }
+    ... on Sensor { sensorState { ticks(limit: 5) { status timestamp } } }
   }
 }
 """
@@ -161,8 +164,11 @@ def test_a_landing_file_flows_to_the_online_store_and_a_bad_one_is_stopped_with_
             assert alert["severity"] == "ERROR" and alert["metadata"]["blocking"] is True
             rate = _check_results(instance, NEW_DAY)[("validated_events", QUARANTINE_RATE_CHECK)][-1]
             assert not rate.passed and rate.severity == dg.AssetCheckSeverity.ERROR
-            # Two more automation ticks: nothing below the failed blocking check is materialized again.
-            time.sleep(75)
+            # Two more automation ticks, and whatever they launched finished: nothing below the failed blocking
+            # check is materialized again.
+            seen = time.time()
+            until(ui, "two more automation ticks", lambda: _ticks_since(ui, AUTOMATION_SENSOR, seen) >= 2, 300)
+            until(ui, "the runs to finish", lambda: all(r.is_finished for r in instance.get_runs()), 300)
             after = {asset: len(_materialized(instance, asset, NEW_DAY)) for asset in DOWNSTREAM}
             assert after == before
             assert OnlineStore(path=str(settings.online_features)).client().feature_date() == NEW_DAY
@@ -201,14 +207,19 @@ def _finished(instance: dg.DagsterInstance, run_id: str) -> dg.DagsterRun | None
 
 
 def _sensor_ticked(ui: DagsterUI, name: str) -> bool:
+    return _ticks_since(ui, name, 0) > 0
+
+
+def _ticks_since(ui: DagsterUI, name: str, since: float) -> int:
+    """The sensor's finished ticks (of its last five) that started after the Unix time `since`."""
     location = graphql(ui.url, "{ workspaceOrError { ... on Workspace { locationEntries { name } } } }")
     selector = {
         "repositoryLocationName": location["workspaceOrError"]["locationEntries"][0]["name"],
         "repositoryName": "__repository__",
         "sensorName": name,
     }
-    sensor = graphql(ui.url, SENSOR_TICKS, {"selector": selector})["sensorOrError"]
-    return bool(sensor["sensorState"]["ticks"])
+    ticks = graphql(ui.url, SENSOR_TICKS, {"selector": selector})["sensorOrError"]["sensorState"]["ticks"]
+    return sum(t["timestamp"] > since and t["status"] in ("SUCCESS", "SKIPPED") for t in ticks)
 
 
 @pytest.mark.usefixtures("postgres_instance")

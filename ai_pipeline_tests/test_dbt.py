@@ -14,6 +14,9 @@ from ai_pipeline.defs.marts import build_dbt_assets, dbt_build_args, dbt_vars_fo
 from ai_pipeline.defs.resources import embedded_resources
 from ai_pipeline.settings import Settings
 
+# The slow tier (not in `make test-fast`): dbt builds.
+pytestmark = pytest.mark.slow
+
 DAY1, DAY2 = "2024-01-01", "2024-01-02"
 MODELS = ["stg_events", "stg_users", "fct_user_daily_activity", "dim_users"]
 MARTS = ["fct_user_daily_activity", "dim_users"]

@@ -154,6 +154,7 @@ def _days(population, size: int, days: int, seed: int, shift=None):
         yield drift.drift(reference, shift(current) if shift else current, judged)
 
 
+@pytest.mark.slow  # a seeded simulation of hundreds of days
 @pytest.mark.parametrize("size", SIZES)
 def test_unshifted_days_alarm_on_at_most_five_percent(population, size) -> None:
     reports = list(_days(population, size, NULL_DAYS, seed=size))
@@ -165,6 +166,7 @@ def test_unshifted_days_alarm_on_at_most_five_percent(population, size) -> None:
         assert sum(max(r.scores.values()) > drift.WARN_PSI for r in reports) > 0.5 * NULL_DAYS
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("feature", ["amount_sum_30d", "amount_sum_90d"])
 def test_a_doubled_amount_feature_is_caught_at_1000_values(population, feature) -> None:
     frame, _ = population

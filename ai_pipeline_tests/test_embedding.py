@@ -11,6 +11,9 @@ import pytest
 
 from ai_pipeline.lib.embedding import DIMENSION, MODEL_NAME, Embedder, model_path
 
+# The slow tier (not in `make test-fast`): the embedding model.
+pytestmark = pytest.mark.slow
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 TEXTS = [

@@ -203,6 +203,7 @@ def event_lists(draw, days: int = 100) -> list[dict]:
     return rows
 
 
+@pytest.mark.slow  # brute force over many simulated days
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     events=event_lists(),
@@ -429,6 +430,7 @@ def _state_from_scratch(events: pl.DataFrame, start: date, day: date) -> pl.Data
 LONG_END = date(2024, 7, 5)  # 96 days after the last event: by then every user has left the horizon
 
 
+@pytest.mark.slow  # brute force over many simulated days
 def test_run_over_a_long_range_equals_states_computed_from_scratch(
     events: pl.DataFrame, daily: pl.DataFrame, states: dict
 ) -> None:

@@ -22,6 +22,9 @@ from ai_pipeline.lib.sample import clean_events
 from ai_pipeline.settings import PROJECT_ROOT, Settings
 from ai_pipeline_tests.conftest import execute_days
 
+# The slow tier (not in `make test-fast`): Dagster runs of the feature lane over weeks.
+pytestmark = pytest.mark.slow
+
 START = date(2024, 3, 1)
 DAYS = 21
 SHIFT_FROM = START + timedelta(days=14)  # amounts x5 from here on

@@ -40,6 +40,9 @@ from ai_pipeline.lib.sample import clean_events
 from ai_pipeline.settings import PROJECT_ROOT, DocSource, Settings
 from ai_pipeline_tests.conftest import execute_days, require
 
+# The slow tier (not in `make test-fast`): Dagster runs of both lanes and the exporter in a subprocess.
+pytestmark = pytest.mark.slow
+
 START = date(2024, 3, 1)
 DAYS = 8  # the first day whose 7-day windows can be compared with the day before: START + 7
 FEATURE_ASSETS = [

@@ -21,6 +21,9 @@ from ai_pipeline.settings import Settings
 from ai_pipeline.sources import load_sources
 from ai_pipeline_tests.conftest import execute_days, landing_zone
 
+# The slow tier (not in `make test-fast`): range runs over a real export.
+pytestmark = pytest.mark.slow
+
 DAY = date(2010, 12, 1)
 RETAIL = next(s for s in load_sources() if s.name == "online_retail_events")
 

@@ -15,6 +15,9 @@ from ai_pipeline.defs.keys import DAILY_JOB
 from ai_pipeline.lib.sample import generate
 from ai_pipeline.settings import Settings
 
+# The slow tier (not in `make test-fast`): Dagster runs of the whole daily job, dbt included.
+pytestmark = pytest.mark.slow
+
 DAY, NEXT = date(2024, 2, 1), date(2024, 2, 2)
 TABLES = [
     "raw_landing_events",

@@ -24,6 +24,9 @@ from ai_pipeline.lib import squad
 from ai_pipeline.lib.vector_store import collection_vectors
 from ai_pipeline.settings import DocSource, Settings
 
+# The slow tier (not in `make test-fast`): the embedding model and Dagster runs of the documents job.
+pytestmark = pytest.mark.slow
+
 DOCS = {
     "cats.md": "# Cats\n\nCats sleep up to sixteen hours a day and hunt at dawn and dusk.\n\n"
     "## Feeding\n\nAdult cats need meat: they are obligate carnivores and cannot make taurine.\n",

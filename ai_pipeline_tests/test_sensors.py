@@ -273,6 +273,7 @@ def test_sensors_of_unconfigured_sources_say_why_they_do_nothing(tmp_path, insta
     assert result.skip_message == "AI_PIPELINE_OPS_DSN is not set: the operational source is not configured"
 
 
+@pytest.mark.slow  # range runs of the daily job
 def test_late_rows_rerun_their_day_and_every_later_one(tmp_path):
     day, newest = date(2024, 1, 5), date(2024, 1, 7)
     settings = Settings(home=tmp_path, start_date=day)

@@ -1,5 +1,5 @@
 """The Dagster UI in a real browser: Debian's chromium (/usr/bin/chromium) driven by Playwright, no browser
-download. One webserver and daemon for the module (`ai_pipeline_tests.dagster_server`, PostgreSQL-backed under
+download. One webserver and daemon for the module (`ai_pipeline_support.dagster_server`, PostgreSQL-backed under
 CI=true) over eight days of small generated landing files.
 
 The flows a user clicks through: the asset graph, materializing one partition from the asset's "Materialize"
@@ -25,8 +25,11 @@ from ai_pipeline.defs.keys import SCHEMA_CHECK
 from ai_pipeline.lib.landing import read_landing_day
 from ai_pipeline.lib.sample import generate
 from ai_pipeline.sources import load_sources
+from ai_pipeline_support.dagster_server import DagsterServer, dagster_server
 from ai_pipeline_tests.conftest import require
-from ai_pipeline_tests.dagster_server import DagsterServer, dagster_server
+
+# The slow tier (not in `make test-fast`): a real browser against a running webserver and daemon.
+pytestmark = pytest.mark.slow
 
 CHROMIUM = Path("/usr/bin/chromium")
 START = date(2024, 1, 1)

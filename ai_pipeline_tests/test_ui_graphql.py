@@ -28,7 +28,10 @@ from ai_pipeline.lib.sample import generate
 from ai_pipeline.settings import Settings
 from ai_pipeline.sources import load_sources
 from ai_pipeline.ui import BIN
-from ai_pipeline_tests.dagster_server import DagsterServer, dagster_server, free_port, service_env
+from ai_pipeline_support.dagster_server import DagsterServer, dagster_server, free_port, service_env
+
+# The slow tier (not in `make test-fast`): a running webserver and daemon.
+pytestmark = pytest.mark.slow
 
 START = date(2024, 1, 1)
 DAYS = [START + timedelta(days=i) for i in range(60)]

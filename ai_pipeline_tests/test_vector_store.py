@@ -37,6 +37,9 @@ from ai_pipeline.lib.vector_store import (
     upsert_guard,
 )
 
+# The slow tier (not in `make test-fast`): the embedding model and a `chroma run` server.
+pytestmark = pytest.mark.slow
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 NAME = "chunks"
 

@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -22,9 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from ai_pipeline.lib import chunking, documents, embedding, retrieval, vector_store  # noqa: E402
+from ai_pipeline.lib import chunking, documents, embedding, retrieval, vector_store
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 PYDANTIC_DOCS = DATA / "docs_pydantic"

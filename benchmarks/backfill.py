@@ -29,13 +29,11 @@ from pathlib import Path
 
 import dagster as dg
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from ai_pipeline.defs import build_defs  # noqa: E402
+from ai_pipeline.defs import build_defs
 from ai_pipeline.defs.keys import DAILY_JOB
-from ai_pipeline.lib.sample import generate  # noqa: E402
-from ai_pipeline.settings import Settings  # noqa: E402
-from ai_pipeline_tests.dagster_server import dagster_server  # noqa: E402
+from ai_pipeline.lib.sample import generate
+from ai_pipeline.settings import Settings
+from ai_pipeline_support.dagster_server import dagster_server
 
 
 def main() -> int:

@@ -59,12 +59,10 @@ import numpy as np
 import pandas as pd
 import polars as pl
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from ai_pipeline.lib import features  # noqa: E402
-from ai_pipeline.lib.contracts import CATEGORIES  # noqa: E402
-from ai_pipeline.lib.sample import clean_events  # noqa: E402
-from ai_pipeline.lib.training import OFFLINE_TABLE, TIMESTAMP, training_set  # noqa: E402
+from ai_pipeline.lib import features
+from ai_pipeline.lib.contracts import CATEGORIES
+from ai_pipeline.lib.sample import clean_events
+from ai_pipeline.lib.training import OFFLINE_TABLE, TIMESTAMP, training_set
 
 START = date(2024, 1, 1)
 WINDOWS = features.WINDOWS

@@ -28,11 +28,9 @@ import numpy as np
 import polars as pl
 import psycopg2
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from ai_pipeline.lib import features  # noqa: E402
-from ai_pipeline.lib.online_store import PostgresOnlineStore, SqliteOnlineStore  # noqa: E402
-from ai_pipeline.lib.sample import clean_events  # noqa: E402
+from ai_pipeline.lib import features
+from ai_pipeline.lib.online_store import PostgresOnlineStore, SqliteOnlineStore
+from ai_pipeline.lib.sample import clean_events
 
 START = date(2024, 1, 1)
 DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test"

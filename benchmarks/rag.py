@@ -56,10 +56,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from _corpus import (  # noqa: E402
+from _corpus import (
     CACHE_DIR,
     PYDANTIC_DOCS,
     append_to_paragraph,
@@ -75,7 +72,7 @@ from _corpus import (  # noqa: E402
     write_squad_paragraphs,
 )
 
-from ai_pipeline.lib import chunking, documents, embedding, retrieval, vector_store  # noqa: E402
+from ai_pipeline.lib import chunking, documents, embedding, retrieval, vector_store
 
 BENCHMARKS = ("throughput", "sync", "ann", "quality")
 OVERHEAD_TARGET = 0.05

@@ -19,17 +19,14 @@ import statistics
 import sys
 import time
 from datetime import UTC, date, datetime
-from pathlib import Path
 
 import numpy as np
 import polars as pl
 from pydantic import ValidationError
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from ai_pipeline.lib import validation  # noqa: E402
-from ai_pipeline.lib.contracts import EVENT_TYPES, Event  # noqa: E402
-from ai_pipeline.lib.raw import raw_schema  # noqa: E402
+from ai_pipeline.lib import validation
+from ai_pipeline.lib.contracts import EVENT_TYPES, Event
+from ai_pipeline.lib.raw import raw_schema
 
 PARTITION_DAY = date(2024, 2, 29)
 CATEGORIES = ["Electronics", "Books", "Home & Garden", "Toys/Games", "Sports", "Grocery", "Beauty"]

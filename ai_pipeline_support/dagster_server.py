@@ -1,4 +1,4 @@
-"""A real Dagster webserver and daemon for tests: a temporary data root, a fresh instance, a GraphQL client.
+"""A real Dagster webserver and daemon for tests and benchmarks: a temporary data root, a fresh instance, GraphQL.
 
     with dagster_server(tmp_path / "home", start_date=date(2024, 1, 1)) as server:
         run_id = server.launch_run(["raw_landing_events"], partition="2024-01-02")
@@ -28,7 +28,8 @@ import dagster as dg
 
 from ai_pipeline.settings import Settings
 from ai_pipeline.ui import DagsterUI, graphql
-from ai_pipeline_tests.conftest import IN_CI, postgres_database
+from ai_pipeline_support import IN_CI
+from ai_pipeline_support.postgres import postgres_database
 
 ASSET_JOB = "__ASSET_JOB"  # the implicit job the UI launches asset selections with
 RUN_DONE = {"SUCCESS", "FAILURE", "CANCELED"}
