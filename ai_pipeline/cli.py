@@ -63,8 +63,8 @@ def run_days(settings: Settings, start: date, end: date) -> list[DayOutcome]:
     of the range reach their own. Recorded in the configured Dagster instance; one outcome per day, from the checks'
     per-day results."""
     from ai_pipeline.defs import build_defs
-    from ai_pipeline.defs.common import DAILY_BACKFILL
     from ai_pipeline.defs.keys import DAILY_JOB
+    from ai_pipeline.defs.policy import DAILY_BACKFILL
 
     instance = _use_instance(settings)
     job = build_defs(settings, _resources(settings)).resolve_job_def(DAILY_JOB)
@@ -186,7 +186,7 @@ def build_collections(settings: Settings) -> list[CollectionOutcome]:
     """One run of the documents job per configured document source, recorded in the configured instance."""
     from ai_pipeline.defs import build_defs
     from ai_pipeline.defs.keys import DOCUMENTS_JOB, GATE_CHECK
-    from ai_pipeline.defs.rag import register_collections
+    from ai_pipeline.defs.rag.assets import register_collections
 
     instance = _use_instance(settings)
     register_collections(instance, settings)

@@ -118,10 +118,10 @@ class LandingSource(dg.Component, dg.Model, dg.Resolvable):
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         """The source on its own, as `dg` loads a lone `defs.yaml`: its raw asset and landing sensor, configured from
         the environment. The project's code location builds every source in `ai_pipeline.defs.build_defs`."""
-        from ai_pipeline.defs.common import daily_partitions
         from ai_pipeline.defs.ingest.assets import landing_asset
+        from ai_pipeline.defs.ingest.sensors import landing_files_sensor
+        from ai_pipeline.defs.policy import daily_partitions
         from ai_pipeline.defs.resources import IO_MANAGER, LANDING, WAREHOUSE, resources_from_env
-        from ai_pipeline.defs.sensors import landing_files_sensor
         from ai_pipeline.settings import Settings
 
         settings = Settings.from_env()

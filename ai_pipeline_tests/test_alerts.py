@@ -23,8 +23,8 @@ import pytest
 
 from ai_pipeline.defs import build_defs
 from ai_pipeline.defs.keys import ALERTS_SENSOR, DAILY_JOB
+from ai_pipeline.defs.ops.alerts import failure_alerts_sensor
 from ai_pipeline.defs.resources import ALERT_WEBHOOK, OPS_DB, AlertWebhook, OperationalDatabase
-from ai_pipeline.defs.sensors import failure_alerts_sensor
 from ai_pipeline.instance import prepare_instance_home
 from ai_pipeline.lib import alerts
 from ai_pipeline.settings import Settings

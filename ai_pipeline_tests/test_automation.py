@@ -1,4 +1,4 @@
-"""Declarative automation, evaluated tick by tick against a real instance (ai_pipeline/defs/automation.py).
+"""Declarative automation, evaluated tick by tick against a real instance (ai_pipeline/defs/ops/automation.py).
 
 Upstream materializations and check results are reported to the instance as events (what a run would write), so
 each test drives the conditions exactly and in seconds; the daemon end to end is in test_daemon.py.

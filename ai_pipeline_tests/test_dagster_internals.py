@@ -7,7 +7,8 @@ import dagster as dg
 import duckdb
 import polars as pl
 
-from ai_pipeline.defs.common import DayChecks, daily_asset, partition_days
+from ai_pipeline.defs.policy import daily_asset, partition_days
+from ai_pipeline.defs.reporting import DayChecks
 from ai_pipeline.defs.resources import WarehouseIOManager
 from ai_pipeline.lib.quality import Verdict
 

@@ -9,8 +9,8 @@ import duckdb
 import polars as pl
 import pytest
 
-from ai_pipeline.defs.common import DAILY_BACKFILL, daily_partitions
 from ai_pipeline.defs.marts import build_dbt_assets, dbt_build_args, dbt_vars_for_window
+from ai_pipeline.defs.policy import DAILY_BACKFILL, daily_partitions
 from ai_pipeline.defs.resources import embedded_resources
 from ai_pipeline.settings import Settings
 

@@ -16,8 +16,8 @@ import dagster as dg
 import pytest
 
 from ai_pipeline.defs import build_defs
-from ai_pipeline.defs.common import DAILY_BACKFILL
 from ai_pipeline.defs.keys import DAILY_JOB, DOCUMENTS_JOB
+from ai_pipeline.defs.policy import DAILY_BACKFILL
 from ai_pipeline.instance import prepare_instance_home
 from ai_pipeline.settings import PROJECT_ROOT, Settings
 
@@ -80,7 +80,7 @@ def test_every_asset_declares_its_policy(defs):
         else:
             assert isinstance(node.partitions_def, dg.DailyPartitionsDefinition), name
         assert node.freshness_policy is not None, name
-        # Daily assets backfill in runs of up to 30 days (defs/common.py); a collection is one run.
+        # Daily assets backfill in runs of up to 30 days (defs/policy.py); a collection is one run.
         assert node.backfill_policy == (None if node.group_name == "rag" else DAILY_BACKFILL), name
         # Raw sources with a feed are requested by their sensors; everything else has an automation condition.
         sensor_fed = name.startswith("raw_") and name != "raw_api_events"

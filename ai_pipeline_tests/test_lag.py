@@ -6,8 +6,8 @@ import dagster as dg
 import pytest
 
 from ai_pipeline.defs import build_defs
-from ai_pipeline.defs.freshness import DEADLINES, LAG_CHECKED
 from ai_pipeline.defs.keys import PARTITION_LAG_CHECK
+from ai_pipeline.defs.ops.freshness import DEADLINES, LAG_CHECKED
 from ai_pipeline.lib.lag import due_day, partition_lag
 from ai_pipeline.settings import Settings
 

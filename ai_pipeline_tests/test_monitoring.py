@@ -32,8 +32,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ai_pipeline import monitoring
 from ai_pipeline.defs import build_defs, keys
-from ai_pipeline.defs import rag as rag_defs
 from ai_pipeline.defs.keys import DAILY_JOB, DOCUMENTS_JOB
+from ai_pipeline.defs.rag.assets import register_collections
 from ai_pipeline.instance import prepare_instance_home
 from ai_pipeline.lib import metrics
 from ai_pipeline.lib.sample import clean_events
@@ -282,7 +282,7 @@ def lane(tmp_path_factory):
     ]
     assert all(r.success for r in results)
     results.append(_failing_run(defs, instance))
-    rag_defs.register_collections(instance, settings)
+    register_collections(instance, settings)
     results.append(
         defs.resolve_job_def(DOCUMENTS_JOB).execute_in_process(
             partition_key=COLLECTION, instance=instance, raise_on_error=False

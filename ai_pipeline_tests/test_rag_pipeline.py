@@ -17,10 +17,11 @@ import numpy as np
 import pytest
 
 from ai_pipeline.defs import build_defs, keys
-from ai_pipeline.defs import rag as rag_defs
 from ai_pipeline.defs.keys import DOCUMENTS_JOB
+from ai_pipeline.defs.rag.assets import COLLECTIONS, register_collections
+from ai_pipeline.defs.rag.checks import LAG_GRACE
 from ai_pipeline.defs.resources import VectorStore
-from ai_pipeline.lib import squad
+from ai_pipeline.lib import embedding, squad
 from ai_pipeline.lib.vector_store import collection_vectors
 from ai_pipeline.settings import DocSource, Settings
 
@@ -83,7 +84,7 @@ class Lane:
         self.settings = Settings(home=home, doc_sources=(source,))
         self.defs = build_defs(self.settings)
         self.instance = dg.DagsterInstance.ephemeral()
-        rag_defs.register_collections(self.instance, self.settings)
+        register_collections(self.instance, self.settings)
         self.name = source.name
 
     def build(self):
@@ -146,7 +147,7 @@ def test_first_build_indexes_every_chunk_and_passes_the_gate(lane):
     assert gate.passed and gate.metadata["recall_at_5"].value == 1.0, gate.description
     ids, _, metadatas = collection_vectors(lane.collection())
     feeding = [m for m in metadatas if m["doc_id"] == "notes:cats.md" and "Feeding" in m["heading_path"]]
-    assert feeding and feeding[0]["model"] == rag_defs.embedding.MODEL_NAME and feeding[0]["dimension"] == 384
+    assert feeding and feeding[0]["model"] == embedding.MODEL_NAME and feeding[0]["dimension"] == 384
 
 
 def test_a_rerun_without_changes_embeds_and_writes_nothing(lane):
@@ -193,7 +194,7 @@ def test_the_hourly_lag_check_counts_changes_older_than_the_grace_only(lane):
 
     assert lag().passed
     _write(lane.root, {"late.md": "# Late\n\nA note nobody carried over.\n", "fresh.md": "# Fresh\n\nJust written.\n"})
-    an_hour_ago = time.time() - 2 * rag_defs.LAG_GRACE.total_seconds()
+    an_hour_ago = time.time() - 2 * LAG_GRACE.total_seconds()
     os.utime(lane.root / "late.md", (an_hour_ago, an_hour_ago))
     behind = lag()
     assert not behind.passed and behind.severity == dg.AssetCheckSeverity.ERROR
@@ -248,7 +249,7 @@ def test_the_document_sensor_registers_sources_and_requests_one_run_per_file_sta
     first = tick(None)
     assert [r.partition_key for r in first.run_requests] == ["kbase"]
     assert [list(r.partition_keys) for r in first.dynamic_partitions_requests] == [["kbase"]]
-    instance.add_dynamic_partitions(rag_defs.COLLECTIONS.name, ["kbase"])
+    instance.add_dynamic_partitions(COLLECTIONS.name, ["kbase"])
     quiet = tick(first.cursor)
     assert quiet.run_requests == [] and quiet.dynamic_partitions_requests == []
     (root / "b.md").write_text("# B\n\nbeta, rewritten\n")

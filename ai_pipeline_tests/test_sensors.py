@@ -11,10 +11,10 @@ import duckdb
 import pytest
 
 from ai_pipeline.defs import build_defs
-from ai_pipeline.defs.common import daily_partitions
+from ai_pipeline.defs.ingest.sensors import BEFORE_START, IN_RANGE, NOT_YET, day_status
 from ai_pipeline.defs.keys import DAILY_JOB, LATE_ROWS_SENSOR, OPERATIONAL_SENSOR
+from ai_pipeline.defs.policy import daily_partitions
 from ai_pipeline.defs.resources import OPS_DB, OperationalDatabase
-from ai_pipeline.defs.sensors import BEFORE_START, IN_RANGE, NOT_YET, day_status
 from ai_pipeline.lib import landing, ops_db
 from ai_pipeline.settings import Settings
 from ai_pipeline_tests.conftest import execute_days, landing_zone

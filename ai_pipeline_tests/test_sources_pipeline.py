@@ -12,9 +12,9 @@ from datetime import date
 import dagster as dg
 import duckdb
 
-from ai_pipeline.defs.common import daily_partitions
 from ai_pipeline.defs.ingest.assets import ingest_assets
 from ai_pipeline.defs.ingest.checks import ingest_checks
+from ai_pipeline.defs.policy import daily_partitions
 from ai_pipeline.defs.resources import EVENTS_API, OPS_DB, EventsApi, OperationalDatabase, embedded_resources
 from ai_pipeline.lib import ops_db
 from ai_pipeline.settings import Settings

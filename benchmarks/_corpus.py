@@ -1,7 +1,7 @@
 """Shared by the RAG benchmarks (`benchmarks/rag.py`): the real data sets and the pipeline path without Dagster.
 
 The data are read where the project keeps them, `../shared/data` beside the checkout, never copied into the
-repository. The pipeline path is the one of `ai_pipeline/defs/rag.py`'s four assets, with the lib functions:
+repository. The pipeline path is the one of `ai_pipeline/defs/rag/assets.py`'s four assets, with the lib functions:
 `load_documents` -> `chunk_document` (a fresh `TokenCounter` per run) -> the chunks in chunk_id order, texts
 whose content hash is not in the embedding cache embedded once each by a fresh `Embedder` (with a progress
 callback) -> one `VectorRecord` per chunk with the metadata of `_records` -> `sync_collection`. The cache is a
@@ -106,7 +106,7 @@ def asset_progress(collection: str) -> Callable[[int, int], None]:
 def records_for(
     docs: Sequence[documents.Document], chunks: Sequence[chunking.Chunk], cache: dict[str, np.ndarray]
 ) -> list[vector_store.VectorRecord]:
-    """`defs/rag.py::_records`: one record per chunk, in chunk_id order, with the same metadata."""
+    """`defs/rag/assets.py::vector_records`: one record per chunk, in chunk_id order, with the same metadata."""
     by_id = {d.doc_id: d for d in docs}
     return [
         vector_store.VectorRecord(

@@ -5,7 +5,7 @@
 
 Every vector comes from the real model (all-MiniLM-L6-v2 via `Embedder`, or its SentenceTransformer for the
 raw baseline); the data are the project's shared real data sets (`../shared/data`: the pydantic docs, the
-SQuAD v1.1 "Super_Bowl_50" article). The "pipeline path" is that of `ai_pipeline/defs/rag.py`, without
+SQuAD v1.1 "Super_Bowl_50" article). The "pipeline path" is that of `ai_pipeline/defs/rag/assets.py`, without
 Dagster (see `benchmarks/_corpus.py`): load -> chunk -> embed the content hashes not cached -> records -> sync.
 All stores are PersistentClients in a temporary directory.
 

@@ -8,12 +8,10 @@ from typing import Any
 
 import dagster as dg
 
-from ai_pipeline.defs.automation import apply_conditions, automation_sensors
-from ai_pipeline.defs.common import daily_partitions
 from ai_pipeline.defs.features import feature_assets
-from ai_pipeline.defs.freshness import apply_freshness, lag_checks
 from ai_pipeline.defs.ingest.assets import ingest_assets, raw_keys
 from ai_pipeline.defs.ingest.checks import ingest_checks
+from ai_pipeline.defs.ingest.sensors import landing_files_sensor, late_rows_sensor, operational_rows_sensor
 from ai_pipeline.defs.keys import (
     DAILY_JOB,
     DOCUMENTS_JOB,
@@ -23,9 +21,14 @@ from ai_pipeline.defs.keys import (
     RAG_GROUP,
 )
 from ai_pipeline.defs.marts import build_dbt_assets
-from ai_pipeline.defs.rag import collection_lag_check, documents_sensor, rag_assets, rag_checks
-from ai_pipeline.defs.resources import ONLINE_STORE, embedded_resources
-from ai_pipeline.defs.sensors import pipeline_sensors
+from ai_pipeline.defs.ops.alerts import failure_alerts_sensor
+from ai_pipeline.defs.ops.automation import apply_conditions, automation_sensors
+from ai_pipeline.defs.ops.freshness import apply_freshness, lag_checks
+from ai_pipeline.defs.policy import daily_partitions
+from ai_pipeline.defs.rag.assets import rag_assets
+from ai_pipeline.defs.rag.checks import collection_lag_check, rag_checks
+from ai_pipeline.defs.rag.sensors import documents_sensor
+from ai_pipeline.defs.resources import ALERT_WEBHOOK, LANDING, ONLINE_STORE, OPS_DB, embedded_resources
 from ai_pipeline.lib import expectations
 from ai_pipeline.lib.contracts import Event, User
 from ai_pipeline.settings import Settings
@@ -84,10 +87,14 @@ def build_defs(settings: Settings, resources: Mapping[str, Any] | None = None) -
                 "its checks (the retrieval gate included).",
             ),
         ],
+        # The resources given to the sensor factories name the folder, table or webhook in the UI's descriptions.
         sensors=[
+            *(landing_files_sensor(source, partitions, resources[LANDING]) for source in sources),
+            operational_rows_sensor(partitions, resources[OPS_DB]),
+            late_rows_sensor(daily_job, partitions),
             documents_sensor(settings),
             *automation_sensors(RAG_GROUP),
-            *pipeline_sensors(partitions, daily_job, sources, resources),
+            failure_alerts_sensor(resources[ALERT_WEBHOOK]),
         ],
         resources={**resources, **dbt_resources},
         # A run's steps run one after another in the run's process: every step that writes the warehouse takes

@@ -12,7 +12,6 @@ import dagster as dg
 import polars as pl
 from dagster_duckdb import DuckDBResource
 
-from ai_pipeline.defs.common import DAILY_BACKFILL, OWNERS, DayChecks, daily_asset, partition_days
 from ai_pipeline.defs.keys import (
     COMPLETENESS_CHECK,
     CONSISTENCY_CHECK,
@@ -30,6 +29,8 @@ from ai_pipeline.defs.keys import (
     USER_WINDOW_FEATURES,
     VALIDATED_EVENTS,
 )
+from ai_pipeline.defs.policy import DAILY_BACKFILL, OWNERS, daily_asset, partition_days
+from ai_pipeline.defs.reporting import DayChecks
 from ai_pipeline.defs.resources import OnlineStore, query, table_exists
 from ai_pipeline.lib import drift, feature_checks, features
 from ai_pipeline.lib.quality import Verdict

@@ -27,8 +27,9 @@ import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, DbtProject, dbt_assets
 from dagster_duckdb import DuckDBResource
 
-from ai_pipeline.defs.common import DAILY_BACKFILL, OWNERS, DayChecks, partition_days
 from ai_pipeline.defs.keys import DUCKDB_POOL, MARTS_GROUP
+from ai_pipeline.defs.policy import DAILY_BACKFILL, OWNERS, partition_days
+from ai_pipeline.defs.reporting import DayChecks
 from ai_pipeline.lib.quality import Verdict
 from ai_pipeline.settings import DBT_PROJECT_DIR, Settings
 

@@ -1,6 +1,6 @@
 """Failure alerts: the JSON a webhook receives, and its delivery (no Dagster here).
 
-The alerting sensor (`ai_pipeline/defs/sensors.py`) turns failed ERROR checks and failed runs from the
+The alerting sensor (`ai_pipeline/defs/ops/alerts.py`) turns failed ERROR checks and failed runs from the
 instance's event log into `Alert`s and posts them one at a time with `post`. Delivery is at least once: an
 alert that could not be posted is posted again on the next tick, so every alert carries a stable `alert_id`
 by which a receiver can drop a repeat (a POST whose answer was lost is the one case that repeats).

@@ -21,8 +21,6 @@ from duckdb import DuckDBPyConnection
 from pydantic import BaseModel
 
 from ai_pipeline.components import LandingSource
-from ai_pipeline.defs.common import DAILY_BACKFILL, OWNERS, DayChecks, daily_asset, partition_days
-from ai_pipeline.defs.freshness import cadence_policy
 from ai_pipeline.defs.keys import (
     DUCKDB_POOL,
     ENTITY_TABLES,
@@ -34,6 +32,9 @@ from ai_pipeline.defs.keys import (
     VALIDATED_GROUP,
     raw_key,
 )
+from ai_pipeline.defs.ops.freshness import cadence_policy
+from ai_pipeline.defs.policy import DAILY_BACKFILL, OWNERS, daily_asset, partition_days
+from ai_pipeline.defs.reporting import DayChecks
 from ai_pipeline.defs.resources import (
     EVENTS_API,
     LANDING,

@@ -11,7 +11,6 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 from duckdb import DuckDBPyConnection
 
-from ai_pipeline.defs.common import DayChecks, partition_days
 from ai_pipeline.defs.ingest.assets import read_partition, routed_sources
 from ai_pipeline.defs.keys import (
     CONSERVATION_CHECK,
@@ -21,6 +20,8 @@ from ai_pipeline.defs.keys import (
     EXPLAINED_CHECK,
     QUARANTINE_RATE_CHECK,
 )
+from ai_pipeline.defs.policy import partition_days
+from ai_pipeline.defs.reporting import DayChecks
 from ai_pipeline.lib import expectations, quality
 from ai_pipeline.lib.quality import Verdict
 

@@ -13,7 +13,6 @@ from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
 
-from ai_pipeline.defs.common import check_result
 from ai_pipeline.defs.keys import (
     DIM_USERS,
     FCT_USER_DAILY_ACTIVITY,
@@ -24,6 +23,7 @@ from ai_pipeline.defs.keys import (
     VALIDATED_EVENTS,
     VALIDATED_USERS,
 )
+from ai_pipeline.defs.reporting import check_result
 from ai_pipeline.lib.lag import partition_lag
 
 DEFAULT_FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=48), warn_window=timedelta(hours=30))

@@ -3,7 +3,7 @@
 Every asset family has one condition, set here in one table (`CONDITIONS`) and evaluated by two explicit
 automation sensors that run by default (Dagster's implicit one starts stopped):
 
-- Raw sources are pulled in by their sensors (`ai_pipeline.defs.sensors`: landing files, the operational
+- Raw sources are pulled in by their sensors (`ai_pipeline.defs.ingest.sensors`: landing files, the operational
   table's watermark); the HTTP API has no change feed and is polled once a day after midnight (`POLLED`).
 - `validated_*` (`FROM_SOURCES`) runs when ANY raw feed of the day updates: a feed that has not arrived yet
   counts as empty and re-validates the day when it does (idempotent per partition). At 02:00 UTC the day is
@@ -92,7 +92,7 @@ def automation_sensors(documents_group: str) -> list[dg.AutomationConditionSenso
             default_status=dg.DefaultSensorStatus.RUNNING,
             minimum_interval_seconds=30,
             description="Carries new raw partitions down to validated tables, dbt marts, features and the online "
-            "store (conditions in ai_pipeline/defs/automation.py).",
+            "store (conditions in ai_pipeline/defs/ops/automation.py).",
         ),
         dg.AutomationConditionSensorDefinition(
             DOCUMENTS_AUTOMATION_SENSOR,

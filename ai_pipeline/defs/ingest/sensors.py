@@ -1,29 +1,26 @@
-"""Sensors: new raw data requests its raw partition; failures post an alert. All run by default.
+"""Sensors that pull raw data in, all running by default.
 
 - `<source>_files`, one per landing source: a new, changed or removed file under `landing/<folder>/<day>/`
   requests that day's `raw_<source>` partition, once per state of the day's files.
 - `operational_events_rows`: rows beyond a watermark (the largest primary key seen) of the operational table
   request the days their event times fall on.
-- `failure_alerts`: a failed ERROR check or a failed run is posted to a webhook (`ai_pipeline.lib.alerts`).
+- `late_rows`: raw rows that belong to a day already validated re-run that day and every later one.
 
-Only raw partitions are requested: declarative automation (`automation.py`) carries them downstream. The
-document sensor lives with the RAG assets (`rag.documents_sensor`). Days that are not partitions (before the
-start of history, or not ended yet in UTC) are reported in the tick's log and skip reason, never dropped silently.
+Only raw partitions (and late rows' range runs) are requested: declarative automation (`ops/automation.py`) carries
+them downstream. Days that are not partitions (before the start of history, or not ended yet in UTC) are reported in
+the tick's log and skip reason, never dropped silently.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
 from datetime import UTC, date, datetime
-from typing import Any
 
 import dagster as dg
 
 from ai_pipeline.components import LandingSource
 from ai_pipeline.defs.ingest.assets import ROUTED_DAYS
 from ai_pipeline.defs.keys import (
-    ALERTS_SENSOR,
     LATE_ROWS_SENSOR,
     OPERATIONAL_SENSOR,
     RAW_GROUP,
@@ -31,19 +28,19 @@ from ai_pipeline.defs.keys import (
     VALIDATED_EVENTS,
     raw_key,
 )
-from ai_pipeline.defs.resources import ALERT_WEBHOOK, LANDING, OPS_DB, AlertWebhook, LandingZone, OperationalDatabase
-from ai_pipeline.lib import alerts, landing
+from ai_pipeline.defs.resources import LandingZone, OperationalDatabase
+from ai_pipeline.lib import landing
 
-# Finished runs examined per alerting tick; the rest wait for the next tick (the cursor says where it stopped).
-ALERT_BATCH = 25
 IN_FLIGHT = [
     dg.DagsterRunStatus.QUEUED,
     dg.DagsterRunStatus.NOT_STARTED,
     dg.DagsterRunStatus.STARTING,
     dg.DagsterRunStatus.STARTED,
 ]
-FINISHED = (dg.DagsterEventType.RUN_SUCCESS, dg.DagsterEventType.RUN_FAILURE, dg.DagsterEventType.RUN_CANCELED)
+
+
 MAX_NOTES_IN_SKIP_REASON = 20
+
 
 IN_RANGE, BEFORE_START, NOT_YET = "partition", "before_start", "not_yet"
 
@@ -263,180 +260,3 @@ def late_rows_sensor(
         )
 
     return late_rows
-
-
-# ------------------------------------------------------------------------------------------------- alerting
-
-
-def _metadata_value(value: dg.MetadataValue) -> object:
-    """A metadata value as plain data (`alerts.json_safe` finishes the job)."""
-    if isinstance(value, dg.TableMetadataValue):
-        return [record.data for record in value.records]
-    if isinstance(value, dg.TableSchemaMetadataValue):
-        return {column.name: column.type for column in value.schema.columns}
-    if isinstance(value.value, dg.AssetKey):
-        return value.value.to_user_string()
-    return value.value
-
-
-def _root_error(error: Any) -> str:
-    """The innermost cause of a step's SerializableErrorInfo: the user's exception, not the wrapping step error."""
-    while error.cause is not None:
-        error = error.cause
-    return error.message.strip()
-
-
-def _run_partition(run: dg.DagsterRun | None) -> str | None:
-    if run is None:
-        return None
-    if "dagster/partition" in run.tags:
-        return run.tags["dagster/partition"]
-    start, end = run.tags.get("dagster/asset_partition_range_start"), run.tags.get("dagster/asset_partition_range_end")
-    return f"{start}...{end}" if start and end else None
-
-
-def run_alerts(instance: dg.DagsterInstance, finished: dg.EventLogRecord, ui_url: str) -> list[alerts.Alert]:
-    """The alerts of one finished run: each failed ERROR check evaluation in it, then the run's failure if it failed."""
-    entry = finished.event_log_entry
-    run_id = entry.run_id
-    run = instance.get_run_by_id(run_id)
-    partition = _run_partition(run)
-    common = {"run_id": run_id, "job_name": entry.job_name or "", "run_url": alerts.run_url(ui_url, run_id)}
-    out, failed_steps = [], []
-    records = instance.get_records_for_run(
-        run_id, of_type={dg.DagsterEventType.ASSET_CHECK_EVALUATION, dg.DagsterEventType.STEP_FAILURE}
-    ).records
-    for record in records:
-        event = record.event_log_entry.dagster_event
-        if event.event_type == dg.DagsterEventType.STEP_FAILURE:
-            failed_steps.append({"step": event.step_key, "error": _root_error(event.event_specific_data.error)})
-            continue
-        evaluation = event.event_specific_data
-        if evaluation.passed or evaluation.severity != dg.AssetCheckSeverity.ERROR:
-            continue
-        out.append(
-            alerts.Alert(
-                alert_id=f"{run_id}:check:{record.storage_id}",
-                kind=alerts.CHECK_FAILED,
-                occurred_at=datetime.fromtimestamp(record.event_log_entry.timestamp, UTC),
-                description=evaluation.description or "",
-                asset_key=evaluation.asset_key.to_user_string(),
-                asset_url=alerts.asset_url(ui_url, list(evaluation.asset_key.path)),
-                partition=evaluation.partition or partition,
-                check_name=evaluation.check_name,
-                severity=evaluation.severity.value,
-                metadata={
-                    **{k: _metadata_value(v) for k, v in evaluation.metadata.items()},
-                    "blocking": bool(evaluation.blocking),
-                },
-                **common,
-            )
-        )
-    if entry.dagster_event_type == dg.DagsterEventType.RUN_FAILURE:
-        message = entry.dagster_event.message or entry.user_message
-        out.append(
-            alerts.Alert(
-                alert_id=f"{run_id}:run_failed",
-                kind=alerts.RUN_FAILED,
-                occurred_at=datetime.fromtimestamp(entry.timestamp, UTC),
-                description=failed_steps[0]["error"] if failed_steps else message,
-                partition=partition,
-                metadata={
-                    "run_failure": message,
-                    "failed_steps": failed_steps,
-                    "assets": sorted(k.to_user_string() for k in (run.asset_selection or ())) if run else [],
-                },
-                **common,
-            )
-        )
-    return out
-
-
-def finished_runs(instance: dg.DagsterInstance, after: int | None, limit: int) -> list[dg.EventLogRecord]:
-    """Run-finished events (success, failure, cancellation) after storage id `after`, oldest first, gap-free:
-    when a type has more than `limit`, nothing past its last returned record is taken from the others."""
-    batches = [
-        instance.fetch_run_status_changes(
-            dg.RunStatusChangeRecordsFilter(event_type, after_storage_id=after), limit=limit, ascending=True
-        )
-        for event_type in FINISHED
-    ]
-    bound = min((b.records[-1].storage_id for b in batches if b.has_more), default=None)
-    records = sorted((r for b in batches for r in b.records), key=lambda r: r.storage_id)
-    return [r for r in records if bound is None or r.storage_id <= bound][:limit]
-
-
-def _latest_finished(instance: dg.DagsterInstance) -> int | None:
-    latest = [
-        instance.fetch_run_status_changes(dg.RunStatusChangeRecordsFilter(event_type), limit=1).records
-        for event_type in FINISHED
-    ]
-    return max((r[0].storage_id for r in latest if r), default=None)
-
-
-def failure_alerts_sensor(webhook: AlertWebhook) -> dg.SensorDefinition:
-    """Posts every failed ERROR check and failed run, in event-log order, at least once.
-
-    Cursor: `{"after": storage id of the last run-finished event fully alerted, "delivered": [alert ids already
-    posted for the next run]}`. Alerts are posted one by one; the cursor never moves past one that was not
-    accepted, which is retried on the next tick. A tick that cannot deliver anything fails (red in the UI) with
-    the webhook's answer; one that delivered some alerts first keeps them and reports the failure.
-    A run's alerts are posted when the run has finished. While no webhook is set the cursor follows the log, so
-    setting one later does not post the history.
-    """
-
-    @dg.sensor(
-        name=ALERTS_SENSOR,
-        minimum_interval_seconds=30,
-        default_status=dg.DefaultSensorStatus.RUNNING,
-        description="Posts failed ERROR asset checks and failed runs to the webhook in "
-        "AI_PIPELINE_ALERT_WEBHOOK_URL, with the asset, partition, check, metadata and a link to the run.",
-        metadata={"configured": bool(webhook.url)},
-    )
-    def failure_alerts(context: dg.SensorEvaluationContext, alert_webhook: AlertWebhook) -> dg.SensorResult:
-        if not alert_webhook.url:
-            return _alert_result(
-                _latest_finished(context.instance),
-                [],
-                "AI_PIPELINE_ALERT_WEBHOOK_URL is not set: failures are not posted",
-            )
-        state = json.loads(context.cursor) if context.cursor else {"after": None, "delivered": []}
-        after, delivered, sent = state["after"], set(state["delivered"]), 0
-        for finished in finished_runs(context.instance, after, ALERT_BATCH):
-            for alert in run_alerts(context.instance, finished, alert_webhook.ui_url):
-                if alert.alert_id in delivered:
-                    continue
-                try:
-                    alert_webhook.post(alert)
-                except alerts.DeliveryError as error:
-                    if not sent:
-                        raise
-                    context.log.error(f"{error}; it and the alerts after it are retried on the next tick")
-                    return _alert_result(after, delivered, f"{sent} alerts posted, then: {error}")
-                context.log.info(f"posted {alert.kind} {alert.alert_id}: {alert.summary}")
-                delivered.add(alert.alert_id)
-                sent += 1
-            after, delivered = finished.storage_id, set()
-        return _alert_result(after, delivered, f"{sent} alerts posted" if sent else "no new failures")
-
-    return failure_alerts
-
-
-def _alert_result(after: int | None, delivered: Iterable[str], reason: str) -> dg.SensorResult:
-    return dg.SensorResult(cursor=json.dumps({"after": after, "delivered": sorted(delivered)}), skip_reason=reason)
-
-
-def pipeline_sensors(
-    partitions: dg.TimeWindowPartitionsDefinition,
-    daily_job: dg.UnresolvedAssetJobDefinition,
-    sources: Iterable[LandingSource],
-    resources: Mapping[str, Any],
-) -> list[dg.SensorDefinition]:
-    """The raw-data sensors, late rows and the alerting sensor (the document sensor is built with the RAG assets).
-    `resources`: the code location's, which the sensors' descriptions in the UI name."""
-    return [
-        *(landing_files_sensor(source, partitions, resources[LANDING]) for source in sources),
-        operational_rows_sensor(partitions, resources[OPS_DB]),
-        late_rows_sensor(daily_job, partitions),
-        failure_alerts_sensor(resources[ALERT_WEBHOOK]),
-    ]

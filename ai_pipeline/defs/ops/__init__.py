@@ -1,0 +1,1 @@
+"""Operations: declarative automation, freshness and lag, failure alerts."""

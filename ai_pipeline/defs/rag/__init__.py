@@ -1,0 +1,1 @@
+"""The documents lane: assets, collection checks and the document sensor."""
