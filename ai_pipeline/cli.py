@@ -87,20 +87,14 @@ def run_days(settings: Settings, start: date, end: date) -> list[DayOutcome]:
     return outcomes
 
 
-def _root_message(error) -> str:
-    """The first line of the innermost cause of a step's error: the user's exception, not Dagster's wrapper."""
-    while error.cause is not None:
-        error = error.cause
-    return error.message.strip().splitlines()[0]
-
-
 def _day_outcomes(result, start: date, end: date) -> list[DayOutcome]:
     """One outcome per day of a range run, from its checks' per-day results."""
     from ai_pipeline.defs.keys import CONSERVATION_CHECK, ROWS_CHECK
+    from ai_pipeline.event_log import root_error
 
     days = [start + timedelta(days=n) for n in range((end - start).days + 1)]
     steps = [
-        f"{event.step_key}: {_root_message(event.event_specific_data.error)}"
+        f"{event.step_key}: {root_error(event.event_specific_data.error).splitlines()[0]}"
         for event in result.all_events
         if event.is_step_failure
     ]

@@ -19,22 +19,14 @@ import dagster as dg
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.metrics_core import Metric
 
+from ai_pipeline.event_log import RUN_FINISHED, plain_metadata
 from ai_pipeline.lib import metrics
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 9108
 PAGE_SIZE = 200  # finished runs read per query
-FINAL_STATUSES = {
-    dg.DagsterEventType.RUN_SUCCESS: "success",
-    dg.DagsterEventType.RUN_FAILURE: "failure",
-    dg.DagsterEventType.RUN_CANCELED: "canceled",
-}
 RUN_EVENTS = {dg.DagsterEventType.ASSET_MATERIALIZATION, dg.DagsterEventType.ASSET_CHECK_EVALUATION}
 log = logging.getLogger(__name__)
-
-
-def _plain(metadata) -> dict[str, object]:
-    return {key: value.value for key, value in metadata.items()}
 
 
 def run_records(instance: dg.DagsterInstance, run_id: str) -> list[metrics.Materialization | metrics.CheckEvaluation]:
@@ -50,7 +42,7 @@ def run_records(instance: dg.DagsterInstance, run_id: str) -> list[metrics.Mater
         if entry.asset_materialization is not None:
             event = entry.asset_materialization
             asset = event.asset_key.to_user_string()
-            metadata = _plain(event.metadata)
+            metadata = plain_metadata(event.metadata)
             if asset in counted:
                 metadata.pop(metrics.ROW_COUNT, None)
             counted.add(asset)
@@ -69,7 +61,7 @@ def run_records(instance: dg.DagsterInstance, run_id: str) -> list[metrics.Mater
                     passed=evaluation.passed,
                     severity=evaluation.severity.value,
                     timestamp=entry.timestamp,
-                    metadata=_plain(evaluation.metadata),
+                    metadata=plain_metadata(evaluation.metadata),
                 )
             )
     return found
@@ -83,7 +75,7 @@ class EventLogCollector:
         self._page_size = page_size
         self._registry = CollectorRegistry()
         self.metrics = metrics.PipelineMetrics(self._registry)
-        self._cursors: dict[dg.DagsterEventType, str | None] = dict.fromkeys(FINAL_STATUSES)
+        self._cursors: dict[dg.DagsterEventType, str | None] = dict.fromkeys(RUN_FINISHED)
         self._lock = threading.RLock()  # scrapes may overlap; poll() and refresh() change shared state
 
     def poll(self) -> int:
@@ -92,7 +84,7 @@ class EventLogCollector:
         """
         added = 0
         with self._lock:
-            for event_type, status in FINAL_STATUSES.items():
+            for event_type, status in RUN_FINISHED.items():
                 while True:
                     page = self._instance.fetch_run_status_changes(
                         event_type, limit=self._page_size, cursor=self._cursors[event_type], ascending=True

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any
 
 import dagster as dg
 
@@ -14,40 +13,11 @@ from ai_pipeline.defs.keys import (
     ALERTS_SENSOR,
 )
 from ai_pipeline.defs.resources import AlertWebhook
+from ai_pipeline.event_log import RUN_FINISHED, plain_metadata, root_error, run_partition
 from ai_pipeline.lib import alerts
 
 # Finished runs examined per alerting tick; the rest wait for the next tick (the cursor says where it stopped).
 ALERT_BATCH = 25
-
-
-FINISHED = (dg.DagsterEventType.RUN_SUCCESS, dg.DagsterEventType.RUN_FAILURE, dg.DagsterEventType.RUN_CANCELED)
-
-
-def _metadata_value(value: dg.MetadataValue) -> object:
-    """A metadata value as plain data (`alerts.json_safe` finishes the job)."""
-    if isinstance(value, dg.TableMetadataValue):
-        return [record.data for record in value.records]
-    if isinstance(value, dg.TableSchemaMetadataValue):
-        return {column.name: column.type for column in value.schema.columns}
-    if isinstance(value.value, dg.AssetKey):
-        return value.value.to_user_string()
-    return value.value
-
-
-def _root_error(error: Any) -> str:
-    """The innermost cause of a step's SerializableErrorInfo: the user's exception, not the wrapping step error."""
-    while error.cause is not None:
-        error = error.cause
-    return error.message.strip()
-
-
-def _run_partition(run: dg.DagsterRun | None) -> str | None:
-    if run is None:
-        return None
-    if "dagster/partition" in run.tags:
-        return run.tags["dagster/partition"]
-    start, end = run.tags.get("dagster/asset_partition_range_start"), run.tags.get("dagster/asset_partition_range_end")
-    return f"{start}...{end}" if start and end else None
 
 
 def run_alerts(instance: dg.DagsterInstance, finished: dg.EventLogRecord, ui_url: str) -> list[alerts.Alert]:
@@ -55,7 +25,7 @@ def run_alerts(instance: dg.DagsterInstance, finished: dg.EventLogRecord, ui_url
     entry = finished.event_log_entry
     run_id = entry.run_id
     run = instance.get_run_by_id(run_id)
-    partition = _run_partition(run)
+    partition = run_partition(run)
     common = {"run_id": run_id, "job_name": entry.job_name or "", "run_url": alerts.run_url(ui_url, run_id)}
     out, failed_steps = [], []
     records = instance.get_records_for_run(
@@ -64,7 +34,7 @@ def run_alerts(instance: dg.DagsterInstance, finished: dg.EventLogRecord, ui_url
     for record in records:
         event = record.event_log_entry.dagster_event
         if event.event_type == dg.DagsterEventType.STEP_FAILURE:
-            failed_steps.append({"step": event.step_key, "error": _root_error(event.event_specific_data.error)})
+            failed_steps.append({"step": event.step_key, "error": root_error(event.event_specific_data.error)})
             continue
         evaluation = event.event_specific_data
         if evaluation.passed or evaluation.severity != dg.AssetCheckSeverity.ERROR:
@@ -81,7 +51,7 @@ def run_alerts(instance: dg.DagsterInstance, finished: dg.EventLogRecord, ui_url
                 check_name=evaluation.check_name,
                 severity=evaluation.severity.value,
                 metadata={
-                    **{k: _metadata_value(v) for k, v in evaluation.metadata.items()},
+                    **plain_metadata(evaluation.metadata),
                     "blocking": bool(evaluation.blocking),
                 },
                 **common,
@@ -114,7 +84,7 @@ def finished_runs(instance: dg.DagsterInstance, after: int | None, limit: int) -
         instance.fetch_run_status_changes(
             dg.RunStatusChangeRecordsFilter(event_type, after_storage_id=after), limit=limit, ascending=True
         )
-        for event_type in FINISHED
+        for event_type in RUN_FINISHED
     ]
     bound = min((b.records[-1].storage_id for b in batches if b.has_more), default=None)
     records = sorted((r for b in batches for r in b.records), key=lambda r: r.storage_id)
@@ -124,7 +94,7 @@ def finished_runs(instance: dg.DagsterInstance, after: int | None, limit: int) -
 def _latest_finished(instance: dg.DagsterInstance) -> int | None:
     latest = [
         instance.fetch_run_status_changes(dg.RunStatusChangeRecordsFilter(event_type), limit=1).records
-        for event_type in FINISHED
+        for event_type in RUN_FINISHED
     ]
     return max((r[0].storage_id for r in latest if r), default=None)
 
