@@ -110,6 +110,18 @@ def test_a_source_that_has_not_arrived_does_not_hold_the_day_back(ticks):
     assert ticks().get("validated_events") == {DAY}
 
 
+def test_a_source_that_lands_while_the_day_is_being_validated_is_not_lost(ticks):
+    """The previous run's materializations and another source's new rows land between the same two ticks."""
+    _history(ticks, ["2024-01-01", "2024-01-02", "2024-01-03"])
+    ticks()
+    ticks.materialized("raw_operational_events")
+    assert ticks().get("validated_events") == {DAY}
+    ticks.materialized(*DAILY, *FEATURES)  # the run that tick requested
+    ticks.materialized("raw_landing_events")  # and, before the next tick, a file of the same day
+    assert ticks().get("validated_events") == {DAY}
+    assert ticks() == {}
+
+
 def test_the_day_closes_at_two_even_when_no_source_sent_anything(ticks):
     _history(ticks, ["2024-01-01", "2024-01-02", "2024-01-03"])
     ticks.time = datetime(2024, 1, 5, 1, 58, tzinfo=UTC)

@@ -46,10 +46,19 @@ DOWNSTREAM = (AC.eager() & ~UPSTREAM_BLOCKED).with_label("eager, unless a parent
 
 
 def _on_update(trigger: AC) -> AC:
-    """Like `eager`, but a parent whose day is missing does not hold the asset back."""
+    """Like `eager`, but a parent whose day is missing does not hold the asset back, and no parent's update is lost.
+
+    `since_last_handled` loses an update that lands between the same two ticks as the asset's previous request or
+    its run's materialization: the tick sees trigger and reset at once, the reset wins (Dagster 1.13 compares their
+    times only for conditions without `|`), and the day stays unvalidated until another file comes (seen in the
+    daemon test). Here the tick's own trigger always counts, and a trigger that could not be acted on (a run in
+    progress, a blocked parent) is remembered until the asset is requested, not merely updated: a source that lands
+    while the day is being validated re-validates it. The price: an asset that something else (a backfill, the CLI)
+    materialized after a blocked trigger is requested once more, which is idempotent."""
+    remembered = trigger.since((AC.newly_requested() | AC.initial_evaluation()).with_label("requested"))
     return (
         AC.in_latest_time_window()
-        & trigger.since_last_handled()
+        & (trigger | remembered)
         & ~AC.any_deps_in_progress()
         & ~AC.in_progress()
         & ~UPSTREAM_BLOCKED
