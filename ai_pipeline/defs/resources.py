@@ -144,10 +144,6 @@ class Embedder(dg.ConfigurableResource):
     device: str = Field(default="cpu", description="A torch device.")
     batch_size: int = Field(default=64, description="Texts per forward pass.")
 
-    @property
-    def model(self) -> str:
-        return embedding.MODEL_NAME
-
     def embed(self, texts: Sequence[str], progress=None):
         return _loaded_embedder(self.device, self.batch_size).embed(texts, progress=progress)
 
@@ -183,45 +179,58 @@ def embedded_resources(settings: Settings) -> dict[str, Any]:
     }
 
 
-def _secret(env: Mapping[str, str], name: str) -> dg.EnvVar | None:
-    return dg.EnvVar(name) if env.get(name) else None
-
-
 def resources_from_env(settings: Settings, env: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """The embedded defaults with every AI_PIPELINE_* setting of the environment applied (see the README)."""
+    """The embedded defaults with every AI_PIPELINE_* setting of the environment applied (see the README); a field
+    whose variable is not set keeps its resource's default."""
     env = os.environ if env is None else env
-    resources = embedded_resources(settings)
-    resources[LANDING] = LandingZone(
-        root=str(settings.landing),
-        settle_s=float(env.get("AI_PIPELINE_LANDING_SETTLE_S") or 30.0),
-        max_file_mb=float(env.get("AI_PIPELINE_MAX_FILE_MB") or 1024),
-    )
-    resources[OPS_DB] = OperationalDatabase(
-        dsn=_secret(env, "AI_PIPELINE_OPS_DSN"), table=env.get("AI_PIPELINE_OPS_TABLE") or "public.user_events"
-    )
-    resources[EVENTS_API] = EventsApi(
-        url=env.get("AI_PIPELINE_API_URL") or None,
-        token=_secret(env, "AI_PIPELINE_API_TOKEN"),
-        timeout_s=float(env.get("AI_PIPELINE_API_TIMEOUT_S") or 10.0),
-    )
-    backend = env.get("AI_PIPELINE_ONLINE_STORE") or "embedded"
+
+    def given(**fields: str | dg.EnvVar | float | None) -> dict[str, Any]:
+        return {name: value for name, value in fields.items() if value is not None}
+
+    def text(name: str) -> str | None:
+        return env.get(name) or None
+
+    def number(name: str) -> float | None:
+        return float(env[name]) if env.get(name) else None
+
+    def secret(name: str) -> dg.EnvVar | None:
+        return dg.EnvVar(name) if env.get(name) else None
+
+    backend = text("AI_PIPELINE_ONLINE_STORE") or "embedded"
     if backend not in ("embedded", "postgres"):
         raise ValueError(f"AI_PIPELINE_ONLINE_STORE must be 'embedded' or 'postgres', not {backend!r}")
     if backend == "postgres" and not env.get("AI_PIPELINE_ONLINE_DSN"):
         raise ValueError("AI_PIPELINE_ONLINE_STORE=postgres needs AI_PIPELINE_ONLINE_DSN (a libpq DSN)")
-    resources[ONLINE_STORE] = OnlineStore(
-        backend=backend,
-        path=str(settings.online_features),
-        dsn=_secret(env, "AI_PIPELINE_ONLINE_DSN"),
-        table=env.get("AI_PIPELINE_ONLINE_TABLE") or f"public.{ONLINE_TABLE}",
-    )
-    resources[VECTOR_STORE] = VectorStore(path=str(settings.chroma), url=env.get("AI_PIPELINE_CHROMA_URL") or None)
-    resources[ALERT_WEBHOOK] = AlertWebhook(
-        url=_secret(env, "AI_PIPELINE_ALERT_WEBHOOK_URL"),
-        timeout_s=float(env.get("AI_PIPELINE_ALERT_TIMEOUT_S") or 10.0),
-        ui_url=env.get("AI_PIPELINE_UI_URL") or "http://127.0.0.1:3000",
-    )
-    return resources
+    return {
+        **embedded_resources(settings),
+        LANDING: LandingZone(
+            root=str(settings.landing),
+            **given(settle_s=number("AI_PIPELINE_LANDING_SETTLE_S"), max_file_mb=number("AI_PIPELINE_MAX_FILE_MB")),
+        ),
+        OPS_DB: OperationalDatabase(
+            **given(dsn=secret("AI_PIPELINE_OPS_DSN"), table=text("AI_PIPELINE_OPS_TABLE")),
+        ),
+        EVENTS_API: EventsApi(
+            **given(
+                url=text("AI_PIPELINE_API_URL"),
+                token=secret("AI_PIPELINE_API_TOKEN"),
+                timeout_s=number("AI_PIPELINE_API_TIMEOUT_S"),
+            )
+        ),
+        ONLINE_STORE: OnlineStore(
+            backend=backend,
+            path=str(settings.online_features),
+            **given(dsn=secret("AI_PIPELINE_ONLINE_DSN"), table=text("AI_PIPELINE_ONLINE_TABLE")),
+        ),
+        VECTOR_STORE: VectorStore(path=str(settings.chroma), **given(url=text("AI_PIPELINE_CHROMA_URL"))),
+        ALERT_WEBHOOK: AlertWebhook(
+            **given(
+                url=secret("AI_PIPELINE_ALERT_WEBHOOK_URL"),
+                timeout_s=number("AI_PIPELINE_ALERT_TIMEOUT_S"),
+                ui_url=text("AI_PIPELINE_UI_URL"),
+            )
+        ),
+    }
 
 
 def query(warehouse: DuckDBResource, sql: str, params: list) -> pl.DataFrame:

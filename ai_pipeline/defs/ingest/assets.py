@@ -148,12 +148,11 @@ def _raw_asset(
 ) -> dg.AssetsDefinition:
     """The UI links the asset to `read` (what is particular to the source), or to the YAML `declaration` of a
     landing source, besides this function."""
-    first_line = inspect.getsourcelines(read)[1]
-    particular = (
-        dg.LocalFileCodeReference(file_path=str(declaration), line_number=1, label="declaration")
-        if declaration
-        else dg.LocalFileCodeReference(file_path=inspect.getsourcefile(read), line_number=first_line, label="reader")
-    )
+    if declaration:
+        particular = dg.LocalFileCodeReference(file_path=str(declaration), line_number=1, label="declaration")
+    else:
+        line = inspect.getsourcelines(read)[1]
+        particular = dg.LocalFileCodeReference(file_path=inspect.getsourcefile(read), line_number=line, label="reader")
     specs = [
         dg.AssetCheckSpec(
             SCHEMA_CHECK,

@@ -26,6 +26,7 @@ from ai_pipeline.defs.keys import (
     RAW_GROUP,
     RAW_OPERATIONAL_EVENTS,
     VALIDATED_EVENTS,
+    landing_sensor,
     raw_key,
 )
 from ai_pipeline.defs.resources import LandingZone, OperationalDatabase
@@ -79,7 +80,7 @@ def landing_files_sensor(
     asset = raw_key(source.name)
 
     @dg.sensor(
-        name=f"{source.name}_files",
+        name=landing_sensor(source.name),
         target=[asset],
         minimum_interval_seconds=30,
         default_status=dg.DefaultSensorStatus.RUNNING,
