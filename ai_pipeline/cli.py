@@ -12,8 +12,8 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from ai_pipeline.instance import instance_kind, prepare_instance_home
-from ai_pipeline.lib.features import FEATURE_DATE, HORIZON, USER
-from ai_pipeline.lib.training import DEFAULT_TTL, EntityError, read_entities, training_set
+from ai_pipeline.lib.feature_store.features import FEATURE_DATE, HORIZON, USER
+from ai_pipeline.lib.feature_store.training import DEFAULT_TTL, EntityError, read_entities, training_set
 from ai_pipeline.settings import Settings
 
 DEFAULT_DAYS = 7
@@ -127,7 +127,7 @@ def import_history(settings: Settings, source_name: str, files: list[Path]) -> i
 
     The files go into the folder of the earliest day they hold, where every row is at most days *after* its arrival
     day and so reaches its own day (`lib.routing`); then the daily job runs over their days, in ranges."""
-    from ai_pipeline.lib.landing import COMPLETION_MARKER, event_days
+    from ai_pipeline.lib.ingest.landing import COMPLETION_MARKER, event_days
     from ai_pipeline.sources import load_sources
 
     sources = {s.name: s for s in load_sources(settings.sources_dir)}
@@ -221,7 +221,7 @@ def print_collections(outcomes: list[CollectionOutcome]) -> None:
 
 def print_search(settings: Settings, question: str, collection: str, k: int) -> int:
     from ai_pipeline.defs.resources import EMBEDDER, VECTOR_STORE
-    from ai_pipeline.lib import vector_store
+    from ai_pipeline.lib.rag import vector_store
 
     names = [source.name for source in settings.doc_sources]
     if collection not in names:
@@ -417,7 +417,7 @@ def main(argv: list[str] | None = None) -> int:
         # The demo's history starts with its first day, so its feature windows are partial, not missing.
         settings = replace(settings, start_date=args.start)
     if args.command in ("generate", "demo"):
-        from ai_pipeline.lib.sample import generate
+        from ai_pipeline.lib.ingest.sample import generate
 
         days = generate(
             settings.landing,

@@ -4,7 +4,7 @@
     attributes:
       name: online_retail_events          # the asset is raw_online_retail_events
       folder: online_retail               # files are read from <landing>/online_retail/<YYYY-MM-DD>/
-      contract: Event                     # Event or User (ai_pipeline/lib/contracts.py)
+      contract: Event                     # Event or User (ai_pipeline/lib/ingest/contracts.py)
       ...
 
 The built-in sources are in `ai_pipeline/defs/sources/<name>/defs.yaml`; more can live in the folder named by
@@ -21,12 +21,12 @@ from typing import Literal
 import dagster as dg
 from pydantic import BaseModel, PrivateAttr, model_validator
 
-from ai_pipeline.lib import contracts
-from ai_pipeline.lib.formats import DEFAULT_MAX_RECORD_LINES, ReadOptions
-from ai_pipeline.lib.mapping import NORMALIZERS, TimestampSpec, declared_mapping
-from ai_pipeline.lib.raw import SourceMapping
-from ai_pipeline.lib.routing import DEFAULT_LATENESS_DAYS
-from ai_pipeline.lib.validation import routing_field
+from ai_pipeline.lib.ingest import contracts
+from ai_pipeline.lib.ingest.formats import DEFAULT_MAX_RECORD_LINES, ReadOptions
+from ai_pipeline.lib.ingest.mapping import NORMALIZERS, TimestampSpec, declared_mapping
+from ai_pipeline.lib.ingest.raw import SourceMapping
+from ai_pipeline.lib.ingest.routing import DEFAULT_LATENESS_DAYS
+from ai_pipeline.lib.ingest.validation import routing_field
 
 CONTRACTS: dict[str, type[BaseModel]] = {"Event": contracts.Event, "User": contracts.User}
 Normalizer = Literal[tuple(NORMALIZERS)]

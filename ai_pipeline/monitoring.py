@@ -4,7 +4,7 @@ The unit of reading is a finished run. A cursor per final status (storage ids of
 every instance storage indexes globally) finds the runs that finished since the last read; each one's
 materializations and check evaluations are then read from its own log, so a scrape reads only what is new.
 At start the cursors are empty and the whole log is read once: counters are rebuilt from the log, so they
-keep their values across restarts. What the records mean is decided in `ai_pipeline.lib.metrics`.
+keep their values across restarts. What the records mean is decided in `ai_pipeline.lib.ops.metrics`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.metrics_core import Metric
 
 from ai_pipeline.event_log import RUN_FINISHED, plain_metadata
-from ai_pipeline.lib import metrics
+from ai_pipeline.lib.ops import metrics
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 9108

@@ -26,7 +26,7 @@ from ai_pipeline.defs.keys import ALERTS_SENSOR, DAILY_JOB
 from ai_pipeline.defs.ops.alerts import failure_alerts_sensor
 from ai_pipeline.defs.resources import ALERT_WEBHOOK, OPS_DB, AlertWebhook, OperationalDatabase
 from ai_pipeline.instance import prepare_instance_home
-from ai_pipeline.lib import alerts
+from ai_pipeline.lib.ops import alerts
 from ai_pipeline.settings import Settings
 from ai_pipeline_support.postgres import pg_execute
 from ai_pipeline_tests.conftest import WEBHOOK_SECRET as SECRET

@@ -13,9 +13,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from ai_pipeline.lib.contracts import Event
-from ai_pipeline.lib.landing import read_landing_day
-from ai_pipeline.lib.validation import validate
+from ai_pipeline.lib.ingest.contracts import Event
+from ai_pipeline.lib.ingest.landing import read_landing_day
+from ai_pipeline.lib.ingest.validation import validate
 
 DAY = date(2024, 1, 5)
 HEADER = b"event_id,user_id,event_type,event_time,amount,category,country\n"

@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tokenizers import Tokenizer
 
-from ai_pipeline.lib.chunking import MAX_TOKENS, Chunk, TokenCounter, chunk_document, chunks_frame
-from ai_pipeline.lib.documents import Document, load_documents, markdown_title
+from ai_pipeline.lib.rag.chunking import MAX_TOKENS, Chunk, TokenCounter, chunk_document, chunks_frame
+from ai_pipeline.lib.rag.documents import Document, load_documents, markdown_title
 
 
 @pytest.fixture(scope="module")

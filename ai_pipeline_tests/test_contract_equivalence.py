@@ -18,8 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from ai_pipeline.lib.contracts import EVENT_TYPES, Event, User
-from ai_pipeline.lib.validation import (
+from ai_pipeline.lib.ingest.contracts import EVENT_TYPES, Event, User
+from ai_pipeline.lib.ingest.validation import (
     compile_contract,
     prepare_raw,
     pydantic_decisions,

@@ -22,7 +22,7 @@ from ai_pipeline.cli import run_days
 from ai_pipeline.defs.keys import AUTOMATION_SENSOR, LATE_ROWS_SENSOR, QUARANTINE_RATE_CHECK
 from ai_pipeline.defs.resources import OnlineStore
 from ai_pipeline.instance import prepare_instance_home
-from ai_pipeline.lib.sample import generate
+from ai_pipeline.lib.ingest.sample import generate
 from ai_pipeline.monitoring import serve
 from ai_pipeline.settings import Settings
 from ai_pipeline.ui import DagsterUI, graphql

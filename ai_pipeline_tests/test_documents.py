@@ -10,7 +10,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from ai_pipeline.lib.documents import (
+from ai_pipeline.lib.rag.documents import (
     Document,
     Skipped,
     documents_frame,

@@ -9,8 +9,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from ai_pipeline.lib import drift, features
-from ai_pipeline.lib.sample import clean_events
+from ai_pipeline.lib.feature_store import drift, features
+from ai_pipeline.lib.ingest.sample import clean_events
 
 ROWS = 5_000
 EPS = drift.EPSILON

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ai_pipeline.lib.embedding import DIMENSION, MODEL_NAME, Embedder, model_path
+from ai_pipeline.lib.rag.embedding import DIMENSION, MODEL_NAME, Embedder, model_path
 
 # The slow tier (not in `make test-fast`): the embedding model.
 pytestmark = pytest.mark.slow
@@ -98,7 +98,7 @@ def test_empty_input() -> None:
 def test_import_is_light() -> None:
     """Importing the module (as the Dagster code location does) loads neither torch nor sentence-transformers."""
     code = (
-        "import sys; import ai_pipeline.lib.embedding as e; e.model_path(); e.Embedder(); "
+        "import sys; import ai_pipeline.lib.rag.embedding as e; e.model_path(); e.Embedder(); "
         "print([m for m in ('torch', 'sentence_transformers', 'transformers') if m in sys.modules])"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)

@@ -12,7 +12,7 @@ from datetime import UTC, date, datetime
 import polars as pl
 import pytest
 
-from ai_pipeline.lib import expectations as ex
+from ai_pipeline.lib.ingest import expectations as ex
 
 DAY = date(2024, 3, 1)
 
@@ -293,7 +293,7 @@ def test_an_unknown_suite_is_refused() -> None:
 
 def test_importing_the_module_loads_neither_great_expectations_nor_dagster() -> None:
     code = (
-        "import sys, ai_pipeline.lib.expectations; "
+        "import sys, ai_pipeline.lib.ingest.expectations; "
         "print(sorted(m for m in ('great_expectations', 'dagster', 'pandas') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -14,8 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ai_pipeline.lib import feature_checks, features
-from ai_pipeline.lib.sample import clean_events
+from ai_pipeline.lib.feature_store import feature_checks, features
+from ai_pipeline.lib.ingest.sample import clean_events
 
 # --- the expected features and state, written down independently of the registry -----------------------------
 

@@ -17,8 +17,8 @@ import pytest
 from ai_pipeline.defs import build_defs, keys
 from ai_pipeline.defs.keys import PARTITION_LAG_CHECK
 from ai_pipeline.defs.resources import ONLINE_STORE, OnlineStore, resources_from_env
-from ai_pipeline.lib import features
-from ai_pipeline.lib.sample import clean_events
+from ai_pipeline.lib.feature_store import features
+from ai_pipeline.lib.ingest.sample import clean_events
 from ai_pipeline.settings import PROJECT_ROOT, Settings
 from ai_pipeline_tests.conftest import execute_days
 

@@ -1,6 +1,6 @@
 """The HTTP events API source, against a real HTTP server on 127.0.0.1 (a thread in this process).
 
-Routes (all speak the protocol of `ai_pipeline.lib.http_api`):
+Routes (all speak the protocol of `ai_pipeline.lib.ingest.http_api`):
 - /events        three deterministic pages
 - /flaky         page 1 answers 503 twice, then 200
 - /limited       page 1 answers 429 with Retry-After: 1 once, then 200
@@ -24,9 +24,9 @@ from datetime import UTC, date, datetime
 import polars as pl
 import pytest
 
-from ai_pipeline.lib.contracts import Event
-from ai_pipeline.lib.http_api import ApiError, fetch_events, to_text
-from ai_pipeline.lib.raw import raw_schema
+from ai_pipeline.lib.ingest.contracts import Event
+from ai_pipeline.lib.ingest.http_api import ApiError, fetch_events, to_text
+from ai_pipeline.lib.ingest.raw import raw_schema
 from ai_pipeline_tests.conftest import http_server
 
 DAY = date(2024, 1, 5)

@@ -1,4 +1,4 @@
-"""Per-partition lag (ai_pipeline/lib/lag.py): which day is due, how far behind, how long overdue."""
+"""Per-partition lag (ai_pipeline/lib/ops/lag.py): which day is due, how far behind, how long overdue."""
 
 from datetime import UTC, date, datetime, timedelta, timezone
 
@@ -8,7 +8,7 @@ import pytest
 from ai_pipeline.defs import build_defs
 from ai_pipeline.defs.keys import PARTITION_LAG_CHECK
 from ai_pipeline.defs.ops.freshness import DEADLINES, LAG_CHECKED
-from ai_pipeline.lib.lag import due_day, partition_lag
+from ai_pipeline.lib.ops.lag import due_day, partition_lag
 from ai_pipeline.settings import Settings
 
 START = date(2024, 1, 1)

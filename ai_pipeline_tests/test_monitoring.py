@@ -35,8 +35,8 @@ from ai_pipeline.defs import build_defs, keys
 from ai_pipeline.defs.keys import DAILY_JOB, DOCUMENTS_JOB
 from ai_pipeline.defs.rag.assets import register_collections
 from ai_pipeline.instance import prepare_instance_home
-from ai_pipeline.lib import metrics
-from ai_pipeline.lib.sample import clean_events
+from ai_pipeline.lib.ingest.sample import clean_events
+from ai_pipeline.lib.ops import metrics
 from ai_pipeline.settings import PROJECT_ROOT, DocSource, Settings
 from ai_pipeline_tests.conftest import execute_days, require
 

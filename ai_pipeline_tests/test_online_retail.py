@@ -14,9 +14,9 @@ import pytest
 
 from ai_pipeline.defs import build_defs
 from ai_pipeline.defs.keys import CONSERVATION_CHECK, DAILY_JOB, QUARANTINE_RATE_CHECK
-from ai_pipeline.lib.contracts import Event
-from ai_pipeline.lib.landing import read_landing_day
-from ai_pipeline.lib.validation import validate
+from ai_pipeline.lib.ingest.contracts import Event
+from ai_pipeline.lib.ingest.landing import read_landing_day
+from ai_pipeline.lib.ingest.validation import validate
 from ai_pipeline.settings import Settings
 from ai_pipeline.sources import load_sources
 from ai_pipeline_tests.conftest import execute_days, landing_zone

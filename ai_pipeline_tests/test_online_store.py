@@ -9,9 +9,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from ai_pipeline.lib import features
-from ai_pipeline.lib.online_store import PostgresOnlineStore, SqliteOnlineStore
-from ai_pipeline.lib.sample import clean_events
+from ai_pipeline.lib.feature_store import features
+from ai_pipeline.lib.feature_store.online_store import PostgresOnlineStore, SqliteOnlineStore
+from ai_pipeline.lib.ingest.sample import clean_events
 
 DAY = date(2024, 3, 10)
 ODD_USER = "o'brien\"; drop table x; --"

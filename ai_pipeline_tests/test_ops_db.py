@@ -16,9 +16,9 @@ import psycopg2
 import pytest
 from psycopg2 import sql
 
-from ai_pipeline.lib import ops_db
-from ai_pipeline.lib.contracts import Event
-from ai_pipeline.lib.raw import raw_schema, text_value
+from ai_pipeline.lib.ingest import ops_db
+from ai_pipeline.lib.ingest.contracts import Event
+from ai_pipeline.lib.ingest.raw import raw_schema, text_value
 
 DAY = date(2024, 1, 5)
 INGESTED_AT = datetime(2024, 1, 6, 3, 0, tzinfo=UTC)

@@ -11,7 +11,7 @@ import pytest
 from ai_pipeline.defs import build_defs
 from ai_pipeline.defs.keys import DAILY_JOB
 from ai_pipeline.instance import prepare_instance_home
-from ai_pipeline.lib.sample import generate
+from ai_pipeline.lib.ingest.sample import generate
 from ai_pipeline.settings import Settings
 
 # The slow tier (not in `make test-fast`): the daily job on a PostgreSQL instance.

@@ -21,8 +21,8 @@ from ai_pipeline.defs.keys import DOCUMENTS_JOB
 from ai_pipeline.defs.rag.assets import COLLECTIONS, register_collections
 from ai_pipeline.defs.rag.checks import LAG_GRACE
 from ai_pipeline.defs.resources import VectorStore
-from ai_pipeline.lib import embedding, squad
-from ai_pipeline.lib.vector_store import collection_vectors
+from ai_pipeline.lib.rag import embedding, squad
+from ai_pipeline.lib.rag.vector_store import collection_vectors
 from ai_pipeline.settings import DocSource, Settings
 
 # The slow tier (not in `make test-fast`): the embedding model and Dagster runs of the documents job.

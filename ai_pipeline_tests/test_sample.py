@@ -5,10 +5,10 @@ from __future__ import annotations
 import hashlib
 from datetime import UTC, date, datetime
 
-from ai_pipeline.lib.contracts import Event
-from ai_pipeline.lib.landing import read_landing_day
-from ai_pipeline.lib.sample import FILE_DEFECTS, REJECTED_FILE_DEFECTS, generate
-from ai_pipeline.lib.validation import validate
+from ai_pipeline.lib.ingest.contracts import Event
+from ai_pipeline.lib.ingest.landing import read_landing_day
+from ai_pipeline.lib.ingest.sample import FILE_DEFECTS, REJECTED_FILE_DEFECTS, generate
+from ai_pipeline.lib.ingest.validation import validate
 
 
 def _digest(root) -> dict[str, str]:

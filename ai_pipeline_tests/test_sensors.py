@@ -15,7 +15,7 @@ from ai_pipeline.defs.ingest.sensors import BEFORE_START, IN_RANGE, NOT_YET, day
 from ai_pipeline.defs.keys import DAILY_JOB, LATE_ROWS_SENSOR, OPERATIONAL_SENSOR
 from ai_pipeline.defs.policy import daily_partitions
 from ai_pipeline.defs.resources import OPS_DB, OperationalDatabase
-from ai_pipeline.lib import landing, ops_db
+from ai_pipeline.lib.ingest import landing, ops_db
 from ai_pipeline.settings import Settings
 from ai_pipeline_tests.conftest import execute_days, landing_zone
 

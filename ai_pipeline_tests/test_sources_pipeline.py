@@ -16,7 +16,7 @@ from ai_pipeline.defs.ingest.assets import ingest_assets
 from ai_pipeline.defs.ingest.checks import ingest_checks
 from ai_pipeline.defs.policy import daily_partitions
 from ai_pipeline.defs.resources import EVENTS_API, OPS_DB, EventsApi, OperationalDatabase, embedded_resources
-from ai_pipeline.lib import ops_db
+from ai_pipeline.lib.ingest import ops_db
 from ai_pipeline.settings import Settings
 from ai_pipeline.sources import load_sources
 from ai_pipeline_tests.conftest import http_server, landing_zone

@@ -11,9 +11,9 @@ import duckdb
 import polars as pl
 import pytest
 
-from ai_pipeline.lib import features
-from ai_pipeline.lib.sample import clean_events
-from ai_pipeline.lib.training import EntityError, read_entities, training_set
+from ai_pipeline.lib.feature_store import features
+from ai_pipeline.lib.feature_store.training import EntityError, read_entities, training_set
+from ai_pipeline.lib.ingest.sample import clean_events
 
 FEATURE_DAYS = [date(2024, 1, d) for d in (5, 6, 7, 8, 9, 10, 11, 12, 15)]  # 13 and 14 were never computed
 U1, U2, U3 = "u000001", "u000002", "u000003"

@@ -22,8 +22,8 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from ai_pipeline.defs.keys import SCHEMA_CHECK
-from ai_pipeline.lib.landing import read_landing_day
-from ai_pipeline.lib.sample import generate
+from ai_pipeline.lib.ingest.landing import read_landing_day
+from ai_pipeline.lib.ingest.sample import generate
 from ai_pipeline.sources import load_sources
 from ai_pipeline_support.dagster_server import DagsterServer, dagster_server
 from ai_pipeline_tests.conftest import require

@@ -22,9 +22,9 @@ import requests
 
 from ai_pipeline.defs import build_defs
 from ai_pipeline.defs.keys import CONSERVATION_CHECK, DUPLICATES_CHECK, QUARANTINE_RATE_CHECK, SCHEMA_CHECK
-from ai_pipeline.lib.expectations import EVENTS_CONTRACT, EVENTS_STATISTICS
-from ai_pipeline.lib.landing import read_landing_day
-from ai_pipeline.lib.sample import generate
+from ai_pipeline.lib.ingest.expectations import EVENTS_CONTRACT, EVENTS_STATISTICS
+from ai_pipeline.lib.ingest.landing import read_landing_day
+from ai_pipeline.lib.ingest.sample import generate
 from ai_pipeline.settings import Settings
 from ai_pipeline.sources import load_sources
 from ai_pipeline.ui import BIN
@@ -35,7 +35,7 @@ pytestmark = pytest.mark.slow
 
 START = date(2024, 1, 1)
 DAYS = [START + timedelta(days=i) for i in range(60)]
-# 2024-01-06: its landing file names a column twice, which fails the schema check (see lib/sample.py FILE_DEFECTS).
+# 2024-01-06: its landing file names a column twice, which fails the schema check (lib/ingest/sample.py FILE_DEFECTS).
 DAY = date(2024, 1, 6)
 EVENT_LANE = [
     "raw_landing_events",

@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ai_pipeline.lib import vector_store
-from ai_pipeline.lib.embedding import DIMENSION, MODEL_NAME, Embedder
-from ai_pipeline.lib.vector_store import (
+from ai_pipeline.lib.rag import vector_store
+from ai_pipeline.lib.rag.embedding import DIMENSION, MODEL_NAME, Embedder
+from ai_pipeline.lib.rag.vector_store import (
     Hit,
     ModelMismatch,
     SyncReport,
@@ -376,7 +376,7 @@ SYNC_SCRIPT = """
 import json, sys, time
 from pathlib import Path
 import numpy as np
-from ai_pipeline.lib.vector_store import VectorRecord, open_client, open_collection, sync_collection
+from ai_pipeline.lib.rag.vector_store import VectorRecord, open_client, open_collection, sync_collection
 
 path, records_file, delay = Path(sys.argv[1]), Path(sys.argv[2]), float(sys.argv[3])
 rows = json.loads(records_file.read_text())
@@ -461,7 +461,7 @@ def test_state_persists_across_processes(tmp_path, v1) -> None:
     sync_collection(fresh(chroma), v1)
     code = (
         "import json, sys; from pathlib import Path; "
-        "from ai_pipeline.lib.vector_store import open_client, open_collection, collection_vectors; "
+        "from ai_pipeline.lib.rag.vector_store import open_client, open_collection, collection_vectors; "
         "c = open_collection(open_client(path=Path(sys.argv[1])), 'chunks', model=sys.argv[2], dimension=384); "
         "ids, m, metas = collection_vectors(c); got = c.get(ids=ids); "
         "docs = [dict(zip(got['ids'], got['documents']))[i] for i in ids]; "
@@ -574,7 +574,9 @@ def test_server_mode_matches_embedded(chroma_server, tmp_path, v1, v2, vectors) 
 
 def test_import_is_light() -> None:
     """Importing the module (as the Dagster code location does) does not import chromadb."""
-    code = "import sys; import ai_pipeline.lib.vector_store; print('chromadb' in sys.modules, 'torch' in sys.modules)"
+    code = (
+        "import sys; import ai_pipeline.lib.rag.vector_store; print('chromadb' in sys.modules, 'torch' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["False", "False"]

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ai_pipeline.lib import chunking, documents, embedding, retrieval, vector_store
+from ai_pipeline.lib.rag import chunking, documents, embedding, retrieval, vector_store
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 PYDANTIC_DOCS = DATA / "docs_pydantic"

@@ -31,7 +31,7 @@ import dagster as dg
 
 from ai_pipeline.defs import build_defs
 from ai_pipeline.defs.keys import DAILY_JOB
-from ai_pipeline.lib.sample import generate
+from ai_pipeline.lib.ingest.sample import generate
 from ai_pipeline.settings import Settings
 from ai_pipeline_support.dagster_server import dagster_server
 

@@ -22,8 +22,8 @@ from datetime import date
 import numpy as np
 import polars as pl
 
-from ai_pipeline.lib import drift, features
-from ai_pipeline.lib.sample import clean_events
+from ai_pipeline.lib.feature_store import drift, features
+from ai_pipeline.lib.ingest.sample import clean_events
 
 START, END = date(2024, 1, 1), date(2024, 4, 9)
 

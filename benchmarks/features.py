@@ -59,10 +59,10 @@ import numpy as np
 import pandas as pd
 import polars as pl
 
-from ai_pipeline.lib import features
-from ai_pipeline.lib.contracts import CATEGORIES
-from ai_pipeline.lib.sample import clean_events
-from ai_pipeline.lib.training import OFFLINE_TABLE, TIMESTAMP, training_set
+from ai_pipeline.lib.feature_store import features
+from ai_pipeline.lib.feature_store.training import OFFLINE_TABLE, TIMESTAMP, training_set
+from ai_pipeline.lib.ingest.contracts import CATEGORIES
+from ai_pipeline.lib.ingest.sample import clean_events
 
 START = date(2024, 1, 1)
 WINDOWS = features.WINDOWS

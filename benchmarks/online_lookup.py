@@ -28,9 +28,9 @@ import numpy as np
 import polars as pl
 import psycopg2
 
-from ai_pipeline.lib import features
-from ai_pipeline.lib.online_store import PostgresOnlineStore, SqliteOnlineStore
-from ai_pipeline.lib.sample import clean_events
+from ai_pipeline.lib.feature_store import features
+from ai_pipeline.lib.feature_store.online_store import PostgresOnlineStore, SqliteOnlineStore
+from ai_pipeline.lib.ingest.sample import clean_events
 
 START = date(2024, 1, 1)
 DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test"

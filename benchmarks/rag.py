@@ -72,7 +72,7 @@ from _corpus import (
     write_squad_paragraphs,
 )
 
-from ai_pipeline.lib import chunking, documents, embedding, retrieval, vector_store
+from ai_pipeline.lib.rag import chunking, documents, embedding, retrieval, vector_store
 
 BENCHMARKS = ("throughput", "sync", "ann", "quality")
 OVERHEAD_TARGET = 0.05

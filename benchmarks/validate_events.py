@@ -24,9 +24,9 @@ import numpy as np
 import polars as pl
 from pydantic import ValidationError
 
-from ai_pipeline.lib import validation
-from ai_pipeline.lib.contracts import EVENT_TYPES, Event
-from ai_pipeline.lib.raw import raw_schema
+from ai_pipeline.lib.ingest import validation
+from ai_pipeline.lib.ingest.contracts import EVENT_TYPES, Event
+from ai_pipeline.lib.ingest.raw import raw_schema
 
 PARTITION_DAY = date(2024, 2, 29)
 CATEGORIES = ["Electronics", "Books", "Home & Garden", "Toys/Games", "Sports", "Grocery", "Beauty"]

@@ -29,8 +29,8 @@ from ai_pipeline.defs.rag.assets import rag_assets
 from ai_pipeline.defs.rag.checks import collection_lag_check, rag_checks
 from ai_pipeline.defs.rag.sensors import documents_sensor
 from ai_pipeline.defs.resources import ALERT_WEBHOOK, LANDING, ONLINE_STORE, OPS_DB, embedded_resources
-from ai_pipeline.lib import expectations
-from ai_pipeline.lib.contracts import Event, User
+from ai_pipeline.lib.ingest import expectations
+from ai_pipeline.lib.ingest.contracts import Event, User
 from ai_pipeline.settings import Settings
 from ai_pipeline.sources import load_sources
 

@@ -1,8 +1,8 @@
 """User features: validated events -> daily partials -> 7/30/90-day windows (offline store) -> online store.
 
 Assets: `user_daily_aggregates`, `user_window_features`, `online_user_features`. The work is done by
-`ai_pipeline.lib.features` (registry and windows), `lib.feature_checks`, `lib.drift` and `lib.online_store`;
-these shells read the warehouse, call them, and report numbers and checks.
+`ai_pipeline.lib.feature_store`: `features` (registry and windows), `feature_checks`, `drift` and `online_store`; these
+shells read the warehouse, call them, and report numbers and checks.
 """
 
 import time
@@ -32,7 +32,7 @@ from ai_pipeline.defs.keys import (
 from ai_pipeline.defs.policy import DAILY_BACKFILL, OWNERS, daily_asset, partition_days
 from ai_pipeline.defs.reporting import DayChecks
 from ai_pipeline.defs.resources import OnlineStore, query, table_exists
-from ai_pipeline.lib import drift, feature_checks, features
+from ai_pipeline.lib.feature_store import drift, feature_checks, features
 from ai_pipeline.lib.quality import Verdict
 from ai_pipeline.settings import Settings
 

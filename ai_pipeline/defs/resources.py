@@ -21,9 +21,11 @@ from dagster_duckdb_polars import DuckDBPolarsTypeHandler
 from pydantic import Field
 
 from ai_pipeline.defs.dagster_internals import DbTypeHandler, TableSlice
-from ai_pipeline.lib import alerts, embedding, http_api, ops_db, vector_store
-from ai_pipeline.lib.online_store import DEFAULT_TABLE as ONLINE_TABLE
-from ai_pipeline.lib.online_store import PostgresOnlineStore, SqliteOnlineStore
+from ai_pipeline.lib.feature_store.online_store import DEFAULT_TABLE as ONLINE_TABLE
+from ai_pipeline.lib.feature_store.online_store import PostgresOnlineStore, SqliteOnlineStore
+from ai_pipeline.lib.ingest import http_api, ops_db
+from ai_pipeline.lib.ops import alerts
+from ai_pipeline.lib.rag import embedding, vector_store
 from ai_pipeline.settings import Settings
 
 WAREHOUSE, IO_MANAGER = "warehouse", "io_manager"

@@ -45,12 +45,12 @@ from ai_pipeline.defs.resources import (
     OperationalDatabase,
 )
 from ai_pipeline.lib import quality
-from ai_pipeline.lib.contracts import Event, User
-from ai_pipeline.lib.landing import FileReport, read_landing_day
+from ai_pipeline.lib.ingest.contracts import Event, User
+from ai_pipeline.lib.ingest.landing import FileReport, read_landing_day
+from ai_pipeline.lib.ingest.raw import SchemaReport, empty_raw
+from ai_pipeline.lib.ingest.routing import Routing, days_touched, route
+from ai_pipeline.lib.ingest.validation import validate
 from ai_pipeline.lib.quality import Verdict
-from ai_pipeline.lib.raw import SchemaReport, empty_raw
-from ai_pipeline.lib.routing import Routing, days_touched, route
-from ai_pipeline.lib.validation import validate
 from ai_pipeline.settings import Settings
 
 CONTRACT_TAG = "ai_pipeline/contract"  # on raw assets: the contract their rows are validated against

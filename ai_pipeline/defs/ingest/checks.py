@@ -22,7 +22,8 @@ from ai_pipeline.defs.keys import (
 )
 from ai_pipeline.defs.policy import partition_days
 from ai_pipeline.defs.reporting import DayChecks
-from ai_pipeline.lib import expectations, quality
+from ai_pipeline.lib import quality
+from ai_pipeline.lib.ingest import expectations
 from ai_pipeline.lib.quality import Verdict
 
 _COUNT = "select count(*) from main.{table} where partition_date = ?"

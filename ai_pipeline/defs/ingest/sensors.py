@@ -30,7 +30,7 @@ from ai_pipeline.defs.keys import (
     raw_key,
 )
 from ai_pipeline.defs.resources import LandingZone, OperationalDatabase
-from ai_pipeline.lib import landing
+from ai_pipeline.lib.ingest import landing
 
 IN_FLIGHT = [
     dg.DagsterRunStatus.QUEUED,

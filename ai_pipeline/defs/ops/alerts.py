@@ -1,4 +1,4 @@
-"""`failure_alerts`: every failed ERROR check and failed run is posted to a webhook (`ai_pipeline.lib.alerts`),
+"""`failure_alerts`: every failed ERROR check and failed run is posted to a webhook (`ai_pipeline.lib.ops.alerts`),
 read from the instance's event log, at least once, in order."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from ai_pipeline.defs.keys import (
 )
 from ai_pipeline.defs.resources import AlertWebhook
 from ai_pipeline.event_log import RUN_FINISHED, plain_metadata, root_error, run_partition
-from ai_pipeline.lib import alerts
+from ai_pipeline.lib.ops import alerts
 
 # Finished runs examined per alerting tick; the rest wait for the next tick (the cursor says where it stopped).
 ALERT_BATCH = 25

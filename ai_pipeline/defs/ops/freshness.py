@@ -24,7 +24,7 @@ from ai_pipeline.defs.keys import (
     VALIDATED_USERS,
 )
 from ai_pipeline.defs.reporting import check_result
-from ai_pipeline.lib.lag import partition_lag
+from ai_pipeline.lib.ops.lag import partition_lag
 
 DEFAULT_FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=48), warn_window=timedelta(hours=30))
 # Asset -> UTC hour by which yesterday's partition must be in.

@@ -1,7 +1,7 @@
 """Documents -> chunks -> embeddings -> a ChromaDB collection, one partition per document source.
 
 Assets: `raw_documents`, `document_chunks`, `chunk_embeddings`, `vector_collection`. The work is done by
-`ai_pipeline.lib.documents`, `lib.chunking`, `lib.embedding`, `lib.vector_store` and `lib.retrieval`; these shells
+`ai_pipeline.lib.rag.documents`, `lib.chunking`, `lib.embedding`, `lib.vector_store` and `lib.retrieval`; these shells
 read the warehouse, call them, and report numbers. Partitions are dynamic: one key per configured document source
 (`Settings.doc_sources`), added by `register_collections` (the demo) or the document sensor (`sensors.py`).
 """
@@ -28,9 +28,9 @@ from ai_pipeline.defs.keys import (
 from ai_pipeline.defs.policy import OWNERS
 from ai_pipeline.defs.reporting import check_result
 from ai_pipeline.defs.resources import Embedder, VectorStore, query, table_exists
-from ai_pipeline.lib import chunking, documents, embedding, retrieval
 from ai_pipeline.lib.quality import Verdict
-from ai_pipeline.lib.vector_store import VectorRecord, sync_collection
+from ai_pipeline.lib.rag import chunking, documents, embedding, retrieval
+from ai_pipeline.lib.rag.vector_store import VectorRecord, sync_collection
 from ai_pipeline.settings import DocSource, Settings
 
 COLLECTIONS = dg.DynamicPartitionsDefinition(name="document_collections")

@@ -21,9 +21,9 @@ from ai_pipeline.defs.keys import (
 from ai_pipeline.defs.rag.assets import COLLECTIONS, collection_check_spec, load_source, vector_records
 from ai_pipeline.defs.reporting import check_result
 from ai_pipeline.defs.resources import Embedder, VectorStore
-from ai_pipeline.lib import documents, embedding, retrieval
 from ai_pipeline.lib.quality import Verdict
-from ai_pipeline.lib.vector_store import collection_vectors
+from ai_pipeline.lib.rag import documents, embedding, retrieval
+from ai_pipeline.lib.rag.vector_store import collection_vectors
 from ai_pipeline.settings import DocSource, Settings
 
 NORM_TOLERANCE = 1e-3

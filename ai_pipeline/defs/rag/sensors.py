@@ -9,7 +9,7 @@ from ai_pipeline.defs.keys import (
     RAW_DOCUMENTS,
 )
 from ai_pipeline.defs.rag.assets import COLLECTIONS
-from ai_pipeline.lib import documents
+from ai_pipeline.lib.rag import documents
 from ai_pipeline.settings import Settings
 
 

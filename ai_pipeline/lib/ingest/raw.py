@@ -20,7 +20,7 @@ from typing import Any
 import polars as pl
 from pydantic import BaseModel
 
-from ai_pipeline.lib.contracts import field_aliases, required_fields
+from ai_pipeline.lib.ingest.contracts import field_aliases, required_fields
 
 # Where a row came from: kept on raw, validated and quarantined rows alike. `partition_date` is the table's own
 # partition: the day the row arrived on (raw tables), the day it is validated in (validated and quarantined).

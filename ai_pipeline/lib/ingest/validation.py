@@ -1,7 +1,7 @@
 """Vectorized contract validation: a Pydantic model compiled into Polars expressions.
 
 `compile_contract` reads the model's own declarations (types, `Literal` choices, `StringConstraints`,
-`ge`/`le`, the registered parsers and after-validators of `ai_pipeline.lib.contracts`) and builds, per
+`ge`/`le`, the registered parsers and after-validators of `ai_pipeline.lib.ingest.contracts`) and builds, per
 field, the ordered rules pydantic applies. Pydantic reports the first failing rule of each field; so does
 this. A model using a validator this module does not know is refused at compile time rather than
 validated differently.
@@ -27,8 +27,8 @@ import polars as pl
 from pydantic import AfterValidator, BaseModel, BeforeValidator, StringConstraints, ValidationError
 from pydantic.fields import FieldInfo
 
-from ai_pipeline.lib import contracts
-from ai_pipeline.lib.raw import LINEAGE_SCHEMA
+from ai_pipeline.lib.ingest import contracts
+from ai_pipeline.lib.ingest.raw import LINEAGE_SCHEMA
 
 REASON_DTYPE = pl.List(pl.Struct({"field": pl.String, "rule": pl.String, "message": pl.String, "value": pl.String}))
 UTC_MICROS = pl.Datetime("us", "UTC")
@@ -172,7 +172,7 @@ def _compile_field(name: str, info: FieldInfo, partition_day: date | None) -> Co
     elif base is str:
         typed, dtype = value, pl.String
     else:
-        raise TypeError(f"{name}: {base!r} needs a parser from ai_pipeline.lib.contracts")
+        raise TypeError(f"{name}: {base!r} needs a parser from ai_pipeline.lib.ingest.contracts")
 
     parsed = typed
     typed = pl.col(f"__{name}")  # the constraints read the parsed column, computed once

@@ -31,7 +31,7 @@ from decimal import Decimal
 
 import polars as pl
 
-from ai_pipeline.lib.raw import text_value
+from ai_pipeline.lib.ingest.raw import text_value
 
 # Huge values must reach the contract (which rejects them with a reason), not crash the reader.
 csv.field_size_limit(64 * 1024 * 1024)

@@ -30,12 +30,12 @@ from pathlib import Path
 import polars as pl
 from pydantic import BaseModel
 
-from ai_pipeline.lib import formats
-from ai_pipeline.lib.contracts import field_aliases
-from ai_pipeline.lib.formats import ReadOptions, Records, Refused
-from ai_pipeline.lib.raw import SchemaReport, SourceMapping, empty_raw, to_raw
-from ai_pipeline.lib.routing import event_times
-from ai_pipeline.lib.validation import compile_contract
+from ai_pipeline.lib.ingest import formats
+from ai_pipeline.lib.ingest.contracts import field_aliases
+from ai_pipeline.lib.ingest.formats import ReadOptions, Records, Refused
+from ai_pipeline.lib.ingest.raw import SchemaReport, SourceMapping, empty_raw, to_raw
+from ai_pipeline.lib.ingest.routing import event_times
+from ai_pipeline.lib.ingest.validation import compile_contract
 
 FORMATS = {
     ".csv": "csv",

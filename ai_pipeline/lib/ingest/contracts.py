@@ -2,7 +2,7 @@
 
 Raw values arrive as strings (or null). Each field declares how a string becomes a typed value
 (a parser from `PARSERS`) and the constraints the value must meet (pydantic's own `StringConstraints`,
-`Field(ge=..., le=...)`, `Literal`). `ai_pipeline.lib.validation` compiles these same declarations into
+`Field(ge=..., le=...)`, `Literal`). `ai_pipeline.lib.ingest.validation` compiles these same declarations into
 Polars expressions, and a property test proves both paths decide identically on every row.
 
 Conventions shared by both paths:

@@ -22,8 +22,8 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from ai_pipeline.lib.contracts import parse_timestamp
-from ai_pipeline.lib.features import FEATURE_DATE, USER
+from ai_pipeline.lib.feature_store.features import FEATURE_DATE, USER
+from ai_pipeline.lib.ingest.contracts import parse_timestamp
 
 TIMESTAMP = "event_timestamp"
 DEFAULT_TTL = timedelta(days=1)  # a user missing from day D's features was inactive for the whole horizon

@@ -59,7 +59,7 @@ import polars as pl
 from markdown_it.tree import SyntaxTreeNode
 from tokenizers import Tokenizer
 
-from ai_pipeline.lib.documents import MARKDOWN, Document, front_matter_lines, heading_text
+from ai_pipeline.lib.rag.documents import MARKDOWN, Document, front_matter_lines, heading_text
 
 MAX_TOKENS = 256  # all-MiniLM-L6-v2's max_seq_length; the model silently truncates longer input
 MIN_MAX_TOKENS = 32  # room for a heading path, a fence's two lines and some content

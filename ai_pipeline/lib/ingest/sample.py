@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from ai_pipeline.lib.contracts import CATEGORIES
-from ai_pipeline.lib.landing import COMPLETION_MARKER
+from ai_pipeline.lib.ingest.contracts import CATEGORIES
+from ai_pipeline.lib.ingest.landing import COMPLETION_MARKER
 
 EVENT_COLUMNS = ["event_id", "user_id", "event_type", "event_time", "amount", "category", "country"]
 USER_COLUMNS = ["user_id", "age", "email", "signup_time", "country"]

@@ -23,8 +23,8 @@ from datetime import date, datetime, timedelta
 import polars as pl
 from pydantic import BaseModel
 
-from ai_pipeline.lib import contracts
-from ai_pipeline.lib.validation import parsed_field, routing_field
+from ai_pipeline.lib.ingest import contracts
+from ai_pipeline.lib.ingest.validation import parsed_field, routing_field
 
 DEFAULT_LATENESS_DAYS = 7
 

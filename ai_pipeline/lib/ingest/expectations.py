@@ -30,7 +30,7 @@ from typing import Any
 
 import polars as pl
 
-from ai_pipeline.lib import contracts
+from ai_pipeline.lib.ingest import contracts
 
 EVENTS_CONTRACT = "events_contract"
 EVENTS_STATISTICS = "events_statistics"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ai_pipeline.lib.vector_store import Hit, query
+from ai_pipeline.lib.rag.vector_store import Hit, query
 
 HEADING_SEPARATOR = " > "
 

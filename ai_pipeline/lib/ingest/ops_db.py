@@ -39,8 +39,8 @@ import psycopg2.extensions
 import psycopg2.extras
 from psycopg2 import sql
 
-from ai_pipeline.lib.contracts import Event, field_aliases
-from ai_pipeline.lib.raw import SchemaReport, SourceMapping, text_value, to_raw
+from ai_pipeline.lib.ingest.contracts import Event, field_aliases
+from ai_pipeline.lib.ingest.raw import SchemaReport, SourceMapping, text_value, to_raw
 
 SOURCE = "operational_db"
 DEFAULT_CONNECT_TIMEOUT_S = 10

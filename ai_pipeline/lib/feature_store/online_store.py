@@ -20,7 +20,7 @@ from typing import Protocol
 
 import polars as pl
 
-from ai_pipeline.lib.features import FEATURE_DATE, USER
+from ai_pipeline.lib.feature_store.features import FEATURE_DATE, USER
 
 DEFAULT_TABLE = "online_user_features"
 

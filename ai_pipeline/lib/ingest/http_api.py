@@ -47,8 +47,8 @@ import urllib3
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from ai_pipeline.lib.contracts import Event
-from ai_pipeline.lib.raw import SchemaReport, SourceMapping, text_value, to_raw
+from ai_pipeline.lib.ingest.contracts import Event
+from ai_pipeline.lib.ingest.raw import SchemaReport, SourceMapping, text_value, to_raw
 
 SOURCE = "http_api"
 RETRY_STATUSES = (429, 500, 502, 503, 504)

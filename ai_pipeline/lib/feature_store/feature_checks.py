@@ -7,7 +7,7 @@ from datetime import date, datetime, time, timedelta
 
 import polars as pl
 
-from ai_pipeline.lib.features import (
+from ai_pipeline.lib.feature_store.features import (
     ACTIVE_DAYS,
     COUNT,
     DISTINCT,

@@ -26,7 +26,7 @@ from datetime import date, timedelta
 
 import polars as pl
 
-from ai_pipeline.lib.contracts import CATEGORIES
+from ai_pipeline.lib.ingest.contracts import CATEGORIES
 
 WINDOWS = (7, 30, 90)
 HORIZON = max(WINDOWS)
