@@ -100,7 +100,8 @@ def _day_outcomes(result, start: date, end: date) -> list[DayOutcome]:
     ]
     outcomes = {day.isoformat(): DayOutcome(day.isoformat(), result.success, steps_failed=steps) for day in days}
     for evaluation in result.get_asset_check_evaluations():
-        outcome = outcomes.get(evaluation.partition)
+        # The checks of the models rebuilt in full (no partition) judge the state after the range: its last day.
+        outcome = outcomes.get(evaluation.partition or end.isoformat())
         if outcome is None:
             continue
         name, meta = evaluation.asset_key.path[-1], evaluation.metadata

@@ -209,15 +209,26 @@ class DagsterServer:
         result = self.query(_LAUNCH_RUN, {"params": params})["launchRun"]
         return _unwrap(result, "LaunchRunSuccess", f"launch {assets} {partition}")["run"]["runId"]
 
-    def launch_backfill(self, assets: Sequence[str], partitions: Sequence[str], *, exact: bool = False) -> str:
+    def launch_backfill(
+        self,
+        assets: Sequence[str],
+        partitions: Sequence[str],
+        *,
+        exact: bool = False,
+        unpartitioned: Sequence[str] = (),
+    ) -> str:
         """An asset backfill through Dagster's backfill daemon (its backfill policy decides the runs).
 
         Given partition names, Dagster targets them at the selection's roots and whatever they map to downstream
-        (the 90 days of windows after them, too); `exact` targets every asset's range first..last and nothing more.
+        (the 90 days of windows after them, too); `exact` targets every asset's range first..last and nothing more,
+        and each of `unpartitioned` once (after its parents).
         """
         if exact:
             span = {"range": {"start": partitions[0], "end": partitions[-1]}}
-            params = {"partitionsByAssets": [{"assetKey": {"path": [a]}, "partitions": span} for a in assets]}
+            params = {
+                "partitionsByAssets": [{"assetKey": {"path": [a]}, "partitions": span} for a in assets]
+                + [{"assetKey": {"path": [a]}, "partitions": None} for a in unpartitioned]
+            }
         else:
             params = {"partitionNames": list(partitions), "assetSelection": [{"path": [a]} for a in assets]}
         result = self.query(_LAUNCH_BACKFILL, {"params": params})["launchPartitionBackfill"]

@@ -34,7 +34,7 @@ pytestmark = pytest.mark.slow
 
 TODAY = datetime.now(UTC).date()
 HISTORY, NEW_DAY = TODAY - timedelta(days=2), TODAY - timedelta(days=1)
-DOWNSTREAM = ["stg_events", "fct_user_daily_activity", "user_daily_aggregates", "user_window_features"]
+DOWNSTREAM = ["fct_user_daily_activity", "user_daily_aggregates", "user_window_features"]
 SENSOR_TICKS = """
 query ($selector: SensorSelector!) {
   sensorOrError(sensorSelector: $selector) {

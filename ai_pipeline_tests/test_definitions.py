@@ -65,6 +65,10 @@ def _spec_snapshot(defs: dg.Definitions) -> dict:
     return snapshot
 
 
+# The dbt models that are not incremental (dbt_project.yml, defs/marts.py).
+FULL_REBUILDS = {"stg_users", "dim_users"}
+
+
 def test_every_asset_declares_its_policy(defs):
     graph = defs.resolve_asset_graph()
     materializable = [graph.get(k) for k in graph.get_all_asset_keys() if graph.get(k).is_materializable]
@@ -77,11 +81,14 @@ def test_every_asset_declares_its_policy(defs):
         assert node.owners == ["team:data-platform"], name
         if node.group_name == "rag":  # one partition per document collection
             assert node.partitions_def == dg.DynamicPartitionsDefinition(name="document_collections"), name
+        elif name in FULL_REBUILDS:  # dbt models that every run rebuilds whole: a partition would mean nothing
+            assert node.partitions_def is None, name
         else:
             assert isinstance(node.partitions_def, dg.DailyPartitionsDefinition), name
         assert node.freshness_policy is not None, name
-        # Daily assets backfill in runs of up to 30 days (defs/policy.py); a collection is one run.
-        assert node.backfill_policy == (None if node.group_name == "rag" else DAILY_BACKFILL), name
+        # Daily assets backfill in runs of up to 30 days (defs/policy.py); a collection or a full rebuild is one run.
+        expected = None if node.group_name == "rag" or name in FULL_REBUILDS else DAILY_BACKFILL
+        assert node.backfill_policy == expected, name
         # Raw sources with a feed are requested by their sensors; everything else has an automation condition.
         sensor_fed = name.startswith("raw_") and name != "raw_api_events"
         assert (node.automation_condition is None) == sensor_fed, name
@@ -115,7 +122,7 @@ def test_every_asset_links_to_its_code_and_every_name_is_defined_once(defs):
         if f'"{key.name}"' not in keys_module:
             dbt_checks.add(key)
     assert dbt_checks and all(
-        k.asset_key.path[-1] in ("stg_events", "stg_users", "fct_user_daily_activity", "dim_users") for k in dbt_checks
+        k.asset_key.path[-1] in ("stg_users", "fct_user_daily_activity", "dim_users") for k in dbt_checks
     ), dbt_checks
     # No name is defined twice: keys.py names each one once, and no module of the Dagster layer spells it out (the
     # domain core in lib/ imports no Dagster: its table and metric names are its own).

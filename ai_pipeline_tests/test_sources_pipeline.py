@@ -14,6 +14,7 @@ import duckdb
 
 from ai_pipeline.defs.ingest.assets import ingest_assets
 from ai_pipeline.defs.ingest.checks import ingest_checks
+from ai_pipeline.defs.keys import UNIQUE_ACROSS_DAYS_CHECK
 from ai_pipeline.defs.policy import daily_partitions
 from ai_pipeline.defs.resources import EVENTS_API, OPS_DB, EventsApi, OperationalDatabase, embedded_resources
 from ai_pipeline.lib.ingest import ops_db
@@ -111,3 +112,32 @@ def test_three_sources_one_partition(tmp_path, pg_dsn, pg_schema):
     )
     assert "amount:ge x1" in rate.description
     assert result.success
+
+
+def test_an_event_id_that_another_day_holds_too_is_reported(tmp_path):
+    """Rows land on their own day, so an id on two days is one id with two times (a reused or re-timed event)."""
+    days = {"2024-01-05": "e-1,u1,click,2024-01-05T08:00:00Z,\n", "2024-01-06": "e-1,u1,click,2024-01-06T09:00:00Z,\n"}
+    for day, rows in days.items():
+        folder = tmp_path / "landing" / "events" / day
+        folder.mkdir(parents=True)
+        (folder / "web.csv").write_text("event_id,user_id,event_type,event_time,amount\n" + rows)
+        (folder / "_SUCCESS").touch()
+    settings = Settings(home=tmp_path, start_date=DAY)
+    partitions = daily_partitions(settings)
+    checks = ingest_checks("events", RAW_EVENTS, suites={}, partitions=partitions, unique_key="event_id")
+    verdicts = {}
+    for day in days:
+        result = dg.materialize(
+            [*ingest_assets(settings, partitions, load_sources()), checks],
+            partition_key=day,
+            resources={**embedded_resources(settings), **landing_zone(settings)},
+            selection=["raw_landing_events", "validated_events", "quarantined_events"],
+        )
+        verdicts[day] = next(
+            e for e in result.get_asset_check_evaluations() if e.check_name == UNIQUE_ACROSS_DAYS_CHECK
+        )
+    assert verdicts["2024-01-05"].passed  # the 6th had not landed yet
+    second = verdicts["2024-01-06"]
+    assert not second.passed and second.severity == dg.AssetCheckSeverity.WARN
+    assert second.metadata["repeated_keys"].value == 1
+    assert second.description == "1 event_id values also on another day, e.g. e-1 also on 2024-01-05"

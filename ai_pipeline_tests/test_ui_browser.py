@@ -134,7 +134,7 @@ def _launch_from_materialize_dialog(page: Page, server: DagsterServer, selection
 
 def test_the_asset_graph_shows_the_event_lane(page: Page, server: DagsterServer, artifacts: Path):
     page.goto(f"{server.url}/assets/validated_events?view=lineage")
-    for name in ["raw_landing_events", "raw_online_retail_events", "validated_events", "stg_events"]:
+    for name in ["raw_landing_events", "raw_online_retail_events", "validated_events", "user_daily_aggregates"]:
         expect(page.get_by_text(name, exact=True).first).to_be_visible()
     page.screenshot(path=str(artifacts / "01-asset-graph.png"))
 

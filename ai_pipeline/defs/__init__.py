@@ -50,6 +50,7 @@ def build_defs(settings: Settings, resources: Mapping[str, Any] | None = None) -
                 expectations.EVENTS_STATISTICS: GX_EVENTS_STATISTICS_CHECK,
             },
             partitions=partitions,
+            unique_key="event_id",
         ),
         ingest_checks(
             "users",
@@ -72,7 +73,7 @@ def build_defs(settings: Settings, resources: Mapping[str, Any] | None = None) -
         assets=dg.with_source_code_references(
             [
                 *assets,
-                dbt_assets,
+                *dbt_assets,
                 *feature_assets(settings, partitions, resources[ONLINE_STORE].backend),
                 *rag_assets(settings),
             ]

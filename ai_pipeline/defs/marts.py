@@ -1,11 +1,19 @@
-"""dbt marts over the validated tables, as Dagster assets in the same graph.
+"""dbt marts over the validated tables and the feature store's partials, as Dagster assets in the same graph.
 
 `build_dbt_assets(settings, partitions)` returns `(assets, resources)`:
-  - `assets`: one `@dbt_assets` definition for every model in `dbt_project/` (`stg_events`, `stg_users`,
-    `fct_user_daily_activity`, `dim_users`), daily-partitioned, backfilled in ranges like every daily asset. A
-    run is one `dbt build` over the partition window, so dbt data tests become asset checks (one result per day of
-    the window) and unit tests run.
-  - `resources`: `{"dbt": DbtCliResource}`, the resource that assets definition needs.
+  - `assets`: two `@dbt_assets` definitions over `dbt_project/`, split by how a model is built:
+    * `dbt_daily_marts`: the partition-aware incremental models (`fct_user_daily_activity`), daily-partitioned and
+      backfilled in ranges like every daily asset; a run is one `dbt build` over the partition window, so their dbt
+      data tests are asset checks with one result per day of the window.
+    * `dbt_marts`: every other model (the `stg_users` view, the `dim_users` table), rebuilt in full by each run and
+      therefore not partitioned; their data tests are plain asset checks.
+    Each materialization carries the table's row count, column schema and column lineage (fetched by dagster-dbt
+    through the dbt adapter once the model is built).
+  - `resources`: `{"dbt": DbtCliResource}`, the resource both need.
+
+`DBT_PROJECT` is prepared by dagster-dbt's own preparer: `scripts/bootstrap` runs `dagster-dbt project
+prepare-and-package` after installing, and loading the code location runs the same preparer when a project file is
+newer than the manifest (an edited model), so the manifest is never stale.
 
 The warehouse path goes to dbt as the `warehouse_path` var (read by `dbt_project/profiles.yml`):
 `DbtCliResource.cli` hands the subprocess a copy of `os.environ` and takes no environment of its own, so a
@@ -14,17 +22,22 @@ var is how a run writes to the `warehouse` resource's file without touching the 
 
 import json
 import os
-import shutil
-import subprocess
 import sys
-import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
-from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, DbtProject, dbt_assets
+from dagster_dbt import (
+    DagsterDbtTranslator,
+    DagsterDbtTranslatorSettings,
+    DbtCliInvocation,
+    DbtCliResource,
+    DbtProject,
+    dbt_assets,
+)
 from dagster_duckdb import DuckDBResource
 
 from ai_pipeline.defs.keys import DUCKDB_POOL, MARTS_GROUP
@@ -35,8 +48,9 @@ from ai_pipeline.settings import DBT_PROJECT_DIR, Settings
 
 # The venv's dbt, found without relying on PATH (the venv need not be activated).
 DBT_EXECUTABLE = Path(sys.executable).parent / "dbt"
-# dbt must never need the network (dbt_project.yml also turns these off).
-DBT_OFFLINE_ENV = {"DBT_SEND_ANONYMOUS_USAGE_STATS": "false", "DO_NOT_TRACK": "1"}
+DBT_PROJECT = DbtProject(DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
+# The models a partition run rebuilds by window; every other model is rebuilt in full.
+INCREMENTAL = "config.materialized:incremental"
 _DBT_SOURCE_SUFFIXES = {".sql", ".yml", ".yaml"}
 _DBT_OUTPUT_DIRS = {"target", "logs", "dbt_packages"}
 
@@ -56,11 +70,12 @@ def dbt_build_args(dbt_vars: Mapping[str, str], warehouse: Path) -> list[str]:
 class MartsTranslator(DagsterDbtTranslator):
     """Models become flat keys (the model name) in group `marts`; sources keep their `meta.dagster.asset_key`.
 
-    dbt data tests become asset checks partitioned like their model, so their verdicts are recorded per
-    partition like every other check in the pipeline (a test over a range stands for each of its days).
+    With a partitions definition, dbt data tests become asset checks partitioned like their model, so their
+    verdicts are recorded per partition like every other check in the pipeline (a test over a range stands for
+    each of its days).
     """
 
-    def __init__(self, partitions_def: dg.PartitionsDefinition):
+    def __init__(self, partitions_def: dg.PartitionsDefinition | None):
         # Each model links to its SQL file in the UI.
         super().__init__(settings=DagsterDbtTranslatorSettings(enable_code_references=True))
         self._partitions_def = partitions_def
@@ -86,70 +101,90 @@ class MartsTranslator(DagsterDbtTranslator):
         return spec._replace(partitions_def=asset_spec.partitions_def) if spec else None
 
 
-def _manifest_is_stale(project_dir: Path, manifest: Path) -> bool:
-    if not manifest.exists():
+def manifest_is_stale(project: DbtProject) -> bool:
+    """No manifest yet, or a project file newer than it."""
+    if not project.manifest_path.exists():
         return True
-    built = manifest.stat().st_mtime
+    built = project.manifest_path.stat().st_mtime
     return any(
         path.stat().st_mtime > built
-        for path in project_dir.rglob("*")
-        if path.suffix in _DBT_SOURCE_SUFFIXES and path.relative_to(project_dir).parts[0] not in _DBT_OUTPUT_DIRS
+        for path in project.project_dir.rglob("*")
+        if path.suffix in _DBT_SOURCE_SUFFIXES
+        and path.relative_to(project.project_dir).parts[0] not in _DBT_OUTPUT_DIRS
     )
 
 
-def prepare_manifest(project_dir: Path = DBT_PROJECT_DIR) -> Path:
-    """`target/manifest.json`, parsed first when it is missing (fresh clone) or older than a project file.
-
-    dbt parses into a private folder and the files are then renamed into place, so a process loading the
-    manifest while another one parses never reads half a file.
-    """
-    target = project_dir / "target"
-    manifest = target / "manifest.json"
-    if not _manifest_is_stale(project_dir, manifest):
-        return manifest
-    staging = target / f"parse-{uuid.uuid4().hex[:12]}"
+@contextmanager
+def _venv_dbt_on_path() -> Iterator[None]:
+    """dagster-dbt's preparer runs `dbt` from PATH, and the venv need not be activated: its bin goes first."""
+    before = os.environ.get("PATH", "")
+    os.environ["PATH"] = os.pathsep.join([str(DBT_EXECUTABLE.parent), before])
     try:
-        done = subprocess.run(
-            [str(DBT_EXECUTABLE), "parse", "--target-path", str(staging), "--log-path", str(staging)],
-            cwd=project_dir,
-            env={**os.environ, **DBT_OFFLINE_ENV, "DBT_PROFILES_DIR": str(project_dir)},
-            capture_output=True,
-            text=True,
-        )
-        if done.returncode != 0:
-            raise RuntimeError(f"dbt parse failed in {project_dir}:\n{done.stdout[-4000:]}{done.stderr[-4000:]}")
-        # The manifest last: its modification time says the parse is complete.
-        for name in ("partial_parse.msgpack", "manifest.json"):
-            os.replace(staging / name, target / name)
+        yield
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return manifest
+        os.environ["PATH"] = before
+
+
+def prepare_manifest(project: DbtProject = DBT_PROJECT) -> Path:
+    """The project's manifest, prepared by dagster-dbt's preparer (`dbt parse` under its lock) when stale."""
+    if manifest_is_stale(project):
+        with _venv_dbt_on_path():
+            project.preparer.prepare(project)
+    return project.manifest_path
+
+
+def _dbt_build(
+    context: dg.AssetExecutionContext, dbt: DbtCliResource, settings: Settings, args: list[str]
+) -> Iterator[Any]:
+    """The events of one `dbt build`, with row counts and column metadata fetched for each built model."""
+    # Each run's dbt artifacts (run_results.json, logs) lie beside the warehouse it wrote.
+    target_path = settings.home / "dbt" / context.run.run_id / context.op_execution_context.op.name
+    invocation = dbt.cli(args, context=context, target_path=target_path)
+    try:
+        yield from invocation.stream().fetch_row_counts().fetch_column_metadata()
+    finally:
+        _release_warehouse(invocation)
+
+
+def _release_warehouse(invocation: DbtCliInvocation) -> None:
+    """Closes the warehouse file that the metadata fetch opened in this process.
+
+    dagster-dbt fetches row counts and columns through dbt-duckdb's adapter here, which keeps the DuckDB file open
+    in a class-level environment: the run's next dbt process (or any other writer) would find it locked.
+    `test_dbt` runs both dbt steps of each run in one process, so a dbt-duckdb that changes this fails there."""
+    from dbt.adapters.duckdb.connections import DuckDBConnectionManager
+
+    if invocation.adapter is not None:
+        invocation.adapter.cleanup_connections()
+    with DuckDBConnectionManager._LOCK:
+        if DuckDBConnectionManager._ENV is not None:
+            DuckDBConnectionManager._ENV.close()
+            DuckDBConnectionManager._ENV = None
 
 
 def build_dbt_assets(
     settings: Settings, partitions_def: dg.DailyPartitionsDefinition
-) -> tuple[dg.AssetsDefinition, dict[str, DbtCliResource]]:
+) -> tuple[list[dg.AssetsDefinition], dict[str, DbtCliResource]]:
     """The dbt assets over the `warehouse` resource's file and the `dbt` resource they need (module docstring)."""
-    manifest = prepare_manifest(DBT_PROJECT_DIR)
+    manifest = prepare_manifest(DBT_PROJECT)
 
     @dbt_assets(
         manifest=manifest,
-        project=DbtProject(DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR),
-        name="dbt_marts",
+        project=DBT_PROJECT,
+        name="dbt_daily_marts",
+        select=INCREMENTAL,
         dagster_dbt_translator=MartsTranslator(partitions_def),
         partitions_def=partitions_def,
         # The models replace exactly the window they are given, so a range is one `dbt build`.
         backfill_policy=DAILY_BACKFILL,
         pool=DUCKDB_POOL,
     )
-    def dbt_marts(context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: DuckDBResource):
+    def dbt_daily_marts(context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: DuckDBResource):
         window = context.partition_time_window
         args = dbt_build_args(dbt_vars_for_window(window.start, window.end), Path(warehouse.database))
-        # Each run's dbt artifacts (run_results.json, logs) lie beside the warehouse it wrote.
-        target_path = settings.home / "dbt" / context.run.run_id
         days = partition_days(context)
         per_day = DayChecks(context)
-        for event in dbt.cli(args, context=context, target_path=target_path).stream():
+        for event in _dbt_build(context, dbt, settings, args):
             if not isinstance(event, dg.AssetCheckResult):
                 yield event
                 continue
@@ -160,9 +195,20 @@ def build_dbt_assets(
                     day, verdict, event.metadata, asset_key=event.asset_key, check_name=event.check_name
                 )
 
+    @dbt_assets(
+        manifest=manifest,
+        project=DBT_PROJECT,
+        name="dbt_marts",
+        exclude=INCREMENTAL,
+        dagster_dbt_translator=MartsTranslator(None),
+        pool=DUCKDB_POOL,
+    )
+    def dbt_marts(context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: DuckDBResource):
+        yield from _dbt_build(context, dbt, settings, dbt_build_args({}, Path(warehouse.database)))
+
     resource = DbtCliResource(
         project_dir=DBT_PROJECT_DIR,
         profiles_dir=DBT_PROJECT_DIR,
         dbt_executable=str(DBT_EXECUTABLE),
     )
-    return dbt_marts, {"dbt": resource}
+    return [dbt_daily_marts, dbt_marts], {"dbt": resource}

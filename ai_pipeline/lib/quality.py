@@ -76,6 +76,16 @@ def duplicates(identical: int, conflicting: int, example: str | None = None) -> 
     )
 
 
+def unique_across_days(key: str, repeated: int, example: str | None = None) -> Verdict:
+    """`repeated`: keys of the day that another day holds too (one event told twice with different times, or an id
+    a source reused); `example`: one of them and the other day."""
+    if repeated == 0:
+        return Verdict(True, "WARN", f"every {key} of the day is on no other day")
+    return Verdict(
+        False, "WARN", f"{repeated} {key} values also on another day" + (f", e.g. {example}" if example else "")
+    )
+
+
 def _named(problems: list[str]) -> str:
     more = f"; and {len(problems) - SHOWN} more" if len(problems) > SHOWN else ""
     return "; ".join(problems[:SHOWN]) + more

@@ -19,6 +19,7 @@ from ai_pipeline.defs.keys import (
     ENTITY_TABLES,
     EXPLAINED_CHECK,
     QUARANTINE_RATE_CHECK,
+    UNIQUE_ACROSS_DAYS_CHECK,
 )
 from ai_pipeline.defs.policy import partition_days
 from ai_pipeline.defs.reporting import DayChecks
@@ -65,6 +66,19 @@ select
 from duplicates
 """
 
+# A key of the day that another day holds too: rows land on their event's day, so a repeat there is the same id with
+# another time. (`key` and `table` are the pipeline's own names, never input.)
+_ACROSS_DAYS = """
+select count(*), min({key} || ' also on ' || other::varchar)
+from (
+    select a.{key}, min(b.partition_date) as other
+    from main.{table} a
+    join main.{table} b on b.{key} = a.{key} and b.partition_date <> a.partition_date
+    where a.partition_date = ?
+    group by a.{key}
+)
+"""
+
 
 def ingest_checks(
     entity: str,
@@ -72,9 +86,10 @@ def ingest_checks(
     *,
     suites: Mapping[str, str],
     partitions: dg.PartitionsDefinition,
+    unique_key: str | None = None,
 ) -> dg.AssetChecksDefinition:
     """Checks for `validated_<entity>`, one result per check and day of the run; `suites`: Great Expectations
-    suite name -> check name (each suite declares its severity)."""
+    suite name -> check name (each suite declares its severity); `unique_key`: a column no two days may share."""
     raw_keys = list(raw_keys)
     valid, quarantined = ENTITY_TABLES[entity]
     Evaluate = Callable[[DuckDBPyConnection, date, list[str]], tuple[Verdict, dict]]
@@ -105,6 +120,10 @@ def ingest_checks(
         identical, conflicting, example = conn.execute(_DUPLICATES.format(table=quarantined), [day]).fetchone()
         verdict = quality.duplicates(identical, conflicting, example)
         return verdict, {"identical_duplicates": identical, "conflicting_duplicates": conflicting}
+
+    def unique_across_days(conn, day, _):
+        repeated, example = conn.execute(_ACROSS_DAYS.format(key=unique_key, table=valid), [day]).fetchone()
+        return quality.unique_across_days(unique_key, repeated, example), {"repeated_keys": repeated}
 
     def explained(conn, day, _):
         no_reason, no_raw = conn.execute(_UNEXPLAINED.format(table=quarantined), [day]).fetchone()
@@ -172,6 +191,20 @@ def ingest_checks(
                 deps=[quarantined],
             ),
             duplicates,
+        ),
+        *(
+            [
+                (
+                    spec(
+                        UNIQUE_ACROSS_DAYS_CHECK,
+                        f"No `{unique_key}` of the day is on another day too (within the day, duplicates are "
+                        "resolved at validation).",
+                    ),
+                    unique_across_days,
+                )
+            ]
+            if unique_key
+            else []
         ),
         (
             spec(

@@ -8,7 +8,11 @@ automation sensors that run by default (Dagster's implicit one starts stopped):
 - `validated_*` (`FROM_SOURCES`) runs when ANY raw feed of the day updates: a feed that has not arrived yet
   counts as empty and re-validates the day when it does (idempotent per partition). At 02:00 UTC the day is
   closed: yesterday is validated even if no source sent anything, so a quiet day never stalls the feature chain.
-- `dim_users` (`FROM_EITHER_SIDE`) follows profiles or activity, whichever updates (late-arriving profiles).
+- The dbt models rebuilt in full (`stg_users`, `dim_users`: not partitioned, `FULL_REBUILD`) follow any parent's
+  update once no parent is about to run or running, so a day's run and the rebuild never race and one rebuild
+  follows a day. `dim_users` is every user seen anywhere: it follows profiles or activity, whichever updates
+  (late-arriving profiles). A blocked parent holds them back only on its newest day (a blocked day of the past
+  must not stop them forever).
 - Everything else below (`DOWNSTREAM`: dbt marts, features, the online store; chunks, embeddings, vectors) is
   `eager()`: any parent partition updated, none missing or in progress. Two guards on top:
   * never over a parent partition whose BLOCKING check failed (bad data stops where it was found; the
@@ -31,6 +35,7 @@ from ai_pipeline.defs.keys import (
     RAG_GROUP,
     RAW_API_EVENTS,
     RAW_DOCUMENTS,
+    STG_USERS,
     VALIDATED_GROUP,
 )
 
@@ -45,7 +50,7 @@ UPSTREAM_BLOCKED = AC.any_deps_match(AC.any_checks_match(AC.check_failed(), bloc
 DOWNSTREAM = (AC.eager() & ~UPSTREAM_BLOCKED).with_label("eager, unless a parent's blocking check failed")
 
 
-def _on_update(trigger: AC) -> AC:
+def _on_update(trigger: AC, *, blocked: AC = UPSTREAM_BLOCKED, waiting: AC | None = None) -> AC:
     """Like `eager`, but a parent whose day is missing does not hold the asset back, and no parent's update is lost.
 
     `since_last_handled` loses an update that lands between the same two ticks as the asset's previous request or
@@ -56,21 +61,24 @@ def _on_update(trigger: AC) -> AC:
     while the day is being validated re-validates it. The price: an asset that something else (a backfill, the CLI)
     materialized after a blocked trigger is requested once more, which is idempotent."""
     remembered = trigger.since((AC.newly_requested() | AC.initial_evaluation()).with_label("requested"))
-    return (
-        AC.in_latest_time_window()
-        & (trigger | remembered)
-        & ~AC.any_deps_in_progress()
-        & ~AC.in_progress()
-        & ~UPSTREAM_BLOCKED
+    condition = (
+        AC.in_latest_time_window() & (trigger | remembered) & ~AC.any_deps_in_progress() & ~AC.in_progress() & ~blocked
     )
+    return condition & ~waiting if waiting is not None else condition
 
 
 FROM_SOURCES = _on_update(AC.any_deps_updated() | AC.cron_tick_passed(DAY_CLOSES_CRON)).with_label(
     "any source of the day updated, or the day closed (02:00 UTC)"
 )
-# dim_users is every user seen anywhere (profiles and activity): it follows either side, so a day's events that
-# arrive before their users' profiles still find their users in it (late-arriving profiles), and vice versa.
-FROM_EITHER_SIDE = _on_update(AC.any_deps_updated()).with_label("either side updated (profiles or activity)")
+# Not partitioned: every run reads every day of its parents. It waits while a parent is requested in the same tick
+# (a run of its own would race the day's run); the update is remembered and acted on once the parents are done.
+NEWEST_DAY_BLOCKED = AC.any_deps_match(
+    AC.in_latest_time_window() & AC.any_checks_match(AC.check_failed(), blocking_only=True)
+).with_label("a parent's newest day failed a blocking check")
+PARENTS_REQUESTED = AC.any_deps_match(AC.will_be_requested()).with_label("a parent is requested now")
+FULL_REBUILD = _on_update(AC.any_deps_updated(), blocked=NEWEST_DAY_BLOCKED, waiting=PARENTS_REQUESTED).with_label(
+    "rebuilt in full after any parent's update, once the parents' runs are done"
+)
 POLLED = AC.on_cron(API_POLL_CRON).with_label("polled daily at 00:30 UTC")
 
 # The other raw assets and `raw_documents` have no condition: their sensors request them.
@@ -78,7 +86,7 @@ CONDITIONS: list[tuple[dg.AssetSelection, AC]] = [
     (dg.AssetSelection.assets(RAW_API_EVENTS), POLLED),
     (dg.AssetSelection.groups(VALIDATED_GROUP), FROM_SOURCES),
     (dg.AssetSelection.groups(MARTS_GROUP, FEATURES_GROUP, RAG_GROUP), DOWNSTREAM),
-    (dg.AssetSelection.assets(DIM_USERS), FROM_EITHER_SIDE),
+    (dg.AssetSelection.assets(STG_USERS, DIM_USERS), FULL_REBUILD),
 ]
 
 

@@ -61,7 +61,7 @@ final as (
         cast(coalesce(lifetime_activity.active_days, 0) as bigint) as active_days,
         cast(coalesce(lifetime_activity.total_events, 0) as bigint) as total_events,
         cast(coalesce(lifetime_activity.total_purchases, 0) as bigint) as total_purchases,
-        cast(coalesce(lifetime_activity.total_amount, 0) as double) as total_amount
+        cast(coalesce(lifetime_activity.total_amount, 0) as decimal(38, 9)) as total_amount
 
     from latest_profiles
     full outer join lifetime_activity
