@@ -71,6 +71,23 @@ def test_the_built_in_sources_are_declarations():
     assert [s.name for s in load_sources()] == ["landing_events", "landing_users", "online_retail_events"]
 
 
+def test_the_component_a_declaration_names_builds_a_lone_source_from_the_same_attributes(declared, monkeypatch):
+    """`dg` loads a lone `defs.yaml` through the component; the project reads the same attributes as declarations."""
+    from ai_pipeline.components import LandingSource
+    from ai_pipeline.sources import COMPONENT_TYPE, SourceDeclaration
+
+    assert COMPONENT_TYPE == f"{LandingSource.__module__}.{LandingSource.__name__}"
+    assert issubclass(LandingSource, SourceDeclaration) and issubclass(LandingSource, dg.Component)
+    declaration = load_sources(declared.sources_dir)[-1]
+    component = LandingSource.model_validate(declaration.model_dump())
+    assert component.mapping == declaration.mapping and component.read_options == declaration.read_options
+    monkeypatch.setenv("AI_PIPELINE_HOME", str(declared.home))
+    monkeypatch.setenv("AI_PIPELINE_START_DATE", DAY.isoformat())
+    lone = component.build_defs(None)
+    assert [k.to_user_string() for k in lone.resolve_asset_graph().get_all_asset_keys()] == ["raw_partner_orders"]
+    assert [s.name for s in lone.sensors] == ["partner_orders_files"]
+
+
 def test_a_yaml_declared_source_joins_the_graph_with_its_checks_and_sensor(declared):
     defs = build_defs(declared, landing_zone(declared))
     graph = defs.resolve_asset_graph()

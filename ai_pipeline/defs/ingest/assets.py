@@ -20,7 +20,6 @@ from dagster_duckdb import DuckDBResource
 from duckdb import DuckDBPyConnection
 from pydantic import BaseModel
 
-from ai_pipeline.components import LandingSource
 from ai_pipeline.defs.keys import (
     DUCKDB_POOL,
     ENTITY_TABLES,
@@ -52,6 +51,7 @@ from ai_pipeline.lib.ingest.routing import Routing, days_touched, route
 from ai_pipeline.lib.ingest.validation import validate
 from ai_pipeline.lib.quality import Verdict
 from ai_pipeline.settings import Settings
+from ai_pipeline.sources import SourceDeclaration
 
 CONTRACT_TAG = "ai_pipeline/contract"  # on raw assets: the contract their rows are validated against
 # Raw materialization metadata: the validated days (other than the run's own) whose input the run changed.
@@ -234,7 +234,7 @@ def _raw_asset(
     return raw_source
 
 
-def landing_asset(source: LandingSource, settings: Settings, partitions) -> dg.AssetsDefinition:
+def landing_asset(source: SourceDeclaration, settings: Settings, partitions) -> dg.AssetsDefinition:
     # Compiled once (a declaration's SQL is parsed when its mapping is built), not for every day read.
     mapping = source.mapping
 
@@ -424,7 +424,7 @@ def raw_keys(assets: Iterable[dg.AssetsDefinition], model: type[BaseModel]) -> l
 
 
 def ingest_assets(
-    settings: Settings, partitions: dg.PartitionsDefinition, sources: Iterable[LandingSource]
+    settings: Settings, partitions: dg.PartitionsDefinition, sources: Iterable[SourceDeclaration]
 ) -> list[dg.AssetsDefinition]:
     """A raw asset per declared landing source, the operational table and the API; validation per contract."""
     raw = [landing_asset(s, settings, partitions) for s in sources]

@@ -18,7 +18,6 @@ from datetime import UTC, date, datetime
 
 import dagster as dg
 
-from ai_pipeline.components import LandingSource
 from ai_pipeline.defs.ingest.assets import ROUTED_DAYS
 from ai_pipeline.defs.keys import (
     LATE_ROWS_SENSOR,
@@ -31,6 +30,7 @@ from ai_pipeline.defs.keys import (
 )
 from ai_pipeline.defs.resources import LandingZone, OperationalDatabase
 from ai_pipeline.lib.ingest import landing
+from ai_pipeline.sources import SourceDeclaration
 
 IN_FLIGHT = [
     dg.DagsterRunStatus.QUEUED,
@@ -67,7 +67,7 @@ def _skip_reason(notes: list[str], quiet: str) -> str:
 
 
 def landing_files_sensor(
-    source: LandingSource, partitions: dg.TimeWindowPartitionsDefinition, zone: LandingZone
+    source: SourceDeclaration, partitions: dg.TimeWindowPartitionsDefinition, zone: LandingZone
 ) -> dg.SensorDefinition:
     """One run per state of a day's files: the cursor holds each requested day's fingerprint (paths, sizes and
     modification times, no content read), and the run key carries it, so a repeated tick requests nothing.
