@@ -16,19 +16,34 @@ import yaml
 from pydantic import BaseModel, PrivateAttr, ValidationError, model_validator
 
 from ai_pipeline.lib.ingest import contracts
-from ai_pipeline.lib.ingest.formats import DEFAULT_MAX_RECORD_LINES, ReadOptions
+from ai_pipeline.lib.ingest.formats import DEFAULT_MAX_RECORD_LINES, ReadOptions, TreeShape
 from ai_pipeline.lib.ingest.mapping import NORMALIZERS, TimestampSpec, declared_mapping
 from ai_pipeline.lib.ingest.raw import SourceMapping
 from ai_pipeline.lib.ingest.routing import DEFAULT_LATENESS_DAYS
 from ai_pipeline.lib.ingest.validation import routing_field
+from ai_pipeline.lib.llm import contracts as llm_contracts
 
 BUILT_IN = Path(__file__).resolve().parent / "defs" / "sources"
 # The component a `defs.yaml` names (`ai_pipeline.components`, which builds a lone source with `dg`).
 COMPONENT_TYPE = "ai_pipeline.components.LandingSource"
 
 
-CONTRACTS: dict[str, type[BaseModel]] = {"Event": contracts.Event, "User": contracts.User}
+CONTRACTS: dict[str, type[BaseModel]] = {
+    "Event": contracts.Event,
+    "User": contracts.User,
+    "ChatMessage": llm_contracts.ChatMessage,
+    "TranscriptPair": llm_contracts.TranscriptPair,
+}
 Normalizer = Literal[tuple(NORMALIZERS)]
+
+
+class TreeSettings(dg.Model):
+    """JSON records that each hold a tree of messages: one row per message (`lib.ingest.trees`)."""
+
+    children: str  # the key of a message's replies, e.g. replies
+    id: str  # the key of a message's id, e.g. message_id (the independent count looks for it)
+    root: str | None = None  # the key of the root message in each record, e.g. prompt (default: the record)
+    inherit: list[str] = []  # the record's fields every message carries, e.g. [message_tree_id]
 
 
 class ReadSettings(dg.Model):
@@ -37,6 +52,7 @@ class ReadSettings(dg.Model):
     encoding: str | None = None  # e.g. cp1252 for a legacy export; default UTF-8
     delimiter: str | None = None  # default "," (tab for .tsv)
     max_record_lines: int = DEFAULT_MAX_RECORD_LINES  # the most lines one quoted CSV record may span
+    tree: TreeSettings | None = None
 
 
 class TimestampSettings(dg.Model):
@@ -53,7 +69,7 @@ class SourceDeclaration(dg.Model):
 
     name: str
     folder: str
-    contract: Literal["Event", "User"]
+    contract: Literal[tuple(CONTRACTS)]
     description: str = ""
     lateness_days: int = DEFAULT_LATENESS_DAYS  # rows this many days older than their arrival still reach their day
     cadence_days: int = 1  # a delivery is expected at least this often (freshness); a quiet day in between is fine
@@ -112,7 +128,11 @@ class SourceDeclaration(dg.Model):
 
     @property
     def read_options(self) -> ReadOptions:
-        return ReadOptions(self.read.encoding, self.read.delimiter, max_record_lines=self.read.max_record_lines)
+        tree = self.read.tree
+        shape = TreeShape(tree.children, tree.id, tree.root, tuple(tree.inherit)) if tree else None
+        return ReadOptions(
+            self.read.encoding, self.read.delimiter, max_record_lines=self.read.max_record_lines, tree=shape
+        )
 
 
 class SourceDeclarationError(ValueError):

@@ -63,12 +63,9 @@ def declared(tmp_path):
 
 
 def test_the_built_in_sources_are_declarations():
-    assert sorted(p.parent.name for p in BUILT_IN.glob("*/defs.yaml")) == [
-        "landing_events",
-        "landing_users",
-        "online_retail_events",
-    ]
-    assert [s.name for s in load_sources()] == ["landing_events", "landing_users", "online_retail_events"]
+    built_in = ["chat_messages", "landing_events", "landing_users", "online_retail_events", "transcript_pairs"]
+    assert sorted(p.parent.name for p in BUILT_IN.glob("*/defs.yaml")) == built_in
+    assert [s.name for s in load_sources()] == built_in
 
 
 def test_the_component_a_declaration_names_builds_a_lone_source_from_the_same_attributes(declared, monkeypatch):
@@ -130,7 +127,7 @@ def test_a_yaml_declared_source_is_read_mapped_and_validated(declared):
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (("contract: Event", "contract: Order"), "Input should be 'Event' or 'User'"),
+        (("contract: Event", "contract: Order"), "Input should be 'Event', 'User', 'ChatMessage' or 'TranscriptPair'"),
         (("    amount:", "    amout:"), "derive: ['amout'] are not fields of the contract"),
         (("[trim, integer_text]", "[trim, snake_case]"), "Input should be 'trim', 'lower', 'upper' or 'integer_text'"),
         (("Kunde: user_id", "Kunde: customer"), "columns map to ['customer'], which are not fields of Event"),

@@ -20,6 +20,7 @@ from ai_pipeline.defs.keys import (
     GX_USERS_CONTRACT_CHECK,
     RAG_GROUP,
 )
+from ai_pipeline.defs.llm.assets import llm_assets
 from ai_pipeline.defs.marts import build_dbt_assets
 from ai_pipeline.defs.ops.alerts import failure_alerts_sensor
 from ai_pipeline.defs.ops.automation import apply_conditions, automation_sensors
@@ -31,6 +32,7 @@ from ai_pipeline.defs.rag.sensors import documents_sensor
 from ai_pipeline.defs.resources import ALERT_WEBHOOK, LANDING, ONLINE_STORE, OPS_DB, embedded_resources
 from ai_pipeline.lib.ingest import expectations
 from ai_pipeline.lib.ingest.contracts import Event, User
+from ai_pipeline.lib.llm.contracts import ChatMessage, TranscriptPair
 from ai_pipeline.settings import Settings
 from ai_pipeline.sources import load_sources
 
@@ -58,6 +60,10 @@ def build_defs(settings: Settings, resources: Mapping[str, Any] | None = None) -
             suites={expectations.USERS_CONTRACT: GX_USERS_CONTRACT_CHECK},
             partitions=partitions,
         ),
+        ingest_checks(
+            "chat_messages", raw_keys(assets, ChatMessage), suites={}, partitions=partitions, unique_key="message_id"
+        ),
+        ingest_checks("transcript_pairs", raw_keys(assets, TranscriptPair), suites={}, partitions=partitions),
     ]
     dbt_assets, dbt_resources = build_dbt_assets(settings, partitions)
     # Evaluated hourly on their own (automation conditions), not as part of a day's or a collection's run.
@@ -76,6 +82,7 @@ def build_defs(settings: Settings, resources: Mapping[str, Any] | None = None) -
                 *dbt_assets,
                 *feature_assets(settings, partitions, resources[ONLINE_STORE].backend),
                 *rag_assets(settings),
+                *llm_assets(partitions),
             ]
         ),
         asset_checks=[*checks, rag_checks(settings), *hourly],

@@ -11,6 +11,7 @@ VALIDATED_GROUP = "validated"
 MARTS_GROUP = "marts"
 FEATURES_GROUP = "features"
 RAG_GROUP = "rag"
+LLM_GROUP = "llm_data"
 
 # ---------------------------------------------------------------------------------------------------- assets
 RAW_OPERATIONAL_EVENTS = "raw_operational_events"
@@ -28,8 +29,19 @@ RAW_DOCUMENTS = "raw_documents"
 DOCUMENT_CHUNKS = "document_chunks"
 CHUNK_EMBEDDINGS = "chunk_embeddings"
 VECTOR_COLLECTION = "vector_collection"
+VALIDATED_CHAT_MESSAGES, QUARANTINED_CHAT_MESSAGES = "validated_chat_messages", "quarantined_chat_messages"
+VALIDATED_TRANSCRIPT_PAIRS, QUARANTINED_TRANSCRIPT_PAIRS = "validated_transcript_pairs", "quarantined_transcript_pairs"
+# The training-data lane (ai_pipeline/defs/llm/)
+CONVERSATIONS, CONVERSATION_REJECTS = "conversations", "conversation_rejects"
+SFT_DATASET, SFT_REJECTS = "sft_dataset", "sft_rejects"
+PREFERENCE_PAIRS, PREFERENCE_KTO, PREFERENCE_REJECTS = "preference_pairs", "preference_kto", "preference_rejects"
 # The validated and quarantined tables of each contract's entity.
-ENTITY_TABLES = {"events": (VALIDATED_EVENTS, QUARANTINED_EVENTS), "users": (VALIDATED_USERS, QUARANTINED_USERS)}
+ENTITY_TABLES = {
+    "events": (VALIDATED_EVENTS, QUARANTINED_EVENTS),
+    "users": (VALIDATED_USERS, QUARANTINED_USERS),
+    "chat_messages": (VALIDATED_CHAT_MESSAGES, QUARANTINED_CHAT_MESSAGES),
+    "transcript_pairs": (VALIDATED_TRANSCRIPT_PAIRS, QUARANTINED_TRANSCRIPT_PAIRS),
+}
 
 
 def raw_key(source_name: str) -> str:
@@ -67,6 +79,11 @@ SYNC_CHECK = "vectors_match_chunks"
 VALID_CHECK = "vectors_finite_and_normalized"
 STALE_CHECK = "collection_reflects_sources"
 GATE_CHECK = "retrieval_recall_at_5"
+# training data
+THREADED_CHECK = "every_message_threaded_or_rejected"
+SFT_ACCOUNTED_CHECK = "every_thread_kept_or_rejected"
+PAIRS_ACCOUNTED_CHECK = "every_candidate_paired_or_rejected"
+PAIRS_VALID_CHECK = "pairs_well_formed"
 # evaluated hourly on their own
 PARTITION_LAG_CHECK = "latest_partition_on_time"
 COLLECTIONS_LAG_CHECK = "collections_current"

@@ -103,6 +103,8 @@ def files_accounted(files: list, rows_by_uri: dict[str, int]) -> Verdict:
             problems.append(f"{f.uri}{counted} not read: {f.reason}")
         elif f.unaccounted:
             problems.append(f"{f.uri}: {f.lines} lines counted, {f.unaccounted:+d} not accounted for by its records")
+        elif f.uncounted:
+            problems.append(f"{f.uri}: {f.records_counted} records counted in its text, {f.rows} read")
         elif rows_by_uri.get(f.uri, 0) != f.rows:
             problems.append(f"{f.uri}: {f.rows} records read but {rows_by_uri.get(f.uri, 0)} raw rows written")
     read = [f for f in files if f.status == "read"]

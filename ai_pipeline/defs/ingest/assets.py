@@ -1,7 +1,7 @@
-"""Raw sources -> validated and quarantined tables, for events and users.
+"""Raw sources -> validated and quarantined tables, one pair per contract (`VALIDATED`).
 
 Assets: `raw_<source>` for every landing source in `ai_pipeline.sources`, `raw_operational_events`,
-`raw_api_events`, `validated_events`/`quarantined_events`, `validated_users`/`quarantined_users`.
+`raw_api_events`, `validated_<entity>`/`quarantined_<entity>` for events, users, chat messages and transcript pairs.
 The work is done by `ai_pipeline.lib`; these shells read the partition, call it, and report numbers.
 """
 
@@ -49,6 +49,7 @@ from ai_pipeline.lib.ingest.landing import FileReport, read_landing_day
 from ai_pipeline.lib.ingest.raw import SchemaReport, empty_raw
 from ai_pipeline.lib.ingest.routing import Routing, days_touched, route
 from ai_pipeline.lib.ingest.validation import validate
+from ai_pipeline.lib.llm.contracts import ChatMessage, TranscriptPair
 from ai_pipeline.lib.quality import Verdict
 from ai_pipeline.settings import Settings
 from ai_pipeline.sources import SourceDeclaration
@@ -56,6 +57,13 @@ from ai_pipeline.sources import SourceDeclaration
 CONTRACT_TAG = "ai_pipeline/contract"  # on raw assets: the contract their rows are validated against
 # Raw materialization metadata: the validated days (other than the run's own) whose input the run changed.
 ROUTED_DAYS = "routed_days"
+# Each contract's validated entity (`keys.ENTITY_TABLES`) and the key no two of its valid rows share, if any.
+VALIDATED: tuple[tuple[type[BaseModel], str, str | None], ...] = (
+    (Event, "events", "event_id"),
+    (User, "users", "user_id"),
+    (ChatMessage, "chat_messages", "message_id"),
+    (TranscriptPair, "transcript_pairs", None),
+)
 PARTITION_EXPR = {"partition_expr": "partition_date"}
 
 
@@ -334,10 +342,11 @@ def validation_assets(
     model: type[BaseModel],
     raw_keys: Iterable[str],
     *,
-    unique_key: str,
+    unique_key: str | None,
     partitions: dg.PartitionsDefinition,
 ) -> dg.AssetsDefinition:
     raw_keys = list(raw_keys)
+    one_row = f", one row per {unique_key}" if unique_key else ""
     valid_name, quarantined_name = ENTITY_TABLES[entity]
     common = dict(
         group_name=VALIDATED_GROUP,
@@ -350,8 +359,8 @@ def validation_assets(
         name=f"validate_{entity}",
         outs={
             valid_name: dg.AssetOut(
-                description=f"{model.__name__} rows that passed the {model.__name__} contract, typed, "
-                f"one row per {unique_key}, in the partition of their own day whatever day they arrived on.",
+                description=f"{model.__name__} rows that passed the {model.__name__} contract, typed{one_row}, "
+                "in the partition of their own day whatever day they arrived on.",
                 **common,
             ),
             quarantined_name: dg.AssetOut(
@@ -431,6 +440,8 @@ def ingest_assets(
     raw += [operational_events_asset(settings, partitions), api_events_asset(settings, partitions)]
     return [
         *raw,
-        validation_assets("events", Event, raw_keys(raw, Event), unique_key="event_id", partitions=partitions),
-        validation_assets("users", User, raw_keys(raw, User), unique_key="user_id", partitions=partitions),
+        *(
+            validation_assets(entity, model, raw_keys(raw, model), unique_key=key, partitions=partitions)
+            for model, entity, key in VALIDATED
+        ),
     ]

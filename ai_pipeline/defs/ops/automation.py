@@ -31,6 +31,7 @@ from ai_pipeline.defs.keys import (
     DIM_USERS,
     DOCUMENTS_AUTOMATION_SENSOR,
     FEATURES_GROUP,
+    LLM_GROUP,
     MARTS_GROUP,
     RAG_GROUP,
     RAW_API_EVENTS,
@@ -85,7 +86,7 @@ POLLED = AC.on_cron(API_POLL_CRON).with_label("polled daily at 00:30 UTC")
 CONDITIONS: list[tuple[dg.AssetSelection, AC]] = [
     (dg.AssetSelection.assets(RAW_API_EVENTS), POLLED),
     (dg.AssetSelection.groups(VALIDATED_GROUP), FROM_SOURCES),
-    (dg.AssetSelection.groups(MARTS_GROUP, FEATURES_GROUP, RAG_GROUP), DOWNSTREAM),
+    (dg.AssetSelection.groups(MARTS_GROUP, FEATURES_GROUP, RAG_GROUP, LLM_GROUP), DOWNSTREAM),
     (dg.AssetSelection.assets(STG_USERS, DIM_USERS), FULL_REBUILD),
 ]
 

@@ -37,6 +37,8 @@ CATEGORY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9 &/_.\-]*$"
 EMAIL_PATTERN = r"^[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,24}$"
 
 DECIMAL_PATTERN = r"^-?[0-9]{1,15}(\.[0-9]{1,9})?$"
+# A measurement rather than money: any number of decimal places (label averages such as 0.6666666666666666).
+NUMBER_PATTERN = r"^-?[0-9]{1,15}(\.[0-9]{1,40})?$"
 INTEGER_PATTERN = r"^-?[0-9]{1,15}$"
 TIMESTAMP_PATTERN = (
     r"^(?P<date>[12][0-9]{3}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01]))[T ]"
@@ -52,8 +54,11 @@ LATEST_PLAUSIBLE = datetime(2100, 1, 1, tzinfo=UTC)
 EVENT_TYPES = ("click", "purchase", "signup", "logout", "view", "cancellation")
 
 _DECIMAL_RE = re.compile(DECIMAL_PATTERN)
+_NUMBER_RE = re.compile(NUMBER_PATTERN)
 _INTEGER_RE = re.compile(INTEGER_PATTERN)
 _TIMESTAMP_RE = re.compile(TIMESTAMP_PATTERN)
+BOOLEAN_PATTERN = r"^([Tt][Rr][Uu][Ee]|[Ff][Aa][Ll][Ss][Ee]|[01])$"
+_BOOLEAN_RE = re.compile(BOOLEAN_PATTERN)
 
 
 def parse_decimal(value: Any) -> float | None:
@@ -62,6 +67,15 @@ def parse_decimal(value: Any) -> float | None:
         return value
     if not isinstance(value, str) or not _DECIMAL_RE.fullmatch(value):
         raise ValueError("not a plain decimal number")
+    return float(value)
+
+
+def parse_number(value: Any) -> float | None:
+    """A plain decimal string with any number of places (no exponent, no inf/nan) to a float."""
+    if value is None or isinstance(value, float):
+        return value
+    if not isinstance(value, str) or not _NUMBER_RE.fullmatch(value):
+        raise ValueError("not a plain number")
     return float(value)
 
 
@@ -86,6 +100,22 @@ def parse_timestamp(value: Any) -> datetime | None:
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
     return parsed.astimezone(UTC)
+
+
+def parse_boolean(value: Any) -> bool | None:
+    """`true`/`false` in any case, or `1`/`0` (JSON booleans arrive as `true`/`false`)."""
+    if value is None or isinstance(value, bool):
+        return value
+    if not isinstance(value, str) or not _BOOLEAN_RE.fullmatch(value):
+        raise ValueError("not a boolean")
+    return value.lower() in ("true", "1")
+
+
+def must_be_false(value: bool | None) -> bool | None:
+    """A flag that disqualifies the row when set (a deleted message, say)."""
+    if value:
+        raise ValueError("is true")
+    return value
 
 
 def plausible_time(value: datetime | None) -> datetime | None:

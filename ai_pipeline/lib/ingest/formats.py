@@ -50,11 +50,22 @@ class Refused(Exception):
 
 
 @dataclass(frozen=True)
+class TreeShape:
+    """JSON records that each hold a tree of messages (`lib.ingest.trees`)."""
+
+    children: str  # the key of a message's replies
+    id: str  # the key of a message's id: what the independent count looks for
+    root: str | None = None  # the key of the root message in each record (None: the record is the root message)
+    inherit: tuple[str, ...] = ()  # the record's fields every message of its tree carries
+
+
+@dataclass(frozen=True)
 class ReadOptions:
     encoding: str | None = None  # declared by the source; a byte-order mark still wins
     delimiter: str | None = None  # None: "," for CSV, tab for TSV
     max_bytes: int = DEFAULT_MAX_BYTES  # after decompression
     max_record_lines: int = DEFAULT_MAX_RECORD_LINES
+    tree: TreeShape | None = None  # JSON sources only: one row per message of each record's tree
 
 
 # ------------------------------------------------------------------------------------------------ bytes
@@ -188,6 +199,7 @@ class Records:
     blank_lines: int = 0
     resynced: list[int] = field(default_factory=list)  # lines quarantined as an unterminated quoted field
     schema: dict[str, pl.DataType] | None = None  # Parquet: the file's own types
+    counted: int | None = None  # records counted independently when a line holds several (`lib.ingest.trees`)
 
     @property
     def rows(self) -> int:
@@ -202,6 +214,11 @@ class Records:
     def unaccounted(self) -> int:
         """Independent count minus what the reader accounted for: 0 when nothing was lost or invented."""
         return self.lines - self.header_lines - self.blank_lines - sum(self.spans)
+
+    @property
+    def uncounted(self) -> int:
+        """Where a line holds several records: records counted independently minus records read."""
+        return self.counted - self.rows if self.counted is not None else 0
 
 
 def unique_names(header: list[str]) -> list[str]:
@@ -334,7 +351,7 @@ def _json_record(item: object) -> tuple[dict[str, str | None], str | None]:
     return {}, f"a JSON {type(item).__name__}, not an object"
 
 
-def _records_frame(records: list[dict[str, str | None]]) -> tuple[list[str], pl.DataFrame]:
+def records_frame(records: list[dict[str, str | None]]) -> tuple[list[str], pl.DataFrame]:
     names = list(dict.fromkeys(k for record in records for k in record))
     frame = pl.DataFrame({n: [r.get(n) for r in records] for n in names}, schema=dict.fromkeys(names, pl.String))
     return names, frame
@@ -365,7 +382,7 @@ def read_jsonl(text: str, uri: str) -> Records:
         offsets.append(number)
         errors.append(f"{uri} line {number}: {error}" if error else None)
         raws.append(printable(line))
-    names, frame = _records_frame(records)
+    names, frame = records_frame(records)
     return Records(names, frame, offsets, [1] * len(offsets), errors, raws, count_lines(text), blank_lines=blank)
 
 
@@ -384,7 +401,7 @@ def read_json(text: str, uri: str) -> Records:
         record, error = _json_record(item)
         records.append(record)
         errors.append(f"{uri} element {index}: {error}" if error else None)
-    names, frame = _records_frame(records)
+    names, frame = records_frame(records)
     raws = [json.dumps(item, default=str, ensure_ascii=False) for item in items]
     return Records(names, frame, list(range(len(items))), [1] * len(items), errors, raws, len(items))
 

@@ -35,6 +35,7 @@ from ai_pipeline.lib.ingest.contracts import field_aliases
 from ai_pipeline.lib.ingest.formats import ReadOptions, Records, Refused
 from ai_pipeline.lib.ingest.raw import SchemaReport, SourceMapping, empty_raw, to_raw
 from ai_pipeline.lib.ingest.routing import event_times
+from ai_pipeline.lib.ingest.trees import flatten_trees
 from ai_pipeline.lib.ingest.validation import compile_contract
 
 FORMATS = {
@@ -157,6 +158,8 @@ class FileReport:
     multiline: list[tuple[int, int]] = field(default_factory=list)  # (first line, lines) of multi-line records
     resynced: list[int] = field(default_factory=list)  # lines quarantined as an unterminated quoted field
     unaccounted: int = 0  # independent count minus what the reader accounted for
+    records_counted: int | None = None  # where a line holds several records (trees): their independent count
+    uncounted: int = 0  # records counted minus records read
     schema: SchemaReport | None = None
 
     @property
@@ -195,13 +198,16 @@ _NUMERIC = (pl.Float32, pl.Float64, pl.Int8, pl.Int16, pl.Int32, pl.Int64, pl.UI
 
 
 def _expected_kinds(model: type[BaseModel]) -> dict[str, str]:
-    """Per contract field, the Parquet type family it must arrive in: string, number or time."""
+    """Per contract field, the Parquet type family it must arrive in: string, number, time or boolean."""
     kinds = {}
     for compiled in compile_contract(model).fields:
         dtype = compiled.dtype
-        kinds[compiled.name] = (
-            "time" if dtype == pl.Datetime("us", "UTC") else ("number" if dtype in (pl.Float64, pl.Int64) else "string")
-        )
+        if dtype == pl.Datetime("us", "UTC"):
+            kinds[compiled.name] = "time"
+        elif dtype == pl.Boolean:
+            kinds[compiled.name] = "boolean"
+        else:
+            kinds[compiled.name] = "number" if dtype in (pl.Float64, pl.Int64) else "string"
     return kinds
 
 
@@ -210,6 +216,8 @@ def _kind_of(dtype: pl.DataType) -> str:
         return "string"
     if isinstance(dtype, pl.Datetime):
         return "time"
+    if dtype == pl.Boolean:
+        return "boolean"
     return "number" if dtype in _NUMERIC or isinstance(dtype, pl.Decimal) else dtype.__class__.__name__
 
 
@@ -241,6 +249,15 @@ def read_records(candidate: Candidate, options: ReadOptions) -> tuple[Records, F
     if candidate.format == "parquet":
         raise Refused("not a Parquet file (no PAR1 magic bytes)")
     text, report.encoding = formats.decode(data, options.encoding)
+    if options.tree is not None:
+        if candidate.format not in ("json", "jsonl"):
+            raise Refused(f"a source of message trees reads JSON only, not {candidate.format}")
+        records = (
+            formats.read_json(text, candidate.uri)
+            if candidate.format == "json"
+            else formats.read_jsonl(text, candidate.uri)
+        )
+        return flatten_trees(records, options.tree, candidate.uri), report
     if candidate.format in ("csv", "tsv"):
         delimiter = options.delimiter or ("\t" if candidate.format == "tsv" else ",")
         return formats.read_csv(text, candidate.uri, delimiter, options.max_record_lines), report
@@ -297,6 +314,7 @@ def read_landing_day(
         report.multiline = records.multiline
         report.resynced = records.resynced
         report.unaccounted = records.unaccounted
+        report.records_counted, report.uncounted = records.counted, records.uncounted
         report.rows = records.rows
         if records.frame.width or records.rows:
             frame, schema = to_raw(

@@ -114,9 +114,16 @@ def _parser_rules(func: object, name: str) -> tuple[list[Rule], pl.Expr, pl.Data
         fails = present & ~value.str.contains(contracts.DECIMAL_PATTERN)
         rules = [Rule("type", "not a plain decimal number", fails)]
         return rules, value.cast(pl.Float64, strict=False), pl.Float64, ()
+    if func is contracts.parse_number:
+        fails = present & ~value.str.contains(contracts.NUMBER_PATTERN)
+        return [Rule("type", "not a plain number", fails)], value.cast(pl.Float64, strict=False), pl.Float64, ()
     if func is contracts.parse_integer:
         fails = present & ~value.str.contains(contracts.INTEGER_PATTERN)
         return [Rule("type", "not an integer", fails)], value.cast(pl.Int64, strict=False), pl.Int64, ()
+    if func is contracts.parse_boolean:
+        fails = present & ~value.str.contains(contracts.BOOLEAN_PATTERN)
+        truth = value.str.to_lowercase().is_in(["true", "1"])
+        return [Rule("type", "not a boolean", fails)], pl.when(fails).then(None).otherwise(truth), pl.Boolean, ()
     if func is contracts.parse_timestamp:
         helper = f"__parts_{name}"
         parts = pl.col(helper)
@@ -140,6 +147,8 @@ def _after_rule(func: object, typed: pl.Expr, partition_day: date | None) -> Rul
             f"outside the plausible range [{lo:%Y-%m-%d}, {hi:%Y-%m-%d})",
             typed.is_not_null() & ~((typed >= lo) & (typed < hi)),
         )
+    if func is contracts.must_be_false:
+        return Rule("false", "is true", typed.is_not_null() & typed)
     if func is contracts.within_partition:
         if partition_day is None:
             return None

@@ -1,0 +1,350 @@
+"""Chat logs and transcript pairs -> conversations -> SFT examples and preference pairs, day by day.
+
+Assets (group `llm_data`): `conversations` + `conversation_rejects`, `sft_dataset` + `sft_rejects`,
+`preference_pairs` + `preference_kto` + `preference_rejects`. The work is done by `ai_pipeline.lib.llm`
+(`threads`, `datasets`); these shells read the day from the warehouse, call it, and report counts and checks. Every
+output carries `partition_date`; what a rule drops goes to the step's rejects table with the rule and the reason, and
+a blocking check says the counts add up.
+"""
+
+from collections import Counter
+from datetime import date
+
+import dagster as dg
+import polars as pl
+from dagster_duckdb import DuckDBResource
+
+from ai_pipeline.defs.keys import (
+    CONVERSATION_REJECTS,
+    CONVERSATIONS,
+    DUCKDB_POOL,
+    LLM_GROUP,
+    PAIRS_ACCOUNTED_CHECK,
+    PAIRS_VALID_CHECK,
+    PREFERENCE_KTO,
+    PREFERENCE_PAIRS,
+    PREFERENCE_REJECTS,
+    SFT_ACCOUNTED_CHECK,
+    SFT_DATASET,
+    SFT_REJECTS,
+    THREADED_CHECK,
+    VALIDATED_CHAT_MESSAGES,
+    VALIDATED_TRANSCRIPT_PAIRS,
+)
+from ai_pipeline.defs.policy import DAILY_BACKFILL, OWNERS, partition_days
+from ai_pipeline.defs.reporting import DayChecks
+from ai_pipeline.defs.resources import query, table_exists
+from ai_pipeline.lib.ingest.validation import compile_contract
+from ai_pipeline.lib.llm import datasets, threads
+from ai_pipeline.lib.llm.contracts import ChatMessage
+from ai_pipeline.lib.quality import Verdict
+
+PARTITION = "partition_date"
+_DAY_CONVERSATIONS = f"""
+select * from main.{VALIDATED_CHAT_MESSAGES}
+where partition_date <= ? and conversation_id in (
+    select conversation_id from main.{VALIDATED_CHAT_MESSAGES} where partition_date = ? {{extra}}
+)
+"""
+
+
+def _out(description: str) -> dg.AssetOut:
+    return dg.AssetOut(
+        description=description,
+        group_name=LLM_GROUP,
+        kinds={"python", "polars", "duckdb"},
+        owners=OWNERS,
+        metadata={"partition_expr": PARTITION},
+    )
+
+
+def _check(asset: str, name: str, description: str, partitions: dg.PartitionsDefinition) -> dg.AssetCheckSpec:
+    return dg.AssetCheckSpec(name, asset=asset, partitions_def=partitions, description=description, blocking=True)
+
+
+def _dated(frame: pl.DataFrame, day: date) -> pl.DataFrame:
+    return frame.with_columns(pl.lit(day).alias(PARTITION))
+
+
+def _messages(warehouse: DuckDBResource, day: date, extra: str = "") -> pl.DataFrame:
+    """The valid messages (written up to `day`) of the conversations with a message written on `day`."""
+    if not table_exists(warehouse, VALIDATED_CHAT_MESSAGES):
+        return pl.DataFrame(schema={**compile_contract(ChatMessage).typed_schema, PARTITION: pl.Date})
+    return query(warehouse, _DAY_CONVERSATIONS.format(extra=extra), [day, day])
+
+
+def _accounted(inputs: int, kept: int, rejected: int, what: str, kept_as: str) -> Verdict:
+    return Verdict(inputs == kept + rejected, "ERROR", f"{inputs} {what} = {kept} {kept_as} + {rejected} rejected")
+
+
+def conversations_asset(partitions: dg.DailyPartitionsDefinition) -> dg.AssetsDefinition:
+    @dg.multi_asset(
+        name=f"{CONVERSATIONS}_op",
+        outs={
+            CONVERSATIONS: _out(
+                "Threads: each path from a conversation's first message to a message without replies, as the tree "
+                "stood at the end of the day its last message was written (partition = that day), with the ids, "
+                "roles, texts, ranks and labels along it."
+            ),
+            CONVERSATION_REJECTS: _out(
+                "The day's messages that are in no thread, with the rule and the reason: an orphan (its parent is not "
+                "a valid message), roles that do not alternate, or below such a message."
+            ),
+        },
+        deps=[VALIDATED_CHAT_MESSAGES],
+        partitions_def=partitions,
+        check_specs=[
+            _check(
+                CONVERSATIONS,
+                THREADED_CHECK,
+                "Every valid message of the day is in a thread of the day or rejected with its reason, never both.",
+                partitions,
+            )
+        ],
+        pool=DUCKDB_POOL,
+        backfill_policy=DAILY_BACKFILL,
+        can_subset=True,
+    )
+    def conversations(context: dg.AssetExecutionContext, warehouse: DuckDBResource):
+        kept, rejected, checks = [], [], []
+        for day in partition_days(context):
+            messages = _messages(warehouse, day)
+            built = threads.threads_for_day(messages, day)
+            todays = set(messages.filter(pl.col(PARTITION) == day)["message_id"]) if messages.height else set()
+            threaded = set(built.threads["message_ids"].explode().to_list()) & todays if built.threads.height else set()
+            dropped = set(built.rejected["message_id"])
+            verdict = Verdict(
+                todays == threaded | dropped and not threaded & dropped,
+                "ERROR",
+                f"{len(todays)} messages of the day: {len(threaded)} in {built.threads.height} threads, "
+                f"{len(dropped)} rejected",
+            )
+            checks.append((day, verdict, {"messages": len(todays), "threads": built.threads.height}))
+            kept.append(_dated(built.threads, day))
+            rejected.append(_dated(built.rejected, day))
+        kept, rejected = pl.concat(kept), pl.concat(rejected)
+        yield dg.Output(
+            kept,
+            output_name=CONVERSATIONS,
+            metadata={
+                "dagster/row_count": kept.height,
+                "distinct_conversations": kept["conversation_id"].n_unique(),
+                "turns_mean": round(kept["turns"].mean() or 0.0, 2),
+                "languages": dg.MetadataValue.json(dict(Counter(kept["lang"]).most_common())),
+            },
+        )
+        yield dg.Output(
+            rejected,
+            output_name=CONVERSATION_REJECTS,
+            metadata={
+                "dagster/row_count": rejected.height,
+                "by_rule": dg.MetadataValue.json(dict(Counter(rejected["rule"]))),
+            },
+        )
+        per_day = DayChecks(context)
+        for day, verdict, metadata in checks:
+            yield from per_day.results(day, verdict, metadata, asset_key=CONVERSATIONS, check_name=THREADED_CHECK)
+
+    return conversations
+
+
+class SftConfig(dg.Config):
+    """The SFT set's filters (`lib.llm.datasets.SftRecipe`), settable per run from the launchpad."""
+
+    min_prompt_words: int = datasets.SftRecipe.min_prompt_words
+    min_response_words: int = datasets.SftRecipe.min_response_words
+    max_rank: int | None = datasets.SftRecipe.max_rank
+    min_quality: float | None = datasets.SftRecipe.min_quality
+    max_spam: float = datasets.SftRecipe.max_spam
+    languages: list[str] | None = None
+    excluded_states: list[str] = list(datasets.SftRecipe.excluded_states)
+    excluded_patterns: list[str] = list(datasets.SftRecipe.excluded_patterns)
+
+    def recipe(self) -> datasets.SftRecipe:
+        return datasets.SftRecipe(
+            min_prompt_words=self.min_prompt_words,
+            min_response_words=self.min_response_words,
+            max_rank=self.max_rank,
+            min_quality=self.min_quality,
+            max_spam=self.max_spam,
+            languages=tuple(self.languages) if self.languages is not None else None,
+            excluded_states=tuple(self.excluded_states),
+            excluded_patterns=tuple(self.excluded_patterns),
+        )
+
+
+def sft_asset(partitions: dg.DailyPartitionsDefinition) -> dg.AssetsDefinition:
+    @dg.multi_asset(
+        name=f"{SFT_DATASET}_op",
+        outs={
+            SFT_DATASET: _out(
+                "Supervised fine-tuning examples in TRL's conversational format (`messages`: [{role, content}], "
+                "roles user/assistant), one per thread that passes the recipe's filters (SftConfig)."
+            ),
+            SFT_REJECTS: _out("The day's threads the recipe dropped, with the first filter each one failed."),
+        },
+        deps=[CONVERSATIONS],
+        partitions_def=partitions,
+        check_specs=[
+            _check(SFT_DATASET, SFT_ACCOUNTED_CHECK, "Threads of the day = examples + rejected threads.", partitions)
+        ],
+        pool=DUCKDB_POOL,
+        backfill_policy=DAILY_BACKFILL,
+        can_subset=True,
+    )
+    def sft_dataset(context: dg.AssetExecutionContext, config: SftConfig, warehouse: DuckDBResource):
+        recipe = config.recipe()
+        kept, rejected, checks = [], [], []
+        for day in partition_days(context):
+            day_threads = (
+                query(warehouse, f"select * from main.{CONVERSATIONS} where {PARTITION} = ?", [day])
+                if table_exists(warehouse, CONVERSATIONS)
+                else pl.DataFrame(schema=threads.THREAD_COLUMNS)
+            )
+            built = datasets.sft_examples(day_threads, recipe)
+            verdict = _accounted(day_threads.height, built.kept.height, built.rejected.height, "threads", "examples")
+            checks.append((day, verdict, {"threads": day_threads.height, "examples": built.kept.height}))
+            kept.append(_dated(built.kept, day))
+            rejected.append(_dated(built.rejected, day))
+        kept, rejected = pl.concat(kept), pl.concat(rejected)
+        yield dg.Output(
+            kept,
+            output_name=SFT_DATASET,
+            metadata={
+                "dagster/row_count": kept.height,
+                "turns_mean": round(kept["turns"].mean() or 0.0, 2),
+                "languages": dg.MetadataValue.json(dict(Counter(kept["lang"]).most_common())),
+                "recipe": dg.MetadataValue.json(config.model_dump()),
+            },
+        )
+        yield dg.Output(
+            rejected,
+            output_name=SFT_REJECTS,
+            metadata={
+                "dagster/row_count": rejected.height,
+                "by_rule": dg.MetadataValue.json(dict(Counter(rejected["rule"]))),
+            },
+        )
+        per_day = DayChecks(context)
+        for day, verdict, metadata in checks:
+            yield from per_day.results(day, verdict, metadata, asset_key=SFT_DATASET, check_name=SFT_ACCOUNTED_CHECK)
+
+    return sft_dataset
+
+
+def _well_formed(pairs: pl.DataFrame) -> Verdict:
+    problems = []
+    for pair in pairs.iter_rows(named=True):
+        if not pair["prompt"] or pair["prompt"][-1]["role"] != "user":
+            problems.append(f"{pair['pair_id']}: the prompt does not end with a user turn")
+        elif datasets.normalized(pair["chosen"][-1]["content"]) == datasets.normalized(pair["rejected"][-1]["content"]):
+            problems.append(f"{pair['pair_id']}: chosen = rejected")
+    if pairs["pair_id"].n_unique() != pairs.height:
+        problems.append("a pair id occurs twice")
+    return Verdict(
+        not problems,
+        "ERROR",
+        "; ".join(problems[:5]) if problems else f"{pairs.height} pairs: a user prompt, chosen != rejected, unique ids",
+    )
+
+
+def preference_asset(partitions: dg.DailyPartitionsDefinition) -> dg.AssetsDefinition:
+    @dg.multi_asset(
+        name=f"{PREFERENCE_PAIRS}_op",
+        outs={
+            PREFERENCE_PAIRS: _out(
+                "Preference pairs in DPO's conversational format (`prompt`, `chosen`, `rejected`): the best- against "
+                "the worst-ranked reply to the same message (partition: the day a ranked reply was written), and "
+                "each transcript pair's two last replies to their shared turns (partition: its arrival day)."
+            ),
+            PREFERENCE_KTO: _out(
+                "The same pairs unpaired, in KTO's form (`prompt`, `completion`, `label`): chosen True, rejected False."
+            ),
+            PREFERENCE_REJECTS: _out(
+                "The day's candidates that gave no pair, with the rule and the reason (one ranked reply, tied ranks, "
+                "identical replies, transcripts that differ before their last reply, ...)."
+            ),
+        },
+        deps=[VALIDATED_CHAT_MESSAGES, VALIDATED_TRANSCRIPT_PAIRS],
+        partitions_def=partitions,
+        check_specs=[
+            _check(
+                PREFERENCE_PAIRS,
+                PAIRS_ACCOUNTED_CHECK,
+                "Candidates of the day (prompts with a ranked reply written that day, transcript pairs) = pairs + "
+                "rejected candidates.",
+                partitions,
+            ),
+            _check(
+                PREFERENCE_PAIRS,
+                PAIRS_VALID_CHECK,
+                "Every pair has a prompt ending with a user turn, a chosen reply that differs from the rejected one, "
+                "and an id of its own.",
+                partitions,
+            ),
+        ],
+        pool=DUCKDB_POOL,
+        backfill_policy=DAILY_BACKFILL,
+        can_subset=True,
+    )
+    def preference_pairs(context: dg.AssetExecutionContext, warehouse: DuckDBResource):
+        kept, kto, rejected, checks = [], [], [], []
+        for day in partition_days(context):
+            messages = _messages(warehouse, day, extra="and rank is not null and role = 'assistant'")
+            ranked_today = messages.filter(
+                (pl.col(PARTITION) == day) & pl.col("rank").is_not_null() & (pl.col("role") == "assistant")
+            )
+            prompts = ranked_today["parent_id"].unique().to_list() if ranked_today.height else []
+            siblings = datasets.sibling_pairs(messages, prompts)
+            transcripts = (
+                query(
+                    warehouse,
+                    f"select chosen, rejected, _source_uri || ':' || _source_offset as item_id "
+                    f"from main.{VALIDATED_TRANSCRIPT_PAIRS} where {PARTITION} = ?",
+                    [day],
+                )
+                if table_exists(warehouse, VALIDATED_TRANSCRIPT_PAIRS)
+                else pl.DataFrame(schema={"chosen": pl.String, "rejected": pl.String, "item_id": pl.String})
+            )
+            from_transcripts = datasets.transcript_pairs(transcripts)
+            pairs = pl.concat([siblings.kept, from_transcripts.kept])
+            dropped = pl.concat(
+                [
+                    siblings.rejected.with_columns(origin=pl.lit("sibling_ranking")),
+                    from_transcripts.rejected.with_columns(origin=pl.lit("transcript_pair")),
+                ]
+            )
+            candidates = len(prompts) + transcripts.height
+            accounted = _accounted(candidates, pairs.height, dropped.height, "candidates", "pairs")
+            checks.append((day, PAIRS_ACCOUNTED_CHECK, accounted, {"candidates": candidates, "pairs": pairs.height}))
+            checks.append((day, PAIRS_VALID_CHECK, _well_formed(pairs), {"pairs": pairs.height}))
+            kept.append(_dated(pairs, day))
+            kto.append(_dated(datasets.kto_rows(pairs), day))
+            rejected.append(_dated(dropped, day))
+        kept, kto, rejected = pl.concat(kept), pl.concat(kto), pl.concat(rejected)
+        yield dg.Output(
+            kept,
+            output_name=PREFERENCE_PAIRS,
+            metadata={
+                "dagster/row_count": kept.height,
+                "by_origin": dg.MetadataValue.json(dict(Counter(kept["origin"]))),
+            },
+        )
+        yield dg.Output(kto, output_name=PREFERENCE_KTO, metadata={"dagster/row_count": kto.height})
+        yield dg.Output(
+            rejected,
+            output_name=PREFERENCE_REJECTS,
+            metadata={
+                "dagster/row_count": rejected.height,
+                "by_rule": dg.MetadataValue.json(dict(Counter(rejected["rule"]))),
+            },
+        )
+        per_day = DayChecks(context)
+        for day, check, verdict, metadata in checks:
+            yield from per_day.results(day, verdict, metadata, asset_key=PREFERENCE_PAIRS, check_name=check)
+
+    return preference_pairs
+
+
+def llm_assets(partitions: dg.DailyPartitionsDefinition) -> list[dg.AssetsDefinition]:
+    return [conversations_asset(partitions), sft_asset(partitions), preference_asset(partitions)]

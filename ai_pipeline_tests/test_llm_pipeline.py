@@ -1,0 +1,198 @@
+"""The training-data lane through Dagster: landing trees and transcript pairs -> validated -> threads -> datasets.
+
+Planted: a deleted reply, a blank one, an unknown language, an unreadable line, an orphan, a conversation started
+by the assistant, ranked siblings, a transcript pair whose replies say the same. Every count is written out.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+
+import dagster as dg
+import duckdb
+import pytest
+
+from ai_pipeline.defs import build_defs
+from ai_pipeline.defs.keys import (
+    CONSERVATION_CHECK,
+    FILES_CHECK,
+    PAIRS_ACCOUNTED_CHECK,
+    PAIRS_VALID_CHECK,
+    SFT_ACCOUNTED_CHECK,
+    THREADED_CHECK,
+)
+from ai_pipeline.settings import Settings
+from ai_pipeline_tests.conftest import landing_zone
+
+DAY = date(2024, 5, 2)
+AT = "2024-05-02T{:02d}:00:00.000001+00:00"
+LANE = [
+    "raw_chat_messages",
+    "raw_transcript_pairs",
+    "validated_chat_messages",
+    "quarantined_chat_messages",
+    "validated_transcript_pairs",
+    "quarantined_transcript_pairs",
+    "conversations",
+    "conversation_rejects",
+    "sft_dataset",
+    "sft_rejects",
+    "preference_pairs",
+    "preference_kto",
+    "preference_rejects",
+]
+
+
+def _m(mid: str, role: str, text: str, hour: int, replies=(), lang: str = "en", **extra) -> dict:
+    return {
+        "message_id": mid,
+        "parent_id": None,  # the tree says it; the reader keeps what the export holds
+        "role": role,
+        "text": text,
+        "lang": lang,
+        "created_date": AT.format(hour),
+        "deleted": False,
+        "replies": list(replies),
+        **extra,
+    }
+
+
+def _tree(tree_id: str, root: dict) -> str:
+    def parents(message: dict, parent: str | None) -> None:
+        message["parent_id"] = parent
+        for reply in message["replies"]:
+            parents(reply, message["message_id"])
+
+    parents(root, None)
+    return json.dumps({"message_tree_id": tree_id, "tree_state": "ready_for_export", "prompt": root})
+
+
+TREES = [
+    _tree(
+        "t1",
+        _m(
+            "p1",
+            "prompter",
+            "How do plants drink water from the soil?",
+            8,
+            [
+                _m(
+                    "a1",
+                    "assistant",
+                    "Through their roots, by osmosis and capillary action.",
+                    9,
+                    [
+                        _m(
+                            "f1",
+                            "prompter",
+                            "And how does it reach the leaves?",
+                            10,
+                            [_m("a3", "assistant", "Through the xylem, pulled up by evaporation from the leaves.", 11)],
+                        )
+                    ],
+                    rank=0,
+                    labels={"quality": {"value": 0.8, "count": 3}},
+                ),
+                _m("a2", "assistant", "They just do it somehow, like magic does.", 9, rank=1),
+                _m("d1", "assistant", "A reply its author deleted.", 9, deleted=True),
+                _m("e1", "assistant", "   ", 9),
+            ],
+        ),
+    ),
+    _tree("t2", _m("p2", "prompter", "Une question ?", 12, [_m("a4", "assistant", "Une réponse.", 13)], lang="xx")),
+    _tree("t3", _m("r3", "assistant", "I start the conversation myself, which I should not.", 14)),
+    "not json {",
+]
+SHARED = "\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: Tell me a joke"
+PAIRS = [
+    {
+        "chosen": SHARED + "\n\nAssistant: Why did the chicken cross the road?",
+        "rejected": SHARED + "\n\nAssistant: No.",
+    },
+    {"chosen": SHARED + "\n\nAssistant: No.", "rejected": SHARED + "\n\nAssistant: no"},
+]
+
+
+@pytest.fixture(scope="module")
+def lane(tmp_path_factory):
+    settings = Settings(home=tmp_path_factory.mktemp("home"), start_date=date(2024, 5, 1))
+    for folder, name, lines in [("chat_trees", "trees.jsonl", TREES), ("transcript_pairs", "pairs.jsonl", PAIRS)]:
+        day = settings.landing / folder / DAY.isoformat()
+        day.mkdir(parents=True)
+        (day / name).write_text("\n".join(line if isinstance(line, str) else json.dumps(line) for line in lines) + "\n")
+        (day / "_SUCCESS").touch()
+    defs = build_defs(settings, landing_zone(settings))
+    job = defs.resolve_implicit_global_asset_job_def()
+    result = job.execute_in_process(
+        partition_key=DAY.isoformat(),
+        instance=dg.DagsterInstance.ephemeral(),
+        asset_selection=[dg.AssetKey(name) for name in LANE],
+    )
+    with duckdb.connect(str(settings.warehouse), read_only=True) as conn:
+        tables = {name: conn.execute(f"select * from main.{name}").pl() for name in LANE}
+    return result, tables
+
+
+def test_every_step_succeeds_and_every_check_passes(lane):
+    result, _ = lane
+    assert result.success
+    evaluations = {(e.asset_key.to_user_string(), e.check_name): e for e in result.get_asset_check_evaluations()}
+    for key in [
+        ("raw_chat_messages", FILES_CHECK),
+        ("validated_chat_messages", CONSERVATION_CHECK),
+        ("validated_transcript_pairs", CONSERVATION_CHECK),
+        ("conversations", THREADED_CHECK),
+        ("sft_dataset", SFT_ACCOUNTED_CHECK),
+        ("preference_pairs", PAIRS_ACCOUNTED_CHECK),
+        ("preference_pairs", PAIRS_VALID_CHECK),
+    ]:
+        assert evaluations[key].passed, (key, evaluations[key].description)
+    assert evaluations[("raw_chat_messages", FILES_CHECK)].description == "1 files read, 11 records"
+    assert evaluations[("conversations", THREADED_CHECK)].description == (
+        "7 messages of the day: 5 in 2 threads, 2 rejected"
+    )
+
+
+def test_messages_are_quarantined_with_their_reasons(lane):
+    _, tables = lane
+    assert sorted(tables["validated_chat_messages"]["message_id"]) == ["a1", "a2", "a3", "a4", "f1", "p1", "r3"]
+    reasons = {
+        row["message_id"]: {(r["field"], r["rule"]) for r in row["reasons"]}
+        for row in tables["quarantined_chat_messages"].iter_rows(named=True)
+    }
+    assert reasons == {
+        "d1": {("deleted", "false")},
+        "e1": {("text", "pattern")},
+        "p2": {("lang", "pattern")},
+        None: {("_record", "read_error")},
+    }
+    a1 = tables["validated_chat_messages"].filter(message_id="a1").row(0, named=True)
+    assert (a1["conversation_id"], a1["parent_id"], a1["rank"], a1["quality"]) == ("t1", "p1", 0, 0.8)
+
+
+def test_threads_and_rejects(lane):
+    _, tables = lane
+    threads = {row["thread_id"]: row["message_ids"] for row in tables["conversations"].iter_rows(named=True)}
+    assert threads == {"a2": ["p1", "a2"], "a3": ["p1", "a1", "f1", "a3"]}
+    rejects = {row["message_id"]: row["rule"] for row in tables["conversation_rejects"].iter_rows(named=True)}
+    assert rejects == {"a4": "orphan", "r3": "role_alternation"}
+
+
+def test_the_sft_set_and_its_rejects(lane):
+    _, tables = lane
+    sft = tables["sft_dataset"]
+    assert sft["example_id"].to_list() == ["a3"]
+    assert [turn["role"] for turn in sft["messages"][0]] == ["user", "assistant", "user", "assistant"]
+    assert dict(zip(tables["sft_rejects"]["item_id"], tables["sft_rejects"]["rule"], strict=True)) == {"a2": "rank"}
+
+
+def test_preference_pairs_kto_and_rejects(lane):
+    _, tables = lane
+    pairs = tables["preference_pairs"].sort("origin")
+    assert pairs["origin"].to_list() == ["sibling_ranking", "transcript_pair"]
+    ranked = pairs.row(0, named=True)
+    assert ranked["chosen"][0]["content"].startswith("Through their roots")
+    assert ranked["rejected"][0]["content"].startswith("They just do")
+    assert tables["preference_kto"].height == 4 and tables["preference_kto"]["label"].sum() == 2
+    assert tables["preference_rejects"]["rule"].to_list() == ["identical_replies"]
