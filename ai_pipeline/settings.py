@@ -51,6 +51,20 @@ def parse_doc_sources(text: str) -> tuple[DocSource, ...]:
     return tuple(sources)
 
 
+def parse_eval_sets(text: str) -> tuple[tuple[str, Path], ...]:
+    """`name=/path;name2=/path2`: evaluation sets (files) by name."""
+    sets = []
+    for entry in filter(None, (part.strip() for part in text.split(";"))):
+        name, sep, path = entry.partition("=")
+        if not sep or not name.strip() or not path.strip():
+            raise ValueError(f"AI_PIPELINE_EVAL_SETS: {entry!r} is not name=path")
+        resolved = Path(path.strip()).expanduser().resolve()
+        if not resolved.is_file():
+            raise ValueError(f"AI_PIPELINE_EVAL_SETS: {resolved} is not a file")
+        sets.append((name.strip(), resolved))
+    return tuple(sets)
+
+
 @dataclass(frozen=True)
 class Settings:
     """What shapes the graph and where the embedded defaults keep their files. The outside systems (databases,
@@ -62,6 +76,9 @@ class Settings:
     doc_sources: tuple[DocSource, ...] = (PROJECT_DOCS,)
     # More landing source declarations (`<name>/defs.yaml` each) besides the built-in ones.
     sources_dir: Path | None = None
+    # Evaluation sets no training example may overlap, besides the document sources' golden question sets:
+    # AI_PIPELINE_EVAL_SETS, `name=/path;name2=/path2` (lib/llm/decontam.py reads their formats).
+    eval_sets: tuple[tuple[str, Path], ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -73,12 +90,19 @@ class Settings:
             sources_dir=Path(env["AI_PIPELINE_SOURCES_DIR"]).expanduser().resolve()
             if env.get("AI_PIPELINE_SOURCES_DIR")
             else None,
+            eval_sets=parse_eval_sets(env.get("AI_PIPELINE_EVAL_SETS") or ""),
         )
 
     def __post_init__(self):
         names = [s.name for s in self.doc_sources]
         if len(set(names)) != len(names):
             raise ValueError(f"document source names must be unique: {names}")
+
+    @property
+    def evaluation_sets(self) -> list[tuple[str, Path]]:
+        """Every evaluation set the training data must not overlap: the golden question sets, then the declared."""
+        golden = [(f"{s.name}_golden", s.golden) for s in self.doc_sources if s.golden and s.golden.is_file()]
+        return [*golden, *self.eval_sets]
 
     def doc_source(self, name: str) -> DocSource:
         for source in self.doc_sources:

@@ -1,7 +1,8 @@
 """The training-data lane through Dagster: landing trees and transcript pairs -> validated -> threads -> datasets.
 
 Planted: a deleted reply, a blank one, an unknown language, an unreadable line, an orphan, a conversation started
-by the assistant, ranked siblings, a transcript pair whose replies say the same. Every count is written out.
+by the assistant, ranked siblings, a transcript pair whose replies say the same, a golden question copied into a
+prompt, a question asked twice, an e-mail address in a reply. Every count is written out.
 """
 
 from __future__ import annotations
@@ -16,9 +17,13 @@ import pytest
 from ai_pipeline.defs import build_defs
 from ai_pipeline.defs.keys import (
     CONSERVATION_CHECK,
+    DECONTAMINATION_CHECK,
+    DUPLICATE_RATE_CHECK,
+    EMPTY_MESSAGES_CHECK,
     FILES_CHECK,
     PAIRS_ACCOUNTED_CHECK,
     PAIRS_VALID_CHECK,
+    PII_CHECK,
     SFT_ACCOUNTED_CHECK,
     THREADED_CHECK,
 )
@@ -103,6 +108,46 @@ TREES = [
     _tree("t2", _m("p2", "prompter", "Une question ?", 12, [_m("a4", "assistant", "Une réponse.", 13)], lang="xx")),
     _tree("t3", _m("r3", "assistant", "I start the conversation myself, which I should not.", 14)),
     "not json {",
+    # A golden question of the project's documents (docs/golden_questions.json) copied into a prompt.
+    _tree(
+        "t4",
+        _m(
+            "q4",
+            "prompter",
+            "How do I add my own folder of documents as a new collection?",
+            15,
+            [_m("r4", "assistant", "Declare it in AI_PIPELINE_DOC_SOURCES and the sensor picks it up.", 16, rank=0)],
+        ),
+    ),
+    # The same question twice; the first answer holds an e-mail address.
+    _tree(
+        "t5",
+        _m(
+            "q5",
+            "prompter",
+            "What is the best way to learn to cook at home?",
+            15,
+            [
+                _m(
+                    "r5",
+                    "assistant",
+                    "Start with simple recipes, and write to chef.anna@example.org for more.",
+                    16,
+                    rank=0,
+                )
+            ],
+        ),
+    ),
+    _tree(
+        "t6",
+        _m(
+            "q6",
+            "prompter",
+            "What is the best way to learn to cook at home ?",
+            15,
+            [_m("r6", "assistant", "Cook every day and taste everything as you go along.", 16, rank=0)],
+        ),
+    ),
 ]
 SHARED = "\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: Tell me a joke"
 PAIRS = [
@@ -148,15 +193,26 @@ def test_every_step_succeeds_and_every_check_passes(lane):
         ("preference_pairs", PAIRS_VALID_CHECK),
     ]:
         assert evaluations[key].passed, (key, evaluations[key].description)
-    assert evaluations[("raw_chat_messages", FILES_CHECK)].description == "1 files read, 11 records"
+    assert evaluations[("raw_chat_messages", FILES_CHECK)].description == "1 files read, 17 records"
     assert evaluations[("conversations", THREADED_CHECK)].description == (
-        "7 messages of the day: 5 in 2 threads, 2 rejected"
+        "13 messages of the day: 11 in 5 threads, 2 rejected"
     )
+    for asset in ("sft_dataset", "preference_pairs"):
+        for check in (PII_CHECK, DECONTAMINATION_CHECK, EMPTY_MESSAGES_CHECK, DUPLICATE_RATE_CHECK):
+            assert (asset, check) in evaluations, (asset, check)
+    sft_pii = evaluations[("sft_dataset", PII_CHECK)]
+    assert sft_pii.passed and sft_pii.metadata["found_email"].value == 1 and sft_pii.metadata["left"].value == 0
+    # One of the three examples that reached deduplication repeated another's prompt: 33%, above the 5% limit.
+    duplicates = evaluations[("sft_dataset", DUPLICATE_RATE_CHECK)]
+    assert not duplicates.passed and duplicates.severity == dg.AssetCheckSeverity.WARN
+    assert duplicates.description == "1 of 3 rows were duplicates (33.3%; limit 5%)"
 
 
 def test_messages_are_quarantined_with_their_reasons(lane):
     _, tables = lane
-    assert sorted(tables["validated_chat_messages"]["message_id"]) == ["a1", "a2", "a3", "a4", "f1", "p1", "r3"]
+    assert sorted(tables["validated_chat_messages"]["message_id"]) == [
+        *["a1", "a2", "a3", "a4", "f1", "p1", "q4", "q5", "q6", "r3", "r4", "r5", "r6"]
+    ]
     reasons = {
         row["message_id"]: {(r["field"], r["rule"]) for r in row["reasons"]}
         for row in tables["quarantined_chat_messages"].iter_rows(named=True)
@@ -174,17 +230,33 @@ def test_messages_are_quarantined_with_their_reasons(lane):
 def test_threads_and_rejects(lane):
     _, tables = lane
     threads = {row["thread_id"]: row["message_ids"] for row in tables["conversations"].iter_rows(named=True)}
-    assert threads == {"a2": ["p1", "a2"], "a3": ["p1", "a1", "f1", "a3"]}
+    assert threads == {
+        "a2": ["p1", "a2"],
+        "a3": ["p1", "a1", "f1", "a3"],
+        "r4": ["q4", "r4"],
+        "r5": ["q5", "r5"],
+        "r6": ["q6", "r6"],
+    }
     rejects = {row["message_id"]: row["rule"] for row in tables["conversation_rejects"].iter_rows(named=True)}
     assert rejects == {"a4": "orphan", "r3": "role_alternation"}
 
 
 def test_the_sft_set_and_its_rejects(lane):
     _, tables = lane
-    sft = tables["sft_dataset"]
-    assert sft["example_id"].to_list() == ["a3"]
+    sft = tables["sft_dataset"].sort("example_id")
+    assert sft["example_id"].to_list() == ["a3", "r5"]
     assert [turn["role"] for turn in sft["messages"][0]] == ["user", "assistant", "user", "assistant"]
-    assert dict(zip(tables["sft_rejects"]["item_id"], tables["sft_rejects"]["rule"], strict=True)) == {"a2": "rank"}
+    assert sft["messages"][1][1]["content"] == "Start with simple recipes, and write to <EMAIL> for more."
+    rejects = {row["item_id"]: (row["rule"], row["reason"]) for row in tables["sft_rejects"].iter_rows(named=True)}
+    assert rejects == {
+        "a2": ("rank", "a reply ranked 1 among its siblings (at most 0)"),
+        "r4": (
+            "contaminated",
+            "shares 'how do i add my own folder of documents as a new collection' with the evaluation set "
+            "project_docs_golden",
+        ),
+        "r6": ("duplicate_prompt", "exact duplicate prompt of r5 (similarity 1.0)"),  # "home?" and "home ?"
+    }
 
 
 def test_preference_pairs_kto_and_rejects(lane):
@@ -195,4 +267,4 @@ def test_preference_pairs_kto_and_rejects(lane):
     assert ranked["chosen"][0]["content"].startswith("Through their roots")
     assert ranked["rejected"][0]["content"].startswith("They just do")
     assert tables["preference_kto"].height == 4 and tables["preference_kto"]["label"].sum() == 2
-    assert tables["preference_rejects"]["rule"].to_list() == ["identical_replies"]
+    assert sorted(tables["preference_rejects"]["rule"].to_list()) == ["identical_replies", *["one_ranked_reply"] * 3]

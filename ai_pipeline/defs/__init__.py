@@ -82,7 +82,7 @@ def build_defs(settings: Settings, resources: Mapping[str, Any] | None = None) -
                 *dbt_assets,
                 *feature_assets(settings, partitions, resources[ONLINE_STORE].backend),
                 *rag_assets(settings),
-                *llm_assets(partitions),
+                *llm_assets(settings, partitions),
             ]
         ),
         asset_checks=[*checks, rag_checks(settings), *hourly],

@@ -2,9 +2,10 @@
 
 Assets (group `llm_data`): `conversations` + `conversation_rejects`, `sft_dataset` + `sft_rejects`,
 `preference_pairs` + `preference_kto` + `preference_rejects`. The work is done by `ai_pipeline.lib.llm`
-(`threads`, `datasets`); these shells read the day from the warehouse, call it, and report counts and checks. Every
-output carries `partition_date`; what a rule drops goes to the step's rejects table with the rule and the reason, and
-a blocking check says the counts add up.
+(`threads`, `datasets`, `gates`); these shells read the day from the warehouse, call it, and report counts and
+checks. Every output carries `partition_date`; what a rule or a gate drops goes to the step's rejects table with the
+rule and the reason, and a blocking check says the counts add up. The datasets pass the gates (personal data,
+evaluation overlap, duplicates) before they are written, and checks verify what was written.
 """
 
 from collections import Counter
@@ -17,10 +18,14 @@ from dagster_duckdb import DuckDBResource
 from ai_pipeline.defs.keys import (
     CONVERSATION_REJECTS,
     CONVERSATIONS,
+    DECONTAMINATION_CHECK,
     DUCKDB_POOL,
+    DUPLICATE_RATE_CHECK,
+    EMPTY_MESSAGES_CHECK,
     LLM_GROUP,
     PAIRS_ACCOUNTED_CHECK,
     PAIRS_VALID_CHECK,
+    PII_CHECK,
     PREFERENCE_KTO,
     PREFERENCE_PAIRS,
     PREFERENCE_REJECTS,
@@ -35,9 +40,12 @@ from ai_pipeline.defs.policy import DAILY_BACKFILL, OWNERS, partition_days
 from ai_pipeline.defs.reporting import DayChecks
 from ai_pipeline.defs.resources import query, table_exists
 from ai_pipeline.lib.ingest.validation import compile_contract
-from ai_pipeline.lib.llm import datasets, threads
+from ai_pipeline.lib.llm import datasets, gates, pii, threads
 from ai_pipeline.lib.llm.contracts import ChatMessage
+from ai_pipeline.lib.llm.decontam import EvalIndex, build_index
+from ai_pipeline.lib.llm.dedup import normalized
 from ai_pipeline.lib.quality import Verdict
+from ai_pipeline.settings import Settings
 
 PARTITION = "partition_date"
 _DAY_CONVERSATIONS = f"""
@@ -148,8 +156,81 @@ def conversations_asset(partitions: dg.DailyPartitionsDefinition) -> dg.AssetsDe
     return conversations
 
 
-class SftConfig(dg.Config):
-    """The SFT set's filters (`lib.llm.datasets.SftRecipe`), settable per run from the launchpad."""
+DUPLICATE_RATE_LIMIT = 0.05
+GATE_CHECKS = {
+    PII_CHECK: "No personal data (e-mail, phone, IP, card, IBAN, US SSN) is left in the rows written: `pii_mode: "
+    "scrub` replaces it with a placeholder, `drop` drops the row; what was found, by kind, in the metadata.",
+    DECONTAMINATION_CHECK: "No row written shares a 13-word sequence (a shorter item whole) with an evaluation set: "
+    "the golden question sets and AI_PIPELINE_EVAL_SETS.",
+    DUPLICATE_RATE_CHECK: "Exact and near-duplicate (MinHash, Jaccard >= 0.8) prompts and replies are dropped; WARN "
+    f"when more than {DUPLICATE_RATE_LIMIT:.0%} of the day's rows that reached deduplication were duplicates.",
+    EMPTY_MESSAGES_CHECK: "No turn of any row written is empty or blank.",
+}
+
+
+class GatesConfig(dg.Config):
+    """The gates' settings (`lib.llm.gates.GateConfig`)."""
+
+    pii_mode: str = gates.GateConfig.pii
+    near_duplicate_threshold: float = gates.GateConfig.near_duplicate_threshold
+
+    def gates(self) -> gates.GateConfig:
+        return gates.GateConfig(pii=self.pii_mode, near_duplicate_threshold=self.near_duplicate_threshold)
+
+
+def _gate_specs(asset: str, partitions: dg.PartitionsDefinition) -> list[dg.AssetCheckSpec]:
+    return [
+        dg.AssetCheckSpec(
+            name, asset=asset, partitions_def=partitions, description=text, blocking=name != DUPLICATE_RATE_CHECK
+        )
+        for name, text in GATE_CHECKS.items()
+    ]
+
+
+def _gate_verdicts(gated: gates.Gated, evals: EvalIndex) -> list[tuple[str, Verdict, dict]]:
+    """What the day's written rows hold, found again independently of the gates' own bookkeeping."""
+    columns = [c for c, dtype in gated.kept.schema.items() if isinstance(dtype, pl.List) and dtype.inner == pl.Struct]
+    rows = [[turn["content"] for c in columns for turn in row[c]] for row in gated.kept.iter_rows(named=True)]
+    left = Counter(f.kind for texts in rows for text in texts for f in pii.find(text))
+    overlapping = sum(1 for texts in rows if evals.match("\n".join(texts)))
+    empty = sum(1 for texts in rows for text in texts if not text.strip())
+    duplicates = sum(gated.duplicates.values())
+    reached = gated.kept.height + duplicates
+    rate = duplicates / reached if reached else 0.0
+    found = {"found_" + kind: n for kind, n in sorted(gated.pii_found.items())}
+    return [
+        (
+            PII_CHECK,
+            Verdict(not left, "ERROR", f"personal data left: {dict(left)}" if left else "no personal data left"),
+            {"rows": gated.kept.height, **found, "left": sum(left.values())},
+        ),
+        (
+            DECONTAMINATION_CHECK,
+            Verdict(not overlapping, "ERROR", f"{overlapping} rows overlap an evaluation set"),
+            {"overlapping_rows": overlapping, "evaluation_items": evals.items},
+        ),
+        (
+            DUPLICATE_RATE_CHECK,
+            Verdict(
+                rate <= DUPLICATE_RATE_LIMIT,
+                "WARN",
+                f"{duplicates} of {reached} rows were duplicates ({rate:.1%}; limit {DUPLICATE_RATE_LIMIT:.0%})",
+            ),
+            {"duplicate_rate": round(rate, 4), **{f"duplicates_{k}": n for k, n in gated.duplicates.items()}},
+        ),
+        (EMPTY_MESSAGES_CHECK, Verdict(not empty, "ERROR", f"{empty} empty turns"), {"empty_turns": empty}),
+    ]
+
+
+def _earlier(warehouse: DuckDBResource, table: str, day: date, schema: dict) -> pl.DataFrame:
+    """The dataset's rows of the days before `day` (what a day's rows must not repeat)."""
+    if not table_exists(warehouse, table):
+        return pl.DataFrame(schema={**schema, PARTITION: pl.Date})
+    return query(warehouse, f"select * from main.{table} where {PARTITION} < ?", [day])
+
+
+class SftConfig(GatesConfig):
+    """The SFT set's filters (`lib.llm.datasets.SftRecipe`) and gates, settable per run from the launchpad."""
 
     min_prompt_words: int = datasets.SftRecipe.min_prompt_words
     min_response_words: int = datasets.SftRecipe.min_response_words
@@ -173,39 +254,47 @@ class SftConfig(dg.Config):
         )
 
 
-def sft_asset(partitions: dg.DailyPartitionsDefinition) -> dg.AssetsDefinition:
+def sft_asset(settings: Settings, partitions: dg.DailyPartitionsDefinition) -> dg.AssetsDefinition:
     @dg.multi_asset(
         name=f"{SFT_DATASET}_op",
         outs={
             SFT_DATASET: _out(
                 "Supervised fine-tuning examples in TRL's conversational format (`messages`: [{role, content}], "
-                "roles user/assistant), one per thread that passes the recipe's filters (SftConfig)."
+                "roles user/assistant), one per thread that passes the recipe's filters (SftConfig) and the gates "
+                "(personal data scrubbed, no evaluation overlap, no duplicate prompt or reply)."
             ),
-            SFT_REJECTS: _out("The day's threads the recipe dropped, with the first filter each one failed."),
+            SFT_REJECTS: _out("The day's threads the recipe or a gate dropped, with the rule and the reason."),
         },
         deps=[CONVERSATIONS],
         partitions_def=partitions,
         check_specs=[
-            _check(SFT_DATASET, SFT_ACCOUNTED_CHECK, "Threads of the day = examples + rejected threads.", partitions)
+            _check(SFT_DATASET, SFT_ACCOUNTED_CHECK, "Threads of the day = examples + rejected threads.", partitions),
+            *_gate_specs(SFT_DATASET, partitions),
         ],
         pool=DUCKDB_POOL,
         backfill_policy=DAILY_BACKFILL,
         can_subset=True,
     )
     def sft_dataset(context: dg.AssetExecutionContext, config: SftConfig, warehouse: DuckDBResource):
-        recipe = config.recipe()
+        recipe, gate_config, evals = config.recipe(), config.gates(), build_index(settings.evaluation_sets)
+        days = partition_days(context)
+        earlier = _earlier(warehouse, SFT_DATASET, days[0], datasets.SFT_COLUMNS)
         kept, rejected, checks = [], [], []
-        for day in partition_days(context):
+        for day in days:
             day_threads = (
                 query(warehouse, f"select * from main.{CONVERSATIONS} where {PARTITION} = ?", [day])
                 if table_exists(warehouse, CONVERSATIONS)
                 else pl.DataFrame(schema=threads.THREAD_COLUMNS)
             )
             built = datasets.sft_examples(day_threads, recipe)
-            verdict = _accounted(day_threads.height, built.kept.height, built.rejected.height, "threads", "examples")
-            checks.append((day, verdict, {"threads": day_threads.height, "examples": built.kept.height}))
-            kept.append(_dated(built.kept, day))
-            rejected.append(_dated(built.rejected, day))
+            gated = gates.apply(built.kept, earlier, gates.SFT, evals, gate_config)
+            dropped = pl.concat([built.rejected, gated.rejected])
+            verdict = _accounted(day_threads.height, gated.kept.height, dropped.height, "threads", "examples")
+            checks.append((day, SFT_ACCOUNTED_CHECK, verdict, {"threads": day_threads.height}))
+            checks += [(day, *result) for result in _gate_verdicts(gated, evals)]
+            kept.append(_dated(gated.kept, day))
+            rejected.append(_dated(dropped, day))
+            earlier = pl.concat([earlier, kept[-1]], how="diagonal_relaxed")
         kept, rejected = pl.concat(kept), pl.concat(rejected)
         yield dg.Output(
             kept,
@@ -226,8 +315,8 @@ def sft_asset(partitions: dg.DailyPartitionsDefinition) -> dg.AssetsDefinition:
             },
         )
         per_day = DayChecks(context)
-        for day, verdict, metadata in checks:
-            yield from per_day.results(day, verdict, metadata, asset_key=SFT_DATASET, check_name=SFT_ACCOUNTED_CHECK)
+        for day, check, verdict, metadata in checks:
+            yield from per_day.results(day, verdict, metadata, asset_key=SFT_DATASET, check_name=check)
 
     return sft_dataset
 
@@ -237,7 +326,7 @@ def _well_formed(pairs: pl.DataFrame) -> Verdict:
     for pair in pairs.iter_rows(named=True):
         if not pair["prompt"] or pair["prompt"][-1]["role"] != "user":
             problems.append(f"{pair['pair_id']}: the prompt does not end with a user turn")
-        elif datasets.normalized(pair["chosen"][-1]["content"]) == datasets.normalized(pair["rejected"][-1]["content"]):
+        elif normalized(pair["chosen"][-1]["content"]) == normalized(pair["rejected"][-1]["content"]):
             problems.append(f"{pair['pair_id']}: chosen = rejected")
     if pairs["pair_id"].n_unique() != pairs.height:
         problems.append("a pair id occurs twice")
@@ -248,7 +337,11 @@ def _well_formed(pairs: pl.DataFrame) -> Verdict:
     )
 
 
-def preference_asset(partitions: dg.DailyPartitionsDefinition) -> dg.AssetsDefinition:
+class PairsConfig(GatesConfig):
+    """The preference pairs' gates, settable per run from the launchpad."""
+
+
+def preference_asset(settings: Settings, partitions: dg.DailyPartitionsDefinition) -> dg.AssetsDefinition:
     @dg.multi_asset(
         name=f"{PREFERENCE_PAIRS}_op",
         outs={
@@ -282,14 +375,18 @@ def preference_asset(partitions: dg.DailyPartitionsDefinition) -> dg.AssetsDefin
                 "and an id of its own.",
                 partitions,
             ),
+            *_gate_specs(PREFERENCE_PAIRS, partitions),
         ],
         pool=DUCKDB_POOL,
         backfill_policy=DAILY_BACKFILL,
         can_subset=True,
     )
-    def preference_pairs(context: dg.AssetExecutionContext, warehouse: DuckDBResource):
+    def preference_pairs(context: dg.AssetExecutionContext, config: PairsConfig, warehouse: DuckDBResource):
+        gate_config, evals = config.gates(), build_index(settings.evaluation_sets)
+        days = partition_days(context)
+        earlier = _earlier(warehouse, PREFERENCE_PAIRS, days[0], datasets.PAIR_COLUMNS)
         kept, kto, rejected, checks = [], [], [], []
-        for day in partition_days(context):
+        for day in days:
             messages = _messages(warehouse, day, extra="and rank is not null and role = 'assistant'")
             ranked_today = messages.filter(
                 (pl.col(PARTITION) == day) & pl.col("rank").is_not_null() & (pl.col("role") == "assistant")
@@ -307,18 +404,24 @@ def preference_asset(partitions: dg.DailyPartitionsDefinition) -> dg.AssetsDefin
                 else pl.DataFrame(schema={"chosen": pl.String, "rejected": pl.String, "item_id": pl.String})
             )
             from_transcripts = datasets.transcript_pairs(transcripts)
-            pairs = pl.concat([siblings.kept, from_transcripts.kept])
+            gated = gates.apply(
+                pl.concat([siblings.kept, from_transcripts.kept]), earlier, gates.PAIRS, evals, gate_config
+            )
+            pairs = gated.kept
             dropped = pl.concat(
                 [
                     siblings.rejected.with_columns(origin=pl.lit("sibling_ranking")),
                     from_transcripts.rejected.with_columns(origin=pl.lit("transcript_pair")),
+                    gated.rejected.with_columns(origin=pl.lit("gates")),
                 ]
             )
             candidates = len(prompts) + transcripts.height
             accounted = _accounted(candidates, pairs.height, dropped.height, "candidates", "pairs")
             checks.append((day, PAIRS_ACCOUNTED_CHECK, accounted, {"candidates": candidates, "pairs": pairs.height}))
             checks.append((day, PAIRS_VALID_CHECK, _well_formed(pairs), {"pairs": pairs.height}))
+            checks += [(day, *result) for result in _gate_verdicts(gated, evals)]
             kept.append(_dated(pairs, day))
+            earlier = pl.concat([earlier, kept[-1]], how="diagonal_relaxed")
             kto.append(_dated(datasets.kto_rows(pairs), day))
             rejected.append(_dated(dropped, day))
         kept, kto, rejected = pl.concat(kept), pl.concat(kto), pl.concat(rejected)
@@ -346,5 +449,5 @@ def preference_asset(partitions: dg.DailyPartitionsDefinition) -> dg.AssetsDefin
     return preference_pairs
 
 
-def llm_assets(partitions: dg.DailyPartitionsDefinition) -> list[dg.AssetsDefinition]:
-    return [conversations_asset(partitions), sft_asset(partitions), preference_asset(partitions)]
+def llm_assets(settings: Settings, partitions: dg.DailyPartitionsDefinition) -> list[dg.AssetsDefinition]:
+    return [conversations_asset(partitions), sft_asset(settings, partitions), preference_asset(settings, partitions)]

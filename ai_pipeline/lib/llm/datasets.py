@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
+from ai_pipeline.lib.llm.dedup import normalized
+
 ROLE = {"prompter": "user", "assistant": "assistant"}
 TURN = pl.Struct({"role": pl.String, "content": pl.String})
 # Ideographs, kana and hangul count a word each: those languages put no spaces between words.
@@ -124,11 +126,6 @@ def sft_examples(threads: pl.DataFrame, recipe: SftRecipe) -> Built:
             }
         )
     return Built(_frame(kept, SFT_COLUMNS), _frame(rejected, REJECT_COLUMNS))
-
-
-def normalized(text: str) -> str:
-    """Case, spacing and surrounding punctuation ignored: what makes two texts the same text."""
-    return re.sub(r"\s+", " ", text).strip().strip(".!?").casefold()
 
 
 def pair_id(origin: str, prompt: Iterable[dict], chosen: str, rejected: str) -> str:
