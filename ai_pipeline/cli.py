@@ -347,6 +347,41 @@ def _positive(text: str) -> int:
     return value
 
 
+def print_releases(settings: Settings, dataset: str | None) -> int:
+    """The training-set releases under the data root, oldest first."""
+    from ai_pipeline.lib.llm.release import releases
+
+    found = releases(settings.releases, dataset)
+    if not found:
+        print(f"No releases under {settings.releases}" + (f" for {dataset}" if dataset else ""))
+        return 0
+    print(f"{'dataset':<18} {'release':<17} {'rows':>8}  {'days':<25} created")
+    for manifest in found:
+        days = manifest["partitions"]
+        span = f"{days['first']}..{days['last']}" if days["count"] else "-"
+        print(
+            f"{manifest['dataset']:<18} {manifest['release_id']:<17} {manifest['rows']:>8}  {span:<25} "
+            f"{manifest['created_at']}"
+        )
+    return 0
+
+
+def export_release(settings: Settings, dataset: str, release_id: str, destination: Path, fmt: str) -> int:
+    """Copies one release's files (its data in `fmt`, with the manifest and the card) to `destination`."""
+    import shutil
+
+    folder = settings.releases / dataset / release_id
+    if not (folder / "manifest.json").is_file():
+        print(f"No release {release_id} of {dataset} under {settings.releases} (`ai-pipeline releases` lists them)")
+        return 2
+    names = {"parquet": ["data.parquet"], "jsonl": ["data.jsonl"], "all": ["data.parquet", "data.jsonl"]}[fmt]
+    destination.mkdir(parents=True, exist_ok=True)
+    for name in [*names, "manifest.json", "README.md"]:
+        shutil.copyfile(folder / name, destination / name)
+        print(destination / name)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ai-pipeline", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -386,6 +421,13 @@ def main(argv: list[str] | None = None) -> int:
     exporter = sub.add_parser("metrics", help="serve Prometheus metrics read from the instance's event log")
     exporter.add_argument("--host", default="127.0.0.1")
     exporter.add_argument("--port", type=int, default=9108, help="0 picks a free port")
+    listed = sub.add_parser("releases", help="list the training-set releases (SFT, preference pairs, KTO)")
+    listed.add_argument("--dataset", help="only this dataset, e.g. sft_dataset")
+    export = sub.add_parser("export-release", help="copy one release's files (data, manifest, card) to a folder")
+    export.add_argument("dataset")
+    export.add_argument("release_id")
+    export.add_argument("destination", type=Path)
+    export.add_argument("--format", choices=["parquet", "jsonl", "all"], default="all")
     ui = sub.add_parser("ui", help="run the Dagster webserver and daemon over the configured instance (Ctrl-C stops)")
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=3000)
@@ -407,6 +449,10 @@ def main(argv: list[str] | None = None) -> int:
         return print_features(settings, args.user_ids)
     if args.command == "training-set":
         return write_training_set(settings, args.entities, args.output, timedelta(days=args.ttl_days))
+    if args.command == "releases":
+        return print_releases(settings, args.dataset)
+    if args.command == "export-release":
+        return export_release(settings, args.dataset, args.release_id, args.destination, args.format)
     if args.command == "metrics":
         return serve_metrics(settings, args.host, args.port)
     if args.command == "ui":

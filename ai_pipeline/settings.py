@@ -123,6 +123,10 @@ class Settings:
         return self.home / "online_features.sqlite"
 
     @property
+    def releases(self) -> Path:
+        return self.home / "releases"
+
+    @property
     def chroma(self) -> Path:
         return self.home / "chroma"
 

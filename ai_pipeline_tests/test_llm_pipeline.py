@@ -7,12 +7,15 @@ prompt, a question asked twice, an e-mail address in a reply. Every count is wri
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import date
 
 import dagster as dg
 import duckdb
+import pyarrow.parquet as pq
 import pytest
+import yaml
 
 from ai_pipeline.defs import build_defs
 from ai_pipeline.defs.keys import (
@@ -21,6 +24,7 @@ from ai_pipeline.defs.keys import (
     DUPLICATE_RATE_CHECK,
     EMPTY_MESSAGES_CHECK,
     FILES_CHECK,
+    LLM_RELEASES,
     PAIRS_ACCOUNTED_CHECK,
     PAIRS_VALID_CHECK,
     PII_CHECK,
@@ -169,19 +173,29 @@ def lane(tmp_path_factory):
         (day / "_SUCCESS").touch()
     defs = build_defs(settings, landing_zone(settings))
     job = defs.resolve_implicit_global_asset_job_def()
+    instance = dg.DagsterInstance.ephemeral()
     result = job.execute_in_process(
         partition_key=DAY.isoformat(),
-        instance=dg.DagsterInstance.ephemeral(),
-        asset_selection=[dg.AssetKey(name) for name in LANE],
+        instance=instance,
+        asset_selection=[dg.AssetKey(name) for name in [*LANE, LLM_RELEASES]],
+        raise_on_error=False,
     )
     with duckdb.connect(str(settings.warehouse), read_only=True) as conn:
         tables = {name: conn.execute(f"select * from main.{name}").pl() for name in LANE}
-    return result, tables
+    again = job.execute_in_process(
+        partition_key=DAY.isoformat(),
+        instance=instance,
+        asset_selection=[dg.AssetKey(LLM_RELEASES)],
+        raise_on_error=False,
+    )
+    return result, tables, settings, again
 
 
 def test_every_step_succeeds_and_every_check_passes(lane):
-    result, _ = lane
-    assert result.success
+    result, *_ = lane
+    # Only the release of the preference sets fails (test_releases_are_immutable_and_gated says why).
+    failed = [e.step_key for e in result.all_events if e.is_step_failure]
+    assert failed == ["llm_releases"]
     evaluations = {(e.asset_key.to_user_string(), e.check_name): e for e in result.get_asset_check_evaluations()}
     for key in [
         ("raw_chat_messages", FILES_CHECK),
@@ -209,7 +223,7 @@ def test_every_step_succeeds_and_every_check_passes(lane):
 
 
 def test_messages_are_quarantined_with_their_reasons(lane):
-    _, tables = lane
+    _, tables, *_ = lane
     assert sorted(tables["validated_chat_messages"]["message_id"]) == [
         *["a1", "a2", "a3", "a4", "f1", "p1", "q4", "q5", "q6", "r3", "r4", "r5", "r6"]
     ]
@@ -228,7 +242,7 @@ def test_messages_are_quarantined_with_their_reasons(lane):
 
 
 def test_threads_and_rejects(lane):
-    _, tables = lane
+    _, tables, *_ = lane
     threads = {row["thread_id"]: row["message_ids"] for row in tables["conversations"].iter_rows(named=True)}
     assert threads == {
         "a2": ["p1", "a2"],
@@ -242,7 +256,7 @@ def test_threads_and_rejects(lane):
 
 
 def test_the_sft_set_and_its_rejects(lane):
-    _, tables = lane
+    _, tables, *_ = lane
     sft = tables["sft_dataset"].sort("example_id")
     assert sft["example_id"].to_list() == ["a3", "r5"]
     assert [turn["role"] for turn in sft["messages"][0]] == ["user", "assistant", "user", "assistant"]
@@ -260,7 +274,7 @@ def test_the_sft_set_and_its_rejects(lane):
 
 
 def test_preference_pairs_kto_and_rejects(lane):
-    _, tables = lane
+    _, tables, *_ = lane
     pairs = tables["preference_pairs"].sort("origin")
     assert pairs["origin"].to_list() == ["sibling_ranking", "transcript_pair"]
     ranked = pairs.row(0, named=True)
@@ -268,3 +282,37 @@ def test_preference_pairs_kto_and_rejects(lane):
     assert ranked["rejected"][0]["content"].startswith("They just do")
     assert tables["preference_kto"].height == 4 and tables["preference_kto"]["label"].sum() == 2
     assert sorted(tables["preference_rejects"]["rule"].to_list()) == ["identical_replies", *["one_ranked_reply"] * 3]
+
+
+def test_releases_are_named_by_content_gated_by_their_rules_and_written_once(lane):
+    result, tables, settings, again = lane
+    releases = [e for e in result.get_asset_check_evaluations() if e.asset_key.to_user_string() == LLM_RELEASES]
+    verdicts = {e.check_name: (e.passed, e.description) for e in releases}
+    # Two of the preference replies are one word ("No."): the 5th percentile of reply length is 1, below 5 words.
+    assert verdicts["release_reply_length"] == (
+        False,
+        "preference_pairs: 5th percentile of reply length 1 words (at least 5); "
+        "preference_kto: 5th percentile of reply length 1 words (at least 5)",
+    )
+    assert verdicts["release_not_empty"][0] and verdicts["release_label_balance"][0]
+    published = {
+        e.asset_key.to_user_string(): e.materialization.metadata for e in again.get_asset_materialization_events()
+    }[LLM_RELEASES]["published"].value
+    assert published["preference_pairs"] is None and published["preference_kto"] is None
+    found = list((settings.releases / "sft_dataset").iterdir())
+    assert [p.name for p in found] == [published["sft_dataset"]]  # written once: the re-run found it
+    folder = found[0]
+    manifest = json.loads((folder / "manifest.json").read_text())
+    data = (folder / "data.jsonl").read_bytes()
+    assert manifest["content_hash"] == hashlib.sha256(data).hexdigest() and manifest["rows"] == 2
+    assert manifest["content_hash"].startswith(folder.name)
+    assert manifest["partitions"]["rows_by_day"] == {DAY.isoformat(): 2}
+    assert manifest["upstream"]["runs_by_partition"] == {DAY.isoformat(): result.run_id}
+    assert manifest["upstream"]["settings"][0]["recipe"]["min_response_words"] == 5
+    table = pq.read_table(folder / "data.parquet")
+    assert table.num_rows == 2 and table.column_names == ["example_id", "messages", "conversation_id", "lang", "turns"]
+    assert table.column("messages").to_pylist() == tables["sft_dataset"].sort("example_id")["messages"].to_list()
+    card = (folder / "README.md").read_text()
+    front = yaml.safe_load(card.split("---")[1])
+    assert front["dataset_info"]["splits"] == [{"name": "train", "num_examples": 2}]
+    assert front["configs"][0]["data_files"] == [{"split": "train", "path": "data.parquet"}]

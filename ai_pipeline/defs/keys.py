@@ -35,6 +35,7 @@ VALIDATED_TRANSCRIPT_PAIRS, QUARANTINED_TRANSCRIPT_PAIRS = "validated_transcript
 CONVERSATIONS, CONVERSATION_REJECTS = "conversations", "conversation_rejects"
 SFT_DATASET, SFT_REJECTS = "sft_dataset", "sft_rejects"
 PREFERENCE_PAIRS, PREFERENCE_KTO, PREFERENCE_REJECTS = "preference_pairs", "preference_kto", "preference_rejects"
+LLM_RELEASES = "llm_releases"
 # The validated and quarantined tables of each contract's entity.
 ENTITY_TABLES = {
     "events": (VALIDATED_EVENTS, QUARANTINED_EVENTS),
@@ -88,6 +89,13 @@ PII_CHECK = "no_personal_data"
 DECONTAMINATION_CHECK = "no_evaluation_overlap"
 DUPLICATE_RATE_CHECK = "duplicate_rate_below_limit"
 EMPTY_MESSAGES_CHECK = "no_empty_messages"
+# release quality (lib/llm/release.py `qa` rule -> check)
+RELEASE_CHECKS = {
+    "rows": "release_not_empty",
+    "reply_length": "release_reply_length",
+    "empty_replies": "release_no_empty_replies",
+    "label_balance": "release_label_balance",
+}
 # evaluated hourly on their own
 PARTITION_LAG_CHECK = "latest_partition_on_time"
 COLLECTIONS_LAG_CHECK = "collections_current"

@@ -10,6 +10,7 @@ evaluation overlap, duplicates) before they are written, and checks verify what 
 
 from collections import Counter
 from datetime import date
+from pathlib import Path
 
 import dagster as dg
 import polars as pl
@@ -23,12 +24,14 @@ from ai_pipeline.defs.keys import (
     DUPLICATE_RATE_CHECK,
     EMPTY_MESSAGES_CHECK,
     LLM_GROUP,
+    LLM_RELEASES,
     PAIRS_ACCOUNTED_CHECK,
     PAIRS_VALID_CHECK,
     PII_CHECK,
     PREFERENCE_KTO,
     PREFERENCE_PAIRS,
     PREFERENCE_REJECTS,
+    RELEASE_CHECKS,
     SFT_ACCOUNTED_CHECK,
     SFT_DATASET,
     SFT_REJECTS,
@@ -36,11 +39,11 @@ from ai_pipeline.defs.keys import (
     VALIDATED_CHAT_MESSAGES,
     VALIDATED_TRANSCRIPT_PAIRS,
 )
-from ai_pipeline.defs.policy import DAILY_BACKFILL, OWNERS, partition_days
+from ai_pipeline.defs.policy import DAILY_BACKFILL, OWNERS, daily_asset, partition_days
 from ai_pipeline.defs.reporting import DayChecks
 from ai_pipeline.defs.resources import query, table_exists
 from ai_pipeline.lib.ingest.validation import compile_contract
-from ai_pipeline.lib.llm import datasets, gates, pii, threads
+from ai_pipeline.lib.llm import datasets, gates, pii, release, threads
 from ai_pipeline.lib.llm.contracts import ChatMessage
 from ai_pipeline.lib.llm.decontam import EvalIndex, build_index
 from ai_pipeline.lib.llm.dedup import normalized
@@ -157,6 +160,12 @@ def conversations_asset(partitions: dg.DailyPartitionsDefinition) -> dg.AssetsDe
 
 
 DUPLICATE_RATE_LIMIT = 0.05
+RELEASE_RULES = {
+    "rows": "at least one row: an empty dataset fails",
+    "reply_length": f"5th percentile of reply length at least {release.MIN_P5_WORDS} words",
+    "empty_replies": "no empty reply",
+    "label_balance": f"labels within {release.MAX_IMBALANCE:g}x of each other, where there are labels",
+}
 GATE_CHECKS = {
     PII_CHECK: "No personal data (e-mail, phone, IP, card, IBAN, US SSN) is left in the rows written: `pii_mode: "
     "scrub` replaces it with a placeholder, `drop` drops the row; what was found, by kind, in the metadata.",
@@ -431,6 +440,7 @@ def preference_asset(settings: Settings, partitions: dg.DailyPartitionsDefinitio
             metadata={
                 "dagster/row_count": kept.height,
                 "by_origin": dg.MetadataValue.json(dict(Counter(kept["origin"]))),
+                "gates": dg.MetadataValue.json(config.model_dump()),
             },
         )
         yield dg.Output(kto, output_name=PREFERENCE_KTO, metadata={"dagster/row_count": kto.height})
@@ -449,5 +459,141 @@ def preference_asset(settings: Settings, partitions: dg.DailyPartitionsDefinitio
     return preference_pairs
 
 
+# What each released dataset is, keyed by its asset: its id column, its replies and labels for the release rules.
+RELEASED = {
+    SFT_DATASET: (
+        "example_id",
+        lambda row: [row["messages"][-1]["content"]],
+        None,
+        "Supervised fine-tuning conversations (TRL's `messages` format), filtered and gated by ai_pipeline.",
+    ),
+    PREFERENCE_PAIRS: (
+        "pair_id",
+        lambda row: [row["chosen"][-1]["content"], row["rejected"][-1]["content"]],
+        None,
+        "Preference pairs (DPO's `prompt`/`chosen`/`rejected`) from sibling rankings and transcript pairs.",
+    ),
+    PREFERENCE_KTO: (
+        "pair_id",
+        lambda row: [row["completion"][-1]["content"]],
+        "label",
+        "Unpaired preferences (KTO's `prompt`/`completion`/`label`).",
+    ),
+}
+
+
+def code_version() -> str:
+    """The package version, and the git commit when the code runs from a checkout."""
+    import importlib.metadata
+    import subprocess
+
+    version = importlib.metadata.version("ai_pipeline")
+    done = subprocess.run(
+        ["git", "rev-parse", "--short=12", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True
+    )
+    return f"{version}+{done.stdout.strip()}" if done.returncode == 0 else version
+
+
+def _upstream(context: dg.AssetExecutionContext, asset: str, days: list[str]) -> dict:
+    """The runs that wrote the released partitions, and the distinct settings (recipe, gates) they ran with."""
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=days), limit=len(days) * 4
+    ).records
+    runs, settings_seen = {}, []
+    for record in records:  # newest first
+        if record.partition_key in runs:
+            continue
+        runs[record.partition_key] = record.run_id
+        metadata = record.asset_materialization.metadata
+        ran_with = {k: metadata[k].value for k in ("recipe", "gates") if k in metadata}
+        if ran_with and ran_with not in settings_seen:
+            settings_seen.append(ran_with)
+    return {"runs_by_partition": dict(sorted(runs.items())), "settings": settings_seen}
+
+
+def release_asset(settings: Settings, partitions: dg.DailyPartitionsDefinition) -> dg.AssetsDefinition:
+    @daily_asset(
+        LLM_RELEASES,
+        description="Immutable, versioned releases of the training sets as of the end of the day (every partition up "
+        f"to it): Parquet and JSON Lines, a manifest and a dataset card per dataset, under {settings.releases}. "
+        "Named by content: the same rows give the same release, written once. Published only when the release rules "
+        "pass.",
+        group_name=LLM_GROUP,
+        kinds={"python", "parquet"},
+        partitions_def=partitions,
+        deps=list(RELEASED),
+        check_specs=[
+            dg.AssetCheckSpec(
+                check,
+                asset=LLM_RELEASES,
+                partitions_def=partitions,
+                blocking=True,
+                description=f"Release rule `{rule}` ({RELEASE_RULES[rule]}) holds for every dataset: a dataset that "
+                "breaks it is not published.",
+            )
+            for rule, check in RELEASE_CHECKS.items()
+        ],
+        pool=DUCKDB_POOL,
+    )
+    def llm_releases(context: dg.AssetExecutionContext, warehouse: DuckDBResource):
+        version = code_version()
+        published, checks = {}, []
+        for day in partition_days(context):
+            outcomes: dict[str, list[tuple[str, Verdict, dict]]] = {}
+            for asset, (id_column, replies, label, description) in RELEASED.items():
+                frame = (
+                    query(warehouse, f"select * from main.{asset} where {PARTITION} <= ?", [day])
+                    if table_exists(warehouse, asset)
+                    else pl.DataFrame(schema={PARTITION: pl.Date})
+                )
+                rows = list(frame.iter_rows(named=True))
+                rules = release.qa(
+                    frame, [text for row in rows for text in replies(row)], [r[label] for r in rows] if label else None
+                )
+                outcomes[asset] = rules
+                if not all(verdict.passed for _, verdict, _ in rules):
+                    published[asset] = None
+                    continue
+                days = sorted({d.isoformat() for d in frame[PARTITION].to_list()})
+                made = release.write_release(
+                    settings.releases,
+                    asset,
+                    frame,
+                    id_column=id_column,
+                    description=description,
+                    extra={"code_version": version, "upstream": _upstream(context, asset, days)},
+                )
+                published[asset] = made
+            for rule, check in RELEASE_CHECKS.items():
+                found = [(asset, v, m) for asset, rules in outcomes.items() for r, v, m in rules if r == rule]
+                failed = [f"{asset}: {v.description}" for asset, v, _ in found if not v.passed]
+                verdict = Verdict(
+                    not failed,
+                    "ERROR",
+                    "; ".join(failed) if failed else "; ".join(f"{a}: {v.description}" for a, v, _ in found),
+                )
+                metadata = {f"{asset}_{k}": value for asset, _, m in found for k, value in m.items()}
+                checks.append((day, check, verdict, metadata))
+        # The files are the release: nothing goes through the IO manager.
+        yield dg.MaterializeResult(
+            asset_key=LLM_RELEASES,
+            metadata={
+                "published": dg.MetadataValue.json({a: (r.release_id if r else None) for a, r in published.items()}),
+                "new_releases": sum(1 for r in published.values() if r and r.created),
+                **{f"{a}_rows": (r.rows if r else 0) for a, r in published.items()},
+            },
+        )
+        per_day = DayChecks(context)
+        for day, check, verdict, metadata in checks:
+            yield from per_day.results(day, verdict, metadata, asset_key=LLM_RELEASES, check_name=check)
+
+    return llm_releases
+
+
 def llm_assets(settings: Settings, partitions: dg.DailyPartitionsDefinition) -> list[dg.AssetsDefinition]:
-    return [conversations_asset(partitions), sft_asset(settings, partitions), preference_asset(settings, partitions)]
+    return [
+        conversations_asset(partitions),
+        sft_asset(settings, partitions),
+        preference_asset(settings, partitions),
+        release_asset(settings, partitions),
+    ]
