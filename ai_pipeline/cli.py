@@ -382,6 +382,26 @@ def export_release(settings: Settings, dataset: str, release_id: str, destinatio
     return 0
 
 
+def serve_feedback(settings: Settings, host: str, port: int) -> int:
+    """The feedback service over the configured store, until Ctrl-C or SIGTERM."""
+    from ai_pipeline.defs.resources import FEEDBACK
+    from ai_pipeline.lib.llm.feedback import server
+    from ai_pipeline.ui import interrupt_on_stop_signals
+
+    interrupt_on_stop_signals()
+    store = _resource(settings, FEEDBACK)
+    service = server(store.store(), host, port)
+    url = f"http://{host}:{service.server_port}/feedback"
+    print(f"Feedback service on {url}, storing into {store.location}", flush=True)
+    try:
+        service.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        service.server_close()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ai-pipeline", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -428,6 +448,11 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument("release_id")
     export.add_argument("destination", type=Path)
     export.add_argument("--format", choices=["parquet", "jsonl", "all"], default="all")
+    service = sub.add_parser(
+        "feedback-server", help="serve POST /feedback: ratings validated and stored (Ctrl-C stops)"
+    )
+    service.add_argument("--host", default="127.0.0.1")
+    service.add_argument("--port", type=int, default=8087, help="0 picks a free port")
     ui = sub.add_parser("ui", help="run the Dagster webserver and daemon over the configured instance (Ctrl-C stops)")
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=3000)
@@ -453,6 +478,8 @@ def main(argv: list[str] | None = None) -> int:
         return print_releases(settings, args.dataset)
     if args.command == "export-release":
         return export_release(settings, args.dataset, args.release_id, args.destination, args.format)
+    if args.command == "feedback-server":
+        return serve_feedback(settings, args.host, args.port)
     if args.command == "metrics":
         return serve_metrics(settings, args.host, args.port)
     if args.command == "ui":

@@ -123,6 +123,10 @@ class Settings:
         return self.home / "online_features.sqlite"
 
     @property
+    def feedback(self) -> Path:
+        return self.home / "feedback.sqlite"
+
+    @property
     def releases(self) -> Path:
         return self.home / "releases"
 

@@ -89,8 +89,9 @@ def test_every_asset_declares_its_policy(defs):
         # Daily assets backfill in runs of up to 30 days (defs/policy.py); a collection or a full rebuild is one run.
         expected = None if node.group_name == "rag" or name in FULL_REBUILDS else DAILY_BACKFILL
         assert node.backfill_policy == expected, name
-        # Raw sources with a feed are requested by their sensors; everything else has an automation condition.
-        sensor_fed = name.startswith("raw_") and name != "raw_api_events"
+        # Raw sources with a change feed are requested by their sensors; the polled ones (the API, the feedback
+        # store) and everything else have an automation condition.
+        sensor_fed = name.startswith("raw_") and name not in ("raw_api_events", "raw_feedback")
         assert (node.automation_condition is None) == sensor_fed, name
 
 

@@ -34,6 +34,9 @@ from ai_pipeline.defs.keys import (
 from ai_pipeline.settings import Settings
 from ai_pipeline_tests.conftest import landing_zone
 
+# The slow tier (not in `make test-fast`): the lane's Dagster runs.
+pytestmark = pytest.mark.slow
+
 DAY = date(2024, 5, 2)
 AT = "2024-05-02T{:02d}:00:00.000001+00:00"
 LANE = [

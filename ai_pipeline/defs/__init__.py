@@ -9,7 +9,7 @@ from typing import Any
 import dagster as dg
 
 from ai_pipeline.defs.features import feature_assets
-from ai_pipeline.defs.ingest.assets import ingest_assets, raw_keys
+from ai_pipeline.defs.ingest.assets import VALIDATED, ingest_assets, raw_keys
 from ai_pipeline.defs.ingest.checks import ingest_checks
 from ai_pipeline.defs.ingest.sensors import landing_files_sensor, late_rows_sensor, operational_rows_sensor
 from ai_pipeline.defs.keys import (
@@ -21,6 +21,7 @@ from ai_pipeline.defs.keys import (
     RAG_GROUP,
 )
 from ai_pipeline.defs.llm.assets import llm_assets
+from ai_pipeline.defs.llm.sensors import feedback_sensor
 from ai_pipeline.defs.marts import build_dbt_assets
 from ai_pipeline.defs.ops.alerts import failure_alerts_sensor
 from ai_pipeline.defs.ops.automation import apply_conditions, automation_sensors
@@ -29,10 +30,8 @@ from ai_pipeline.defs.policy import daily_partitions
 from ai_pipeline.defs.rag.assets import rag_assets
 from ai_pipeline.defs.rag.checks import collection_lag_check, rag_checks
 from ai_pipeline.defs.rag.sensors import documents_sensor
-from ai_pipeline.defs.resources import ALERT_WEBHOOK, LANDING, ONLINE_STORE, OPS_DB, embedded_resources
+from ai_pipeline.defs.resources import ALERT_WEBHOOK, FEEDBACK, LANDING, ONLINE_STORE, OPS_DB, embedded_resources
 from ai_pipeline.lib.ingest import expectations
-from ai_pipeline.lib.ingest.contracts import Event, User
-from ai_pipeline.lib.llm.contracts import ChatMessage, TranscriptPair
 from ai_pipeline.settings import Settings
 from ai_pipeline.sources import load_sources
 
@@ -43,27 +42,22 @@ def build_defs(settings: Settings, resources: Mapping[str, Any] | None = None) -
     partitions = daily_partitions(settings)
     sources = load_sources(settings.sources_dir)
     assets = ingest_assets(settings, partitions, sources)
+    suites = {
+        "events": {
+            expectations.EVENTS_CONTRACT: GX_EVENTS_CONTRACT_CHECK,
+            expectations.EVENTS_STATISTICS: GX_EVENTS_STATISTICS_CHECK,
+        },
+        "users": {expectations.USERS_CONTRACT: GX_USERS_CONTRACT_CHECK},
+    }
     checks = [
         ingest_checks(
-            "events",
-            raw_keys(assets, Event),
-            suites={
-                expectations.EVENTS_CONTRACT: GX_EVENTS_CONTRACT_CHECK,
-                expectations.EVENTS_STATISTICS: GX_EVENTS_STATISTICS_CHECK,
-            },
+            v.entity,
+            raw_keys(assets, v.model),
+            suites=suites.get(v.entity, {}),
             partitions=partitions,
-            unique_key="event_id",
-        ),
-        ingest_checks(
-            "users",
-            raw_keys(assets, User),
-            suites={expectations.USERS_CONTRACT: GX_USERS_CONTRACT_CHECK},
-            partitions=partitions,
-        ),
-        ingest_checks(
-            "chat_messages", raw_keys(assets, ChatMessage), suites={}, partitions=partitions, unique_key="message_id"
-        ),
-        ingest_checks("transcript_pairs", raw_keys(assets, TranscriptPair), suites={}, partitions=partitions),
+            unique_key=v.key if v.once else None,
+        )
+        for v in VALIDATED
     ]
     dbt_assets, dbt_resources = build_dbt_assets(settings, partitions)
     # Evaluated hourly on their own (automation conditions), not as part of a day's or a collection's run.
@@ -103,6 +97,7 @@ def build_defs(settings: Settings, resources: Mapping[str, Any] | None = None) -
             documents_sensor(settings),
             *automation_sensors(RAG_GROUP),
             failure_alerts_sensor(resources[ALERT_WEBHOOK]),
+            feedback_sensor(partitions, resources[FEEDBACK]),
         ],
         resources={**resources, **dbt_resources},
         # A run's steps run one after another in the run's process: every step that writes the warehouse takes

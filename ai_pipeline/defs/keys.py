@@ -16,6 +16,7 @@ LLM_GROUP = "llm_data"
 # ---------------------------------------------------------------------------------------------------- assets
 RAW_OPERATIONAL_EVENTS = "raw_operational_events"
 RAW_API_EVENTS = "raw_api_events"
+RAW_FEEDBACK = "raw_feedback"
 VALIDATED_EVENTS, QUARANTINED_EVENTS = "validated_events", "quarantined_events"
 VALIDATED_USERS, QUARANTINED_USERS = "validated_users", "quarantined_users"
 # dbt models (dbt_project/models/)
@@ -31,6 +32,7 @@ CHUNK_EMBEDDINGS = "chunk_embeddings"
 VECTOR_COLLECTION = "vector_collection"
 VALIDATED_CHAT_MESSAGES, QUARANTINED_CHAT_MESSAGES = "validated_chat_messages", "quarantined_chat_messages"
 VALIDATED_TRANSCRIPT_PAIRS, QUARANTINED_TRANSCRIPT_PAIRS = "validated_transcript_pairs", "quarantined_transcript_pairs"
+VALIDATED_FEEDBACK, QUARANTINED_FEEDBACK = "validated_feedback", "quarantined_feedback"
 # The training-data lane (ai_pipeline/defs/llm/)
 CONVERSATIONS, CONVERSATION_REJECTS = "conversations", "conversation_rejects"
 SFT_DATASET, SFT_REJECTS = "sft_dataset", "sft_rejects"
@@ -42,6 +44,7 @@ ENTITY_TABLES = {
     "users": (VALIDATED_USERS, QUARANTINED_USERS),
     "chat_messages": (VALIDATED_CHAT_MESSAGES, QUARANTINED_CHAT_MESSAGES),
     "transcript_pairs": (VALIDATED_TRANSCRIPT_PAIRS, QUARANTINED_TRANSCRIPT_PAIRS),
+    "feedback": (VALIDATED_FEEDBACK, QUARANTINED_FEEDBACK),
 }
 
 
@@ -109,6 +112,7 @@ DOCUMENTS_SENSOR = "document_sources"
 OPERATIONAL_SENSOR = "operational_events_rows"
 LATE_ROWS_SENSOR = "late_rows"
 ALERTS_SENSOR = "failure_alerts"
+FEEDBACK_SENSOR = "feedback_rebuild"
 
 
 def landing_sensor(source_name: str) -> str:

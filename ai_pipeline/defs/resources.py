@@ -24,6 +24,7 @@ from ai_pipeline.defs.dagster_internals import DbTypeHandler, TableSlice
 from ai_pipeline.lib.feature_store.online_store import DEFAULT_TABLE as ONLINE_TABLE
 from ai_pipeline.lib.feature_store.online_store import PostgresOnlineStore, SqliteOnlineStore
 from ai_pipeline.lib.ingest import http_api, ops_db
+from ai_pipeline.lib.llm import feedback
 from ai_pipeline.lib.ops import alerts
 from ai_pipeline.lib.rag import embedding, vector_store
 from ai_pipeline.settings import Settings
@@ -32,6 +33,8 @@ WAREHOUSE, IO_MANAGER = "warehouse", "io_manager"
 # Resource keys, which are also the parameter names that assets, checks and sensors receive them by.
 LANDING, OPS_DB, EVENTS_API = "landing_zone", "ops_database", "events_api"
 ONLINE_STORE, VECTOR_STORE, EMBEDDER, ALERT_WEBHOOK = "online_store", "chroma", "embedder", "alert_webhook"
+FEEDBACK = "feedback_store"
+DEFAULT_FEEDBACK_REBUILD_COUNT = 1000
 
 
 class _CreatingPolarsTypeHandler(DuckDBPolarsTypeHandler):
@@ -164,6 +167,27 @@ class AlertWebhook(dg.ConfigurableResource):
         alerts.post(self.url, alert, timeout_s=self.timeout_s)
 
 
+class FeedbackStore(dg.ConfigurableResource):
+    """Where the feedback service keeps ratings: a PostgreSQL table, or SQLite under the data root."""
+
+    path: str = Field(default="", description="The SQLite file of the embedded store.")
+    dsn: str | None = Field(default=None, description="A libpq DSN (a secret: set AI_PIPELINE_FEEDBACK_DSN).")
+    table: str = Field(default="public.llm_feedback", description="The PostgreSQL table.")
+    rebuild_count: int = Field(
+        default=DEFAULT_FEEDBACK_REBUILD_COUNT,
+        description="New feedback events that make the sensor rebuild the preference sets of the days they rate.",
+    )
+
+    def store(self) -> feedback.FeedbackStore:
+        if self.dsn:
+            return feedback.PostgresFeedbackStore(self.dsn, self.table)
+        return feedback.SqliteFeedbackStore(Path(self.path))
+
+    @property
+    def location(self) -> str:
+        return f"PostgreSQL table {self.table}" if self.dsn else self.path
+
+
 def embedded_resources(settings: Settings) -> dict[str, Any]:
     """Everything on one machine, under the data root."""
     settings.warehouse.parent.mkdir(parents=True, exist_ok=True)
@@ -178,6 +202,7 @@ def embedded_resources(settings: Settings) -> dict[str, Any]:
         VECTOR_STORE: VectorStore(path=str(settings.chroma)),
         EMBEDDER: Embedder(),
         ALERT_WEBHOOK: AlertWebhook(),
+        FEEDBACK: FeedbackStore(path=str(settings.feedback)),
     }
 
 
@@ -231,6 +256,16 @@ def resources_from_env(settings: Settings, env: Mapping[str, str] | None = None)
                 timeout_s=number("AI_PIPELINE_ALERT_TIMEOUT_S"),
                 ui_url=text("AI_PIPELINE_UI_URL"),
             )
+        ),
+        FEEDBACK: FeedbackStore(
+            path=str(settings.feedback),
+            **given(
+                dsn=secret("AI_PIPELINE_FEEDBACK_DSN"),
+                table=text("AI_PIPELINE_FEEDBACK_TABLE"),
+                rebuild_count=int(env["AI_PIPELINE_FEEDBACK_REBUILD_COUNT"])
+                if env.get("AI_PIPELINE_FEEDBACK_REBUILD_COUNT")
+                else None,
+            ),
         ),
     }
 

@@ -1,7 +1,8 @@
 """Raw sources -> validated and quarantined tables, one pair per contract (`VALIDATED`).
 
 Assets: `raw_<source>` for every landing source in `ai_pipeline.sources`, `raw_operational_events`,
-`raw_api_events`, `validated_<entity>`/`quarantined_<entity>` for events, users, chat messages and transcript pairs.
+`raw_api_events`, `raw_feedback`, `validated_<entity>`/`quarantined_<entity>` for events, users, chat messages,
+transcript pairs and feedback.
 The work is done by `ai_pipeline.lib`; these shells read the partition, call it, and report numbers.
 """
 
@@ -25,6 +26,7 @@ from ai_pipeline.defs.keys import (
     ENTITY_TABLES,
     FILES_CHECK,
     RAW_API_EVENTS,
+    RAW_FEEDBACK,
     RAW_GROUP,
     RAW_OPERATIONAL_EVENTS,
     SCHEMA_CHECK,
@@ -36,10 +38,12 @@ from ai_pipeline.defs.policy import DAILY_BACKFILL, OWNERS, daily_asset, partiti
 from ai_pipeline.defs.reporting import DayChecks
 from ai_pipeline.defs.resources import (
     EVENTS_API,
+    FEEDBACK,
     LANDING,
     OPS_DB,
     WAREHOUSE,
     EventsApi,
+    FeedbackStore,
     LandingZone,
     OperationalDatabase,
 )
@@ -49,7 +53,8 @@ from ai_pipeline.lib.ingest.landing import FileReport, read_landing_day
 from ai_pipeline.lib.ingest.raw import SchemaReport, empty_raw
 from ai_pipeline.lib.ingest.routing import Routing, days_touched, route
 from ai_pipeline.lib.ingest.validation import validate
-from ai_pipeline.lib.llm.contracts import ChatMessage, TranscriptPair
+from ai_pipeline.lib.llm import feedback
+from ai_pipeline.lib.llm.contracts import ChatMessage, Feedback, TranscriptPair
 from ai_pipeline.lib.quality import Verdict
 from ai_pipeline.settings import Settings
 from ai_pipeline.sources import SourceDeclaration
@@ -57,12 +62,25 @@ from ai_pipeline.sources import SourceDeclaration
 CONTRACT_TAG = "ai_pipeline/contract"  # on raw assets: the contract their rows are validated against
 # Raw materialization metadata: the validated days (other than the run's own) whose input the run changed.
 ROUTED_DAYS = "routed_days"
-# Each contract's validated entity (`keys.ENTITY_TABLES`) and the key no two of its valid rows share, if any.
-VALIDATED: tuple[tuple[type[BaseModel], str, str | None], ...] = (
-    (Event, "events", "event_id"),
-    (User, "users", "user_id"),
-    (ChatMessage, "chat_messages", "message_id"),
-    (TranscriptPair, "transcript_pairs", None),
+
+
+@dataclass(frozen=True)
+class Validated:
+    """A contract's validated entity (`keys.ENTITY_TABLES`): the key no two valid rows of a day share, if any, and
+    whether it may not repeat across days either (an event happens once; a user's profile lands again)."""
+
+    model: type[BaseModel]
+    entity: str
+    key: str | None
+    once: bool = False
+
+
+VALIDATED = (
+    Validated(Event, "events", "event_id", once=True),
+    Validated(User, "users", "user_id"),
+    Validated(ChatMessage, "chat_messages", "message_id", once=True),
+    Validated(TranscriptPair, "transcript_pairs", None),
+    Validated(Feedback, "feedback", "feedback_id", once=True),
 )
 PARTITION_EXPR = {"partition_expr": "partition_date"}
 
@@ -313,6 +331,24 @@ def api_events_asset(settings: Settings, partitions) -> dg.AssetsDefinition:
     )
 
 
+def feedback_asset(settings: Settings, partitions) -> dg.AssetsDefinition:
+    def read(store: FeedbackStore, day: date, ingested_at: datetime) -> SourceRead:
+        raw, report = feedback.read_raw(store.store(), day, ingested_at=ingested_at)
+        return SourceRead(raw, [report], [])
+
+    return _raw_asset(
+        RAW_FEEDBACK,
+        description="Ratings of chat replies received by the feedback service (`ai-pipeline feedback-server`), by "
+        "the day they were given; from its PostgreSQL table (AI_PIPELINE_FEEDBACK_DSN) or its embedded SQLite file.",
+        kinds={"python", "api", "duckdb"},
+        partitions=partitions,
+        model=Feedback,
+        routing=Routing(first_day=settings.start_date),
+        resource=FEEDBACK,
+        read=read,
+    )
+
+
 def routed_sources(conn: DuckDBPyConnection, raw_keys: Iterable[str]) -> list[str]:
     """The raw tables that exist (a source's table is created on its first materialization)."""
     keys = list(raw_keys)
@@ -437,11 +473,15 @@ def ingest_assets(
 ) -> list[dg.AssetsDefinition]:
     """A raw asset per declared landing source, the operational table and the API; validation per contract."""
     raw = [landing_asset(s, settings, partitions) for s in sources]
-    raw += [operational_events_asset(settings, partitions), api_events_asset(settings, partitions)]
+    raw += [
+        operational_events_asset(settings, partitions),
+        api_events_asset(settings, partitions),
+        feedback_asset(settings, partitions),
+    ]
     return [
         *raw,
         *(
-            validation_assets(entity, model, raw_keys(raw, model), unique_key=key, partitions=partitions)
-            for model, entity, key in VALIDATED
+            validation_assets(v.entity, v.model, raw_keys(raw, v.model), unique_key=v.key, partitions=partitions)
+            for v in VALIDATED
         ),
     ]

@@ -37,6 +37,7 @@ from ai_pipeline.defs.keys import (
     SFT_REJECTS,
     THREADED_CHECK,
     VALIDATED_CHAT_MESSAGES,
+    VALIDATED_FEEDBACK,
     VALIDATED_TRANSCRIPT_PAIRS,
 )
 from ai_pipeline.defs.policy import DAILY_BACKFILL, OWNERS, daily_asset, partition_days
@@ -350,14 +351,33 @@ class PairsConfig(GatesConfig):
     """The preference pairs' gates, settable per run from the launchpad."""
 
 
+def _rated(warehouse: DuckDBResource, day: date) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The valid messages and feedback (up to `day`) of the conversations rated on `day`."""
+    if not table_exists(warehouse, VALIDATED_FEEDBACK) or not table_exists(warehouse, VALIDATED_CHAT_MESSAGES):
+        return pl.DataFrame(), pl.DataFrame()
+    rated_today = f"select conversation_id from main.{VALIDATED_FEEDBACK} where {PARTITION} = ?"
+    messages = query(
+        warehouse,
+        f"select * from main.{VALIDATED_CHAT_MESSAGES} where {PARTITION} <= ? and conversation_id in ({rated_today})",
+        [day, day],
+    )
+    ratings = query(
+        warehouse,
+        f"select * from main.{VALIDATED_FEEDBACK} where {PARTITION} <= ? and conversation_id in ({rated_today})",
+        [day, day],
+    )
+    return messages, ratings
+
+
 def preference_asset(settings: Settings, partitions: dg.DailyPartitionsDefinition) -> dg.AssetsDefinition:
     @dg.multi_asset(
         name=f"{PREFERENCE_PAIRS}_op",
         outs={
             PREFERENCE_PAIRS: _out(
                 "Preference pairs in DPO's conversational format (`prompt`, `chosen`, `rejected`): the best- against "
-                "the worst-ranked reply to the same message (partition: the day a ranked reply was written), and "
-                "each transcript pair's two last replies to their shared turns (partition: its arrival day)."
+                "the worst-ranked reply to the same message (partition: the day a ranked reply was written), the "
+                "best- (>= 4) against the worst-rated (<= 2) reply by users' feedback (partition: the day of a "
+                "rating), and each transcript pair's two last replies to their shared turns (its arrival day)."
             ),
             PREFERENCE_KTO: _out(
                 "The same pairs unpaired, in KTO's form (`prompt`, `completion`, `label`): chosen True, rejected False."
@@ -367,7 +387,7 @@ def preference_asset(settings: Settings, partitions: dg.DailyPartitionsDefinitio
                 "identical replies, transcripts that differ before their last reply, ...)."
             ),
         },
-        deps=[VALIDATED_CHAT_MESSAGES, VALIDATED_TRANSCRIPT_PAIRS],
+        deps=[VALIDATED_CHAT_MESSAGES, VALIDATED_TRANSCRIPT_PAIRS, VALIDATED_FEEDBACK],
         partitions_def=partitions,
         check_specs=[
             _check(
@@ -413,18 +433,31 @@ def preference_asset(settings: Settings, partitions: dg.DailyPartitionsDefinitio
                 else pl.DataFrame(schema={"chosen": pl.String, "rejected": pl.String, "item_id": pl.String})
             )
             from_transcripts = datasets.transcript_pairs(transcripts)
+            rated_messages, ratings = _rated(warehouse, day)
+            rated_today = ratings.filter(pl.col(PARTITION) == day)["message_id"] if ratings.height else []
+            rated_prompts = (
+                rated_messages.filter(pl.col("message_id").is_in(list(rated_today)))["parent_id"].drop_nulls().unique()
+                if rated_messages.height
+                else pl.Series([], dtype=pl.String)
+            ).to_list()
+            from_ratings = datasets.rating_pairs(rated_messages, ratings, rated_prompts)
             gated = gates.apply(
-                pl.concat([siblings.kept, from_transcripts.kept]), earlier, gates.PAIRS, evals, gate_config
+                pl.concat([siblings.kept, from_transcripts.kept, from_ratings.kept]),
+                earlier,
+                gates.PAIRS,
+                evals,
+                gate_config,
             )
             pairs = gated.kept
             dropped = pl.concat(
                 [
                     siblings.rejected.with_columns(origin=pl.lit("sibling_ranking")),
                     from_transcripts.rejected.with_columns(origin=pl.lit("transcript_pair")),
+                    from_ratings.rejected.with_columns(origin=pl.lit("ratings")),
                     gated.rejected.with_columns(origin=pl.lit("gates")),
                 ]
             )
-            candidates = len(prompts) + transcripts.height
+            candidates = len(prompts) + transcripts.height + len(rated_prompts)
             accounted = _accounted(candidates, pairs.height, dropped.height, "candidates", "pairs")
             checks.append((day, PAIRS_ACCOUNTED_CHECK, accounted, {"candidates": candidates, "pairs": pairs.height}))
             checks.append((day, PAIRS_VALID_CHECK, _well_formed(pairs), {"pairs": pairs.height}))

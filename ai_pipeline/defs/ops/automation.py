@@ -4,7 +4,8 @@ Every asset family has one condition, set here in one table (`CONDITIONS`) and e
 automation sensors that run by default (Dagster's implicit one starts stopped):
 
 - Raw sources are pulled in by their sensors (`ai_pipeline.defs.ingest.sensors`: landing files, the operational
-  table's watermark); the HTTP API has no change feed and is polled once a day after midnight (`POLLED`).
+  table's watermark); the HTTP API has no change feed and is polled once a day after midnight (`POLLED`), as is the
+  feedback store (whose sensor also rebuilds early once enough ratings arrived: `ai_pipeline.defs.llm.sensors`).
 - `validated_*` (`FROM_SOURCES`) runs when ANY raw feed of the day updates: a feed that has not arrived yet
   counts as empty and re-validates the day when it does (idempotent per partition). At 02:00 UTC the day is
   closed: yesterday is validated even if no source sent anything, so a quiet day never stalls the feature chain.
@@ -36,6 +37,7 @@ from ai_pipeline.defs.keys import (
     RAG_GROUP,
     RAW_API_EVENTS,
     RAW_DOCUMENTS,
+    RAW_FEEDBACK,
     STG_USERS,
     VALIDATED_GROUP,
 )
@@ -84,7 +86,7 @@ POLLED = AC.on_cron(API_POLL_CRON).with_label("polled daily at 00:30 UTC")
 
 # The other raw assets and `raw_documents` have no condition: their sensors request them.
 CONDITIONS: list[tuple[dg.AssetSelection, AC]] = [
-    (dg.AssetSelection.assets(RAW_API_EVENTS), POLLED),
+    (dg.AssetSelection.assets(RAW_API_EVENTS, RAW_FEEDBACK), POLLED),
     (dg.AssetSelection.groups(VALIDATED_GROUP), FROM_SOURCES),
     (dg.AssetSelection.groups(MARTS_GROUP, FEATURES_GROUP, RAG_GROUP, LLM_GROUP), DOWNSTREAM),
     (dg.AssetSelection.assets(STG_USERS, DIM_USERS), FULL_REBUILD),

@@ -99,6 +99,12 @@ def _uri(conn: psycopg2.extensions.connection, table: str) -> str:
     return f"postgresql://{host}:{info.port}/{info.dbname}/{schema}.{name}"
 
 
+def table_uri(dsn: str, table: str) -> str:
+    """The table's lineage URI (`_uri`): where its rows came from, without credentials."""
+    with _connect(dsn, readonly=True) as conn:
+        return _uri(conn, table)
+
+
 def _columns(cur: psycopg2.extensions.cursor, table: str) -> list[tuple[str, str]]:
     """(column name, data type) in table order."""
     schema, name = split_table_name(table)

@@ -175,6 +175,61 @@ def sibling_pairs(messages: pl.DataFrame, prompt_ids: Iterable[str]) -> Built:
     return Built(_frame(kept, PAIR_COLUMNS), _frame(rejected, REJECT_COLUMNS))
 
 
+GOOD_RATING, BAD_RATING = 4, 2
+
+
+def mean_ratings(feedback: pl.DataFrame) -> dict[str, tuple[float, int]]:
+    """message_id -> (mean rating, raters), each user's latest rating of a message counting once."""
+    if not feedback.height:
+        return {}
+    latest = (
+        feedback.sort("created_at", "feedback_id")
+        .group_by("message_id", "user_id", maintain_order=True)
+        .agg(pl.col("rating").last())
+        .group_by("message_id")
+        .agg(pl.col("rating").mean().alias("mean"), pl.len().alias("raters"))
+    )
+    return {row["message_id"]: (row["mean"], row["raters"]) for row in latest.iter_rows(named=True)}
+
+
+def rating_pairs(messages: pl.DataFrame, feedback: pl.DataFrame, prompt_ids: Iterable[str]) -> Built:
+    """For each prompter message in `prompt_ids`: its best-rated reply (mean >= 4) against its worst-rated one
+    (mean <= 2), by users' ratings (each user's latest). Otherwise rejected: fewer than two rated replies, no such
+    contrast, or replies that say the same."""
+    by_id = {row["message_id"]: row for row in messages.iter_rows(named=True)}
+    means = mean_ratings(feedback)
+    kept, rejected = [], []
+    for prompt_id in sorted(set(prompt_ids)):
+        rated = sorted(
+            (
+                (means[m["message_id"]][0], m["message_id"], m)
+                for m in by_id.values()
+                if m["parent_id"] == prompt_id and m["role"] == "assistant" and m["message_id"] in means
+            ),
+            key=lambda r: (-r[0], r[1]),
+        )
+        problem = None
+        if len(rated) < 2:
+            problem = ("one_rated_reply", f"{len(rated)} rated replies: nothing to compare")
+        elif rated[0][0] < GOOD_RATING or rated[-1][0] > BAD_RATING:
+            problem = (
+                "no_contrast",
+                f"best reply rated {rated[0][0]:.1f}, worst {rated[-1][0]:.1f} (needs >= {GOOD_RATING} "
+                f"against <= {BAD_RATING})",
+            )
+        elif normalized(rated[0][2]["text"]) == normalized(rated[-1][2]["text"]):
+            problem = ("identical_replies", "the best and the worst rated reply say the same")
+        path = _path(by_id, prompt_id) if prompt_id in by_id else None
+        if problem is None and path is None:
+            problem = ("orphan", "the prompt's path to the first message is broken")
+        if problem:
+            rejected.append({"item_id": prompt_id, "rule": problem[0], "reason": problem[1]})
+            continue
+        prompt = _turns([m["role"] for m in path], [m["text"] for m in path])
+        kept.append(_pair("ratings", prompt_id, prompt, rated[0][2]["text"], rated[-1][2]["text"]))
+    return Built(_frame(kept, PAIR_COLUMNS), _frame(rejected, REJECT_COLUMNS))
+
+
 def _path(by_id: dict[str, dict], message_id: str) -> list[dict] | None:
     path = [by_id[message_id]]
     while path[-1]["parent_id"] is not None:
