@@ -279,6 +279,70 @@ def print_summary(settings: Settings, outcomes: list[DayOutcome]) -> None:
     )
 
 
+def generate_chat(settings: Settings, start: date, end: date, seed: int, dirty_rate: float) -> None:
+    """The training-data lane's sample: conversation trees, transcript pairs, and ratings in the feedback store."""
+    from ai_pipeline.defs.resources import FEEDBACK
+    from ai_pipeline.lib.llm.decontam import eval_texts
+    from ai_pipeline.lib.llm.sample import generate
+
+    golden = [text for _, path in settings.evaluation_sets for text in eval_texts(path)]
+    days = generate(
+        settings.landing,
+        start,
+        end,
+        feedback_store=_resource(settings, FEEDBACK).store(),
+        seed=seed,
+        dirty_rate=dirty_rate,
+        contaminate_with=golden,
+    )
+    print(
+        f"Generated {sum(d.trees for d in days)} conversation trees ({sum(d.messages for d in days)} messages), "
+        f"{sum(d.pairs for d in days)} transcript pairs and {sum(d.ratings for d in days)} ratings"
+    )
+
+
+def print_llm_summary(settings: Settings) -> None:
+    """What the training-data lane made of the days run: counts, rejects by rule, the releases."""
+    import duckdb
+
+    from ai_pipeline.defs import keys
+    from ai_pipeline.lib.llm.release import releases
+
+    def count(conn, table: str, by: str | None = None):
+        exists = conn.execute(
+            "select count(*) from information_schema.tables where table_schema = 'main' and table_name = ?", [table]
+        ).fetchone()[0]
+        if not exists:
+            return (0, []) if by else 0
+        if by is None:
+            return conn.execute(f"select count(*) from main.{table}").fetchone()[0]
+        rows = conn.execute(f"select {by}, count(*) from main.{table} group by 1 order by 2 desc, 1").fetchall()
+        return sum(n for _, n in rows), rows
+
+    def listed(rows) -> str:
+        return ", ".join(f"{name} {n}" for name, n in rows) or "none"
+
+    with duckdb.connect(str(settings.warehouse), read_only=True) as conn:
+        valid, quarantined = (count(conn, t) for t in keys.ENTITY_TABLES["chat_messages"])
+        threads, (_, thread_rejects) = count(conn, keys.CONVERSATIONS), count(conn, keys.CONVERSATION_REJECTS, "rule")
+        sft, (_, sft_rejects) = count(conn, keys.SFT_DATASET), count(conn, keys.SFT_REJECTS, "rule")
+        pairs, origins = count(conn, keys.PREFERENCE_PAIRS, "origin")
+        _, pair_rejects = count(conn, keys.PREFERENCE_REJECTS, "rule")
+        ratings = count(conn, keys.VALIDATED_FEEDBACK)
+    print(
+        f"\nTraining data (group {keys.LLM_GROUP}):"
+        f"\n  messages       {valid} valid, {quarantined} quarantined; {ratings} ratings valid"
+        f"\n  threads        {threads} (rejected: {listed(thread_rejects)})"
+        f"\n  SFT examples   {sft} (rejected: {listed(sft_rejects)})"
+        f"\n  pairs          {pairs}: {listed(origins)} (rejected: {listed(pair_rejects)})"
+    )
+    latest = {m["dataset"]: m for m in releases(settings.releases)}
+    for dataset, manifest in sorted(latest.items()):
+        print(f"  release        {dataset} {manifest['release_id']}: {manifest['rows']} rows, {manifest['path']}")
+    if not latest:
+        print("  release        none published (the release rules failed: see the llm_releases checks)")
+
+
 def print_features(settings: Settings, user_ids: list[str]) -> int:
     from ai_pipeline.defs.resources import ONLINE_STORE
 
@@ -506,10 +570,12 @@ def main(argv: list[str] | None = None) -> int:
             f"Generated {sum(d.event_rows for d in days)} events and {sum(d.user_rows for d in days)} user "
             f"records for {args.start}..{args.end} under {settings.landing}"
         )
+        generate_chat(settings, args.start, args.end, args.seed, args.dirty_rate)
     if args.command in ("run", "demo"):
         outcomes = run_days(settings, args.start, args.end)
         collections = build_collections(settings) if args.command == "demo" else []
         print_summary(settings, outcomes)
+        print_llm_summary(settings)
         if collections:
             print_collections(collections)
             print()

@@ -53,7 +53,7 @@ def test_a_tree_a_line_becomes_a_row_per_message_counted_independently():
     assert records.offsets == [1, 1, 1, 1, 2, 3] and records.spans == [1, 0, 0, 0, 1, 1]
     assert records.read_errors[4].startswith("mem://trees.jsonl line 2: invalid JSON")
     assert records.read_errors[5] == "mem://trees.jsonl line 3: no message under 'prompt'"
-    assert counted_messages(json.dumps(tree), SHAPE) == 4
+    assert counted_messages(json.dumps(tree), SHAPE) == 4 and counted_messages("not json {", SHAPE) == 0
 
 
 def test_the_contracts_decide_alike_in_both_paths():
@@ -132,6 +132,7 @@ TREE = _messages(
         ("x1", "p1", "prompter", "A prompter answering a prompter.", 2, None),  # roles do not alternate
         ("x2", "x1", "assistant", "Below a broken message.", 2, None),
         ("o1", "gone", "assistant", "Orphan reply to a deleted message.", 2, None),
+        ("a2x", "a2", "assistant", "An assistant answering itself.", 2, None),  # a2 still ends a thread
         ("later", "f1", "assistant", "Through the xylem.", 3, None),  # written after the day
     ]
 )
@@ -143,8 +144,8 @@ def test_threads_of_a_day_as_the_tree_stood_at_its_end_and_every_message_account
     f1 = day.threads.filter(pl.col("thread_id") == "f1").row(0, named=True)
     assert f1["message_ids"] == ["p1", "a1", "f1"] and f1["roles"] == ["prompter", "assistant", "prompter"]
     rejected = {r["message_id"]: r["rule"] for r in day.rejected.iter_rows(named=True)}
-    assert rejected == {"x1": "role_alternation", "x2": "below_rejected", "o1": "orphan"}
-    assert day.messages == 5  # a2, f1, x1, x2, o1 were written on May 2nd
+    assert rejected == {"x1": "role_alternation", "x2": "below_rejected", "o1": "orphan", "a2x": "role_alternation"}
+    assert day.messages == 6  # a2, f1, x1, x2, o1, a2x were written on May 2nd
     # On May 1st, a1 had no reply yet: it ended a thread then.
     assert threads_for_day(TREE, date(2024, 5, 1)).threads["thread_id"].to_list() == ["a1"]
 
@@ -188,7 +189,7 @@ def test_sibling_pairs_best_against_worst_with_reasons_for_the_rest():
             ),
         ]
     )
-    built = sibling_pairs(messages, ["p1", "p2", "p3", "f1"])
+    built = sibling_pairs(messages, ["p1", "p2", "p3", "f1", "gone"])
     pair = built.kept.row(0, named=True)
     assert built.kept.height == 1 and pair["source_id"] == "p1" and pair["origin"] == "sibling_ranking"
     assert pair["prompt"] == [{"role": "user", "content": "How do plants drink water?"}]
@@ -196,10 +197,11 @@ def test_sibling_pairs_best_against_worst_with_reasons_for_the_rest():
     assert pair["rejected"][0]["content"].startswith("They just do")
     assert dict(zip(built.rejected["item_id"], built.rejected["rule"], strict=True)) == {
         "f1": "one_ranked_reply",
+        "gone": "one_ranked_reply",
         "p2": "tied_ranks",
         "p3": "identical_replies",
     }
-    again = sibling_pairs(messages.sample(fraction=1.0, shuffle=True, seed=3), ["p3", "p1", "f1", "p2"])
+    again = sibling_pairs(messages.sample(fraction=1.0, shuffle=True, seed=3), ["p3", "p1", "f1", "p2", "gone"])
     assert again.kept.equals(built.kept) and again.rejected.equals(built.rejected)  # deterministic
     kto = kto_rows(built.kept)
     assert kto["label"].to_list() == [True, False] and kto["completion"][0].to_list() == pair["chosen"]

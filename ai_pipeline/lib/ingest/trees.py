@@ -6,9 +6,10 @@ its parent, siblings in file order) and gives every message a flat record: neste
 (`labels.quality.value`), lists become JSON text, and the tree's own fields named in `inherit` are copied onto every
 message (a message's own non-null value wins).
 
-Counted independently of the walk: each line holds as many messages as it has `"<id>":` keys, found by a regex over
-the line's text (in JSON an unescaped quote can only delimit a key or a value, and a key follows `{` or `,`). A line
-that cannot be read, or holds no message, still yields one row (its read error): it counts as one.
+Counted independently of the walk: each tree holds as many messages as it has `"<id>":` keys, found by a regex over
+its line's text (in JSON an unescaped quote can only delimit a key or a value, and a key follows `{` or `,`). A line
+that cannot be read as a tree (not JSON, no message, a reply that is not an object) yields one row, its read error,
+and counts as one: the line is quarantined whole, with its text.
 """
 
 from __future__ import annotations
@@ -35,8 +36,8 @@ def _dotted(value: dict, prefix: str = "", depth: int = 1) -> dict[str, str | No
 
 
 def counted_messages(line: str, shape: TreeShape) -> int:
-    """Messages in one line of text, by its id keys: at least one (a line always yields a row)."""
-    return max(1, len(re.findall(rf'[{{,]\s*"{re.escape(shape.id)}"\s*:', line)))
+    """Messages in one tree's line of text, by its id keys."""
+    return len(re.findall(rf'[{{,]\s*"{re.escape(shape.id)}"\s*:', line))
 
 
 def _walk(message: object, shape: TreeShape) -> tuple[list[dict], str | None]:
@@ -64,7 +65,6 @@ def flatten_trees(records: Records, shape: TreeShape, uri: str) -> Records:
     for offset, span, error, raw in zip(
         records.offsets, records.spans, records.read_errors, records.raw_json, strict=True
     ):
-        counted += counted_messages(raw, shape)
         messages: list[dict] = []
         if error is None:
             tree = json.loads(raw, parse_float=Decimal)
@@ -76,12 +76,14 @@ def flatten_trees(records: Records, shape: TreeShape, uri: str) -> Records:
                 if problem:
                     messages, error = [], f"{uri} line {offset}: {problem}"
         if error is not None:
+            counted += 1
             rows.append({})
             offsets.append(offset)
             spans.append(span)
             errors.append(error)
             raws.append(raw)
             continue
+        counted += counted_messages(raw, shape)
         inherited = {key: text_value(tree.get(key)) for key in shape.inherit}
         for index, message in enumerate(messages):
             flat = _dotted(message)

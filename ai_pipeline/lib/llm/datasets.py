@@ -164,7 +164,7 @@ def sibling_pairs(messages: pl.DataFrame, prompt_ids: Iterable[str]) -> Built:
             problem = ("tied_ranks", f"every ranked reply has rank {ranked[0]['rank']}")
         elif normalized(ranked[0]["text"]) == normalized(ranked[-1]["text"]):
             problem = ("identical_replies", "the best and the worst reply say the same")
-        path = _path(by_id, prompt_id)
+        path = _path(by_id, prompt_id) if prompt_id in by_id else None
         if problem is None and path is None:
             problem = ("orphan", "the prompt's path to the first message is broken")
         if problem:

@@ -102,7 +102,8 @@ def threads_for_day(messages: pl.DataFrame, day: date) -> DayThreads:
                 rejects.append(
                     {"message_id": row["message_id"], "conversation_id": conversation, "rule": rule, "reason": reason}
                 )
-            elif not children.get(row["message_id"]):
+            elif not [child for child in children.get(row["message_id"], []) if child not in rejected]:
+                # No reply that can be in a thread: this message ends one.
                 threads.append(_thread(row, by_id))
     return DayThreads(
         pl.DataFrame(threads, schema=THREAD_COLUMNS, orient="row") if threads else pl.DataFrame(schema=THREAD_COLUMNS),
