@@ -196,9 +196,8 @@ def lane(tmp_path_factory):
 
 def test_every_step_succeeds_and_every_check_passes(lane):
     result, *_ = lane
-    # Only the release of the preference sets fails (test_releases_are_immutable_and_gated says why).
-    failed = [e.step_key for e in result.all_events if e.is_step_failure]
-    assert failed == ["llm_releases"]
+    # The preference sets are not released (test_releases_are_named_by_content_... says why); the run succeeds.
+    assert result.success
     evaluations = {(e.asset_key.to_user_string(), e.check_name): e for e in result.get_asset_check_evaluations()}
     for key in [
         ("raw_chat_messages", FILES_CHECK),

@@ -39,11 +39,15 @@ def test_the_same_rows_give_the_same_release_and_new_rows_a_new_one_beside_it(tm
 
 
 def test_the_release_rules_catch_an_empty_set_stub_replies_and_one_sided_labels():
-    assert [(rule, v.passed) for rule, v, _ in qa(pl.DataFrame(), [])] == [
-        ("rows", False),
-        ("reply_length", False),
-        ("empty_replies", True),
+    nothing_yet = qa(pl.DataFrame(), [], inputs=0)
+    assert [(rule, v.passed, v.severity) for rule, v, _ in nothing_yet] == [
+        ("rows", False, "WARN"),  # a lane that has not started is not an alarm
+        ("reply_length", True, "ERROR"),
+        ("empty_replies", True, "ERROR"),
     ]
+    all_dropped = {rule: v for rule, v, _ in qa(pl.DataFrame(), [], inputs=12)}
+    assert not all_dropped["rows"].passed and all_dropped["rows"].severity == "ERROR"
+    assert all_dropped["rows"].description == "0 rows from 12 inputs: every one was dropped"
     frame = pl.DataFrame({"x": list(range(20))})
     one_stub = ["ok"] + ["a reply of more than five words"] * 39
     assert {rule: v for rule, v, _ in qa(frame, one_stub)}["reply_length"].passed  # 1 in 40: under 5%

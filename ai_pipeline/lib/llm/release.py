@@ -165,13 +165,27 @@ def releases(root: Path, dataset: str | None = None) -> list[dict]:
     return sorted(found, key=lambda m: (m["dataset"], m["created_at"], m["release_id"]))
 
 
-def qa(frame: pl.DataFrame, replies: list[str], labels: list | None = None) -> list[tuple[str, Verdict, dict]]:
-    """(rule, verdict, numbers) of the release rules on a dataset's rows, its replies and its labels (if any)."""
+def qa(
+    frame: pl.DataFrame, replies: list[str], labels: list | None = None, inputs: int | None = None
+) -> list[tuple[str, Verdict, dict]]:
+    """(rule, verdict, numbers) of the release rules on a dataset's rows, its replies and its labels (if any).
+
+    `inputs`: what the dataset was built from (rows plus rejects). An empty dataset built from something fails
+    (ERROR); one with no input at all yet only warns, so a lane that has not started is not an alarm. The other rules
+    speak only about rows that exist."""
+    if frame.height == 0:
+        if inputs:
+            rows = Verdict(False, "ERROR", f"0 rows from {inputs} inputs: every one was dropped")
+        else:
+            rows = Verdict(False, "WARN", "0 rows: no input yet, nothing to release")
+        nothing = Verdict(True, "ERROR", "no rows")
+        results = [("rows", rows, {"rows": 0}), ("reply_length", nothing, {}), ("empty_replies", nothing, {})]
+        return results + ([("label_balance", nothing, {})] if labels is not None else [])
     lengths = sorted(word_count(text) for text in replies)
     p5 = lengths[int(0.05 * (len(lengths) - 1))] if lengths else 0
     empty = sum(1 for text in replies if not text.strip())
     results = [
-        ("rows", Verdict(frame.height > 0, "ERROR", f"{frame.height} rows"), {"rows": frame.height}),
+        ("rows", Verdict(True, "ERROR", f"{frame.height} rows"), {"rows": frame.height}),
         (
             "reply_length",
             Verdict(
