@@ -177,6 +177,5 @@ def test_import_history_lands_a_bulk_export_on_its_days(shared_data, tmp_path):
 
     unknown = _cli(home, "import-history", "retail", str(export), env=env)
     assert unknown.returncode == 2
-    assert "error: no landing source 'retail'; declared: landing_events, landing_users, online_retail_events" in (
-        unknown.stderr
-    )
+    declared = "chat_messages, landing_events, landing_users, online_retail_events, transcript_pairs"
+    assert f"error: no landing source 'retail'; declared: {declared}" in unknown.stderr

@@ -28,6 +28,19 @@ from ai_pipeline.lib.llm.gates import SFT, GateConfig, apply
         ("card 5500-0000-0000-0004", "card", "5500-0000-0000-0004"),
         ("IBAN DE89 3704 0044 0532 0130 00 bitte", "iban", "DE89 3704 0044 0532 0130 00"),
         ("SSN 123-45-6789 on file", "ssn", "123-45-6789"),
+        ("SSN 509 02 5762 on file", "ssn", "509 02 5762"),
+        ("请发邮件到maria.tanaka@company.io。", "email", "maria.tanaka@company.io"),  # no space before it
+        ("请打电话020 7211 1968。", "phone", "020 7211 1968"),
+        ("écrire à françois.rossi@mail.co.uk", "email", "françois.rossi@mail.co.uk"),
+        ("call 1-800-977-0064 or", "phone", "1-800-977-0064"),
+        ("call 872 855 8142 today", "phone", "872 855 8142"),
+        ("appelez le 01.67.60.19.24", "phone", "01.67.60.19.24"),
+        ("звоните 8 (495) 057-71-51", "phone", "8 (495) 057-71-51"),
+        ("mobile 07576 715486 ok", "phone", "07576 715486"),
+        ("from ::ffff:150.216.102.42 today", "ipv6", "::ffff:150.216.102.42"),
+        ("link-local fe80::751 only", "ipv6", "fe80::751"),
+        ("card 4111 1111 1111 1111 2 tsp", "card", "4111 1111 1111 1111"),  # a number after it
+        ("IBAN BE36640250290265 I do", "iban", "BE36640250290265"),  # a short word after it
     ],
 )
 def test_each_kind_of_personal_data_is_found(text, kind, found):
@@ -42,6 +55,8 @@ def test_each_kind_of_personal_data_is_found(text, kind, found):
         "Card-like but not Luhn: 4111 1111 1111 1112; IBAN-like with wrong digits: DE00 3704 0044 0532 0130 00.",
         "An address that is not one: 999.1.1.1, and dead:beef:cafe is no IPv6 address.",
         "The answer is 42 and the order number is 12345678.",
+        "Dates 05.12.2023 and 05-12-2023, the years 2023 2024 2025 2026, a loopback ::1 and 12:30:45.",
+        "Ids X4111111111111111 and a list 120 150 180 200 250 300.",
     ],
 )
 def test_numbers_that_are_not_personal_data_are_left_alone(text):

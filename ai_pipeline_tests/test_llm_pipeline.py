@@ -286,7 +286,7 @@ def test_preference_pairs_kto_and_rejects(lane):
     assert sorted(tables["preference_rejects"]["rule"].to_list()) == ["identical_replies", *["one_ranked_reply"] * 3]
 
 
-def test_releases_are_named_by_content_gated_by_their_rules_and_written_once(lane):
+def test_releases_are_named_by_content_gated_by_their_rules_and_written_once(lane, monkeypatch, tmp_path):
     result, tables, settings, again = lane
     releases = [e for e in result.get_asset_check_evaluations() if e.asset_key.to_user_string() == LLM_RELEASES]
     verdicts = {e.check_name: (e.passed, e.description) for e in releases}
@@ -314,6 +314,16 @@ def test_releases_are_named_by_content_gated_by_their_rules_and_written_once(lan
     table = pq.read_table(folder / "data.parquet")
     assert table.num_rows == 2 and table.column_names == ["example_id", "messages", "conversation_id", "lang", "turns"]
     assert table.column("messages").to_pylist() == tables["sft_dataset"].sort("example_id")["messages"].to_list()
+    # Hugging Face's own parquet loader reads the release, offline.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    from datasets import load_dataset
+
+    loaded = load_dataset(
+        "parquet", data_files=str(folder / "data.parquet"), split="train", cache_dir=str(tmp_path / "hf")
+    )
+    assert loaded.num_rows == 2 and loaded.column_names == table.column_names
+    assert loaded[0]["messages"] == table.column("messages").to_pylist()[0]
     card = (folder / "README.md").read_text()
     front = yaml.safe_load(card.split("---")[1])
     assert front["dataset_info"]["splits"] == [{"name": "train", "num_examples": 2}]

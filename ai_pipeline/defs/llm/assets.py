@@ -614,12 +614,11 @@ def release_asset(settings: Settings, partitions: dg.DailyPartitionsDefinition) 
                 published[asset] = made
             for rule, check in RELEASE_CHECKS.items():
                 found = [(asset, v, m) for asset, rules in outcomes.items() for r, v, m in rules if r == rule]
-                failed = [f"{asset}: {v.description}" for asset, v, _ in found if not v.passed]
-                verdict = Verdict(
-                    not failed,
-                    "ERROR",
-                    "; ".join(failed) if failed else "; ".join(f"{a}: {v.description}" for a, v, _ in found),
-                )
+                failed = [(asset, v) for asset, v, _ in found if not v.passed]
+                # As severe as the worst failure: a lane with no input yet only warns.
+                severity = "ERROR" if any(v.severity == "ERROR" for _, v in failed) else "WARN"
+                said = failed or [(asset, v) for asset, v, _ in found]
+                verdict = Verdict(not failed, severity, "; ".join(f"{a}: {v.description}" for a, v in said))
                 metadata = {f"{asset}_{k}": value for asset, _, m in found for k, value in m.items()}
                 checks.append((day, check, verdict, metadata))
         # The files are the release: nothing goes through the IO manager.

@@ -2,8 +2,11 @@
 
 Texts are compared after `normalized` (case, runs of whitespace and surrounding punctuation ignored). Near
 duplicates are pairs whose sets of character 5-grams have a Jaccard similarity of at least the threshold (0.8 by
-default), estimated with 128 permutations; LSH finds the candidates and the estimate confirms them. Character
-shingles work for short prompts and for languages written without spaces alike.
+default). LSH finds candidates at a lower threshold (`CANDIDATES`: 18 bands of 7 rows of 128 permutations, which
+return a pair at Jaccard 0.8 with probability 0.986, where an index built at 0.8 returns it with 0.40), and each
+candidate is confirmed by its exact Jaccard, computed from the kept normalized text: no estimate noise at the
+threshold (`benchmarks/near_duplicates.py` measured both). Character shingles work for short prompts and for
+languages written without spaces alike.
 
 `DuplicateIndex.first_seen` is order-dependent by design: the first text of a family stays, every later one is its
 duplicate, so feeding texts in a fixed order (earlier days first, then by id) gives the same answer every time.
@@ -19,6 +22,7 @@ from dataclasses import dataclass
 SHINGLE = 5
 NUM_PERM = 128
 THRESHOLD = 0.8
+CANDIDATES = 0.6  # the LSH index's own threshold: candidates, confirmed exactly against THRESHOLD
 
 
 def normalized(text: str) -> str:
@@ -43,6 +47,7 @@ class Duplicate:
 @dataclass(frozen=True)
 class Prepared:
     digest: str  # of the normalized text
+    text: str  # normalized
     minhash: object  # datasketch.LeanMinHash
 
 
@@ -53,26 +58,32 @@ class DuplicateIndex:
         from datasketch import MinHashLSH
 
         self.threshold, self.num_perm = threshold, num_perm
-        self._lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+        self._lsh = MinHashLSH(threshold=min(threshold, CANDIDATES), num_perm=num_perm)
         self._exact: dict[str, str] = {}
-        self._hashes: dict[str, object] = {}
+        self._texts: dict[str, str] = {}
 
     def prepare(self, texts: Sequence[str]) -> list[Prepared]:
-        """Each text's normalized hash and MinHash, computed in one batch."""
+        """Each text's normalized form, its hash and its MinHash, computed in one batch."""
         from datasketch import LeanMinHash, MinHash
 
         minhashes = MinHash.bulk([list(shingles(t)) for t in texts], num_perm=self.num_perm)
-        return [
-            Prepared(hashlib.sha256(normalized(t).encode()).hexdigest(), LeanMinHash(m))
-            for t, m in zip(texts, minhashes, strict=True)
-        ]
+        prepared = []
+        for text, minhash in zip(texts, minhashes, strict=True):
+            norm = normalized(text)
+            prepared.append(Prepared(hashlib.sha256(norm.encode()).hexdigest(), norm, LeanMinHash(minhash)))
+        return prepared
 
     def find(self, item: Prepared) -> Duplicate | None:
         """What `item` repeats among the texts added so far: the exact copy, else the most similar near one."""
         if item.digest in self._exact:
             return Duplicate("exact", self._exact[item.digest], 1.0)
-        near = [(item.minhash.jaccard(self._hashes[c]), c) for c in self._lsh.query(item.minhash)]
-        near = [(s, c) for s, c in near if s >= self.threshold]
+        own = shingles(item.text)
+        near = []
+        for candidate in self._lsh.query(item.minhash):
+            other = shingles(self._texts[candidate])
+            similarity = len(own & other) / len(own | other)
+            if similarity >= self.threshold:
+                near.append((similarity, candidate))
         if not near:
             return None
         similarity, of = max(near)
@@ -80,7 +91,7 @@ class DuplicateIndex:
 
     def add(self, key: str, item: Prepared) -> None:
         self._exact.setdefault(item.digest, key)
-        self._hashes[key] = item.minhash
+        self._texts[key] = item.text
         self._lsh.insert(key, item.minhash)
 
     def first_seen(self, keys: Sequence[str], texts: Sequence[str]) -> list[Duplicate | None]:
