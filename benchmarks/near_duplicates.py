@@ -31,40 +31,18 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import re
-import sys
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
+from _llm_data import HH, OASST, TURN, messages, require_data
 
 from ai_pipeline.lib.llm import dedup
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-OASST = DATA / "llm" / "oasst2_trees.jsonl"
-HH = DATA / "llm" / "hh_rlhf_harmless_test.jsonl.gz"
-TURN = re.compile(r"\n\n(?:Human|Assistant): ")
 MIN_WORDS = 20
 MAX_GENERATED_WORDS = 400
 
 
 # --- data ---------------------------------------------------------------------------------------------------------
-
-
-def require_data() -> None:
-    missing = [p for p in (OASST, HH) if not p.is_file()]
-    if missing:
-        sys.exit(
-            f"error: real data missing: {', '.join(str(p) for p in missing)}\n"
-            f"The benchmark reads the shared data sets from {DATA} (../shared/data beside the checkout)."
-        )
-
-
-def _messages(message: dict) -> Iterator[dict]:
-    yield message
-    for reply in message.get("replies") or []:
-        yield from _messages(reply)
 
 
 def real_texts() -> tuple[list[str], int, int]:
@@ -73,7 +51,7 @@ def real_texts() -> tuple[list[str], int, int]:
     n_oasst = n_turns = 0
     with OASST.open() as lines:
         for line in lines:
-            for message in _messages(json.loads(line)["prompt"]):
+            for message in messages(json.loads(line)["prompt"]):
                 n_oasst += 1
                 if message["text"].strip():
                     texts.setdefault(message["text"].strip(), None)

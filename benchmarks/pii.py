@@ -32,21 +32,16 @@ import argparse
 import gzip
 import json
 import re
-import sys
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
+from _llm_data import HH, OASST, TURN, messages, require_data
 
 from ai_pipeline.lib.llm import pii
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-OASST = DATA / "llm" / "oasst2_trees.jsonl"
-HH = DATA / "llm" / "hh_rlhf_harmless_test.jsonl.gz"
-TURN = re.compile(r"\n\n(?:Human|Assistant): ")
 CJK = ("zh", "ja")
 CJK_BREAKS = re.compile(r"[。，！？、]")
 
@@ -198,27 +193,12 @@ class Planted:
 # --- data ---------------------------------------------------------------------------------------------------------
 
 
-def require_data() -> None:
-    missing = [p for p in (OASST, HH) if not p.is_file()]
-    if missing:
-        sys.exit(
-            f"error: real data missing: {', '.join(str(p) for p in missing)}\n"
-            f"The benchmark reads the shared data sets from {DATA} (../shared/data beside the checkout)."
-        )
-
-
-def _messages(message: dict) -> Iterator[dict]:
-    yield message
-    for reply in message.get("replies") or []:
-        yield from _messages(reply)
-
-
 def load_texts() -> tuple[list[Text], list[Text]]:
     """Every non-blank OASST message (with its language and pii label) and every distinct HH turn."""
     oasst, hh, seen = [], [], set()
     with OASST.open() as lines:
         for line in lines:
-            for m in _messages(json.loads(line)["prompt"]):
+            for m in messages(json.loads(line)["prompt"]):
                 if m["text"].strip():
                     label = (m.get("labels") or {}).get("pii")
                     oasst.append(Text("oasst", m.get("lang") or "", m["text"], label["value"] if label else None))

@@ -9,6 +9,7 @@ evaluation overlap, duplicates) before they are written, and checks verify what 
 """
 
 from collections import Counter
+from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
@@ -89,6 +90,21 @@ def _accounted(inputs: int, kept: int, rejected: int, what: str, kept_as: str) -
     return Verdict(inputs == kept + rejected, "ERROR", f"{inputs} {what} = {kept} {kept_as} + {rejected} rejected")
 
 
+def _rejects(frame: pl.DataFrame, name: str) -> dg.Output:
+    """A step's rejects table, counted by rule."""
+    by_rule = dict(Counter(frame["rule"]))
+    return dg.Output(
+        frame, output_name=name, metadata={"dagster/row_count": frame.height, "by_rule": dg.MetadataValue.json(by_rule)}
+    )
+
+
+def _day_results(context: dg.AssetExecutionContext, asset: str, checks: list[tuple]) -> Iterator:
+    """(day, check, verdict, metadata) -> each check's result for its day."""
+    per_day = DayChecks(context)
+    for day, check, verdict, metadata in checks:
+        yield from per_day.results(day, verdict, metadata, asset_key=asset, check_name=check)
+
+
 def conversations_asset(partitions: dg.DailyPartitionsDefinition) -> dg.AssetsDefinition:
     @dg.multi_asset(
         name=f"{CONVERSATIONS}_op",
@@ -131,7 +147,7 @@ def conversations_asset(partitions: dg.DailyPartitionsDefinition) -> dg.AssetsDe
                 f"{len(todays)} messages of the day: {len(threaded)} in {built.threads.height} threads, "
                 f"{len(dropped)} rejected",
             )
-            checks.append((day, verdict, {"messages": len(todays), "threads": built.threads.height}))
+            checks.append((day, THREADED_CHECK, verdict, {"messages": len(todays), "threads": built.threads.height}))
             kept.append(_dated(built.threads, day))
             rejected.append(_dated(built.rejected, day))
         kept, rejected = pl.concat(kept), pl.concat(rejected)
@@ -145,17 +161,8 @@ def conversations_asset(partitions: dg.DailyPartitionsDefinition) -> dg.AssetsDe
                 "languages": dg.MetadataValue.json(dict(Counter(kept["lang"]).most_common())),
             },
         )
-        yield dg.Output(
-            rejected,
-            output_name=CONVERSATION_REJECTS,
-            metadata={
-                "dagster/row_count": rejected.height,
-                "by_rule": dg.MetadataValue.json(dict(Counter(rejected["rule"]))),
-            },
-        )
-        per_day = DayChecks(context)
-        for day, verdict, metadata in checks:
-            yield from per_day.results(day, verdict, metadata, asset_key=CONVERSATIONS, check_name=THREADED_CHECK)
+        yield _rejects(rejected, CONVERSATION_REJECTS)
+        yield from _day_results(context, CONVERSATIONS, checks)
 
     return conversations
 
@@ -316,17 +323,8 @@ def sft_asset(settings: Settings, partitions: dg.DailyPartitionsDefinition) -> d
                 "recipe": dg.MetadataValue.json(config.model_dump()),
             },
         )
-        yield dg.Output(
-            rejected,
-            output_name=SFT_REJECTS,
-            metadata={
-                "dagster/row_count": rejected.height,
-                "by_rule": dg.MetadataValue.json(dict(Counter(rejected["rule"]))),
-            },
-        )
-        per_day = DayChecks(context)
-        for day, check, verdict, metadata in checks:
-            yield from per_day.results(day, verdict, metadata, asset_key=SFT_DATASET, check_name=check)
+        yield _rejects(rejected, SFT_REJECTS)
+        yield from _day_results(context, SFT_DATASET, checks)
 
     return sft_dataset
 
@@ -477,17 +475,8 @@ def preference_asset(settings: Settings, partitions: dg.DailyPartitionsDefinitio
             },
         )
         yield dg.Output(kto, output_name=PREFERENCE_KTO, metadata={"dagster/row_count": kto.height})
-        yield dg.Output(
-            rejected,
-            output_name=PREFERENCE_REJECTS,
-            metadata={
-                "dagster/row_count": rejected.height,
-                "by_rule": dg.MetadataValue.json(dict(Counter(rejected["rule"]))),
-            },
-        )
-        per_day = DayChecks(context)
-        for day, check, verdict, metadata in checks:
-            yield from per_day.results(day, verdict, metadata, asset_key=PREFERENCE_PAIRS, check_name=check)
+        yield _rejects(rejected, PREFERENCE_REJECTS)
+        yield from _day_results(context, PREFERENCE_PAIRS, checks)
 
     return preference_pairs
 
@@ -630,9 +619,7 @@ def release_asset(settings: Settings, partitions: dg.DailyPartitionsDefinition) 
                 **{f"{a}_rows": (r.rows if r else 0) for a, r in published.items()},
             },
         )
-        per_day = DayChecks(context)
-        for day, check, verdict, metadata in checks:
-            yield from per_day.results(day, verdict, metadata, asset_key=LLM_RELEASES, check_name=check)
+        yield from _day_results(context, LLM_RELEASES, checks)
 
     return llm_releases
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import polars as pl
@@ -144,25 +144,21 @@ def _pair(origin: str, source_id: str, prompt: list[dict], chosen: str, rejected
     }
 
 
-def sibling_pairs(messages: pl.DataFrame, prompt_ids: Iterable[str]) -> Built:
-    """For each prompter message in `prompt_ids`: its best-ranked reply against its worst-ranked one.
-
-    `messages`: the valid messages of the prompts' conversations (a prompt's path from the first message). A
-    prompt with fewer than two ranked replies, or whose best and worst replies say the same, is rejected."""
+def _best_against_worst(
+    messages: pl.DataFrame,
+    prompt_ids: Iterable[str],
+    origin: str,
+    replies_of: Callable[[dict[str, dict], str], list[dict]],
+    problem_of: Callable[[list[dict]], tuple[str, str] | None],
+) -> Built:
+    """For each prompter message: its best reply against its worst (`replies_of`: best first), unless `problem_of`
+    the replies says why not, the two say the same, or the prompt's path to the first message is broken."""
     by_id = {row["message_id"]: row for row in messages.iter_rows(named=True)}
-    replies: dict[str, list[dict]] = {}
-    for row in by_id.values():
-        if row["parent_id"] is not None and row["role"] == "assistant" and row["rank"] is not None:
-            replies.setdefault(row["parent_id"], []).append(row)
     kept, rejected = [], []
     for prompt_id in sorted(set(prompt_ids)):
-        ranked = sorted(replies.get(prompt_id, []), key=lambda r: (r["rank"], r["message_id"]))
-        problem = None
-        if len(ranked) < 2:
-            problem = ("one_ranked_reply", f"{len(ranked)} ranked replies: nothing to compare")
-        elif ranked[0]["rank"] == ranked[-1]["rank"]:
-            problem = ("tied_ranks", f"every ranked reply has rank {ranked[0]['rank']}")
-        elif normalized(ranked[0]["text"]) == normalized(ranked[-1]["text"]):
+        ordered = replies_of(by_id, prompt_id)
+        problem = problem_of(ordered)
+        if problem is None and normalized(ordered[0]["text"]) == normalized(ordered[-1]["text"]):
             problem = ("identical_replies", "the best and the worst reply say the same")
         path = _path(by_id, prompt_id) if prompt_id in by_id else None
         if problem is None and path is None:
@@ -171,8 +167,33 @@ def sibling_pairs(messages: pl.DataFrame, prompt_ids: Iterable[str]) -> Built:
             rejected.append({"item_id": prompt_id, "rule": problem[0], "reason": problem[1]})
             continue
         prompt = _turns([m["role"] for m in path], [m["text"] for m in path])
-        kept.append(_pair("sibling_ranking", prompt_id, prompt, ranked[0]["text"], ranked[-1]["text"]))
+        kept.append(_pair(origin, prompt_id, prompt, ordered[0]["text"], ordered[-1]["text"]))
     return Built(_frame(kept, PAIR_COLUMNS), _frame(rejected, REJECT_COLUMNS))
+
+
+def sibling_pairs(messages: pl.DataFrame, prompt_ids: Iterable[str]) -> Built:
+    """For each prompter message in `prompt_ids`: its best-ranked reply against its worst-ranked one (ties by id).
+
+    `messages`: the valid messages of the prompts' conversations (a prompt's path from the first message). A
+    prompt with fewer than two ranked replies, only tied ranks, or whose best and worst replies say the same, is
+    rejected."""
+
+    def ranked(by_id: dict[str, dict], prompt_id: str) -> list[dict]:
+        replies = [
+            m
+            for m in by_id.values()
+            if m["parent_id"] == prompt_id and m["role"] == "assistant" and m["rank"] is not None
+        ]
+        return sorted(replies, key=lambda r: (r["rank"], r["message_id"]))
+
+    def problem(replies: list[dict]) -> tuple[str, str] | None:
+        if len(replies) < 2:
+            return "one_ranked_reply", f"{len(replies)} ranked replies: nothing to compare"
+        if replies[0]["rank"] == replies[-1]["rank"]:
+            return "tied_ranks", f"every ranked reply has rank {replies[0]['rank']}"
+        return None
+
+    return _best_against_worst(messages, prompt_ids, "sibling_ranking", ranked, problem)
 
 
 GOOD_RATING, BAD_RATING = 4, 2
@@ -196,38 +217,28 @@ def rating_pairs(messages: pl.DataFrame, feedback: pl.DataFrame, prompt_ids: Ite
     """For each prompter message in `prompt_ids`: its best-rated reply (mean >= 4) against its worst-rated one
     (mean <= 2), by users' ratings (each user's latest). Otherwise rejected: fewer than two rated replies, no such
     contrast, or replies that say the same."""
-    by_id = {row["message_id"]: row for row in messages.iter_rows(named=True)}
     means = mean_ratings(feedback)
-    kept, rejected = [], []
-    for prompt_id in sorted(set(prompt_ids)):
-        rated = sorted(
-            (
-                (means[m["message_id"]][0], m["message_id"], m)
-                for m in by_id.values()
-                if m["parent_id"] == prompt_id and m["role"] == "assistant" and m["message_id"] in means
-            ),
-            key=lambda r: (-r[0], r[1]),
-        )
-        problem = None
-        if len(rated) < 2:
-            problem = ("one_rated_reply", f"{len(rated)} rated replies: nothing to compare")
-        elif rated[0][0] < GOOD_RATING or rated[-1][0] > BAD_RATING:
-            problem = (
+
+    def rated(by_id: dict[str, dict], prompt_id: str) -> list[dict]:
+        replies = [
+            m
+            for m in by_id.values()
+            if m["parent_id"] == prompt_id and m["role"] == "assistant" and m["message_id"] in means
+        ]
+        return sorted(replies, key=lambda r: (-means[r["message_id"]][0], r["message_id"]))
+
+    def problem(replies: list[dict]) -> tuple[str, str] | None:
+        if len(replies) < 2:
+            return "one_rated_reply", f"{len(replies)} rated replies: nothing to compare"
+        best, worst = means[replies[0]["message_id"]][0], means[replies[-1]["message_id"]][0]
+        if best < GOOD_RATING or worst > BAD_RATING:
+            return (
                 "no_contrast",
-                f"best reply rated {rated[0][0]:.1f}, worst {rated[-1][0]:.1f} (needs >= {GOOD_RATING} "
-                f"against <= {BAD_RATING})",
+                f"best reply rated {best:.1f}, worst {worst:.1f} (needs >= {GOOD_RATING} against <= {BAD_RATING})",
             )
-        elif normalized(rated[0][2]["text"]) == normalized(rated[-1][2]["text"]):
-            problem = ("identical_replies", "the best and the worst rated reply say the same")
-        path = _path(by_id, prompt_id) if prompt_id in by_id else None
-        if problem is None and path is None:
-            problem = ("orphan", "the prompt's path to the first message is broken")
-        if problem:
-            rejected.append({"item_id": prompt_id, "rule": problem[0], "reason": problem[1]})
-            continue
-        prompt = _turns([m["role"] for m in path], [m["text"] for m in path])
-        kept.append(_pair("ratings", prompt_id, prompt, rated[0][2]["text"], rated[-1][2]["text"]))
-    return Built(_frame(kept, PAIR_COLUMNS), _frame(rejected, REJECT_COLUMNS))
+        return None
+
+    return _best_against_worst(messages, prompt_ids, "ratings", rated, problem)
 
 
 def _path(by_id: dict[str, dict], message_id: str) -> list[dict] | None:
