@@ -311,6 +311,8 @@ def test_releases_are_named_by_content_gated_by_their_rules_and_written_once(lan
     assert manifest["partitions"]["rows_by_day"] == {DAY.isoformat(): 2}
     assert manifest["upstream"]["runs_by_partition"] == {DAY.isoformat(): result.run_id}
     assert manifest["upstream"]["settings"][0]["recipe"]["min_response_words"] == 5
+    assert manifest["thresholds"]["near_duplicate_jaccard"] == 0.8
+    assert manifest["thresholds"]["evaluation_overlap_words"] == 13
     table = pq.read_table(folder / "data.parquet")
     assert table.num_rows == 2 and table.column_names == ["example_id", "messages", "conversation_id", "lang", "turns"]
     assert table.column("messages").to_pylist() == tables["sft_dataset"].sort("example_id")["messages"].to_list()

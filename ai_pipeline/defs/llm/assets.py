@@ -45,7 +45,7 @@ from ai_pipeline.defs.policy import DAILY_BACKFILL, OWNERS, daily_asset, partiti
 from ai_pipeline.defs.reporting import DayChecks
 from ai_pipeline.defs.resources import query, table_exists
 from ai_pipeline.lib.ingest.validation import compile_contract
-from ai_pipeline.lib.llm import datasets, gates, pii, release, threads
+from ai_pipeline.lib.llm import datasets, decontam, dedup, gates, pii, release, threads
 from ai_pipeline.lib.llm.contracts import ChatMessage
 from ai_pipeline.lib.llm.decontam import EvalIndex, build_index
 from ai_pipeline.lib.llm.dedup import normalized
@@ -533,6 +533,16 @@ def _upstream(context: dg.AssetExecutionContext, asset: str, days: list[str]) ->
     return {"runs_by_partition": dict(sorted(runs.items())), "settings": settings_seen}
 
 
+# The fixed thresholds behind a release (the recipe and the gates' settings are in its upstream runs' metadata).
+THRESHOLDS = {
+    "near_duplicate_jaccard": dedup.THRESHOLD,
+    "near_duplicate_shingle_characters": dedup.SHINGLE,
+    "evaluation_overlap_words": decontam.NGRAM,
+    "evaluation_item_min_words": decontam.MIN_WORDS,
+    "duplicate_rate_limit": DUPLICATE_RATE_LIMIT,
+    "release_reply_words_p5": release.MIN_P5_WORDS,
+    "release_label_imbalance": release.MAX_IMBALANCE,
+}
 # Where each released dataset's dropped inputs are (a KTO row comes from a pair).
 REJECTS = {SFT_DATASET: SFT_REJECTS, PREFERENCE_PAIRS: PREFERENCE_REJECTS, PREFERENCE_KTO: PREFERENCE_REJECTS}
 
@@ -598,7 +608,11 @@ def release_asset(settings: Settings, partitions: dg.DailyPartitionsDefinition) 
                     frame,
                     id_column=id_column,
                     description=description,
-                    extra={"code_version": version, "upstream": _upstream(context, asset, days)},
+                    extra={
+                        "code_version": version,
+                        "upstream": _upstream(context, asset, days),
+                        "thresholds": THRESHOLDS,
+                    },
                 )
                 published[asset] = made
             for rule, check in RELEASE_CHECKS.items():
