@@ -7,10 +7,9 @@ install:
 demo: install
 	.venv/bin/ai-pipeline demo
 
-# Everything (what CI runs), on three workers (most of the suite waits on services and sensor ticks, so a third
-# worker fills two cores), one test file per worker at a time.
+# Everything (what CI runs), on two workers, one test file per worker at a time.
 test: install
-	.venv/bin/pytest -q -n 3 --dist loadfile
+	.venv/bin/pytest -q -n 2 --dist loadfile
 
 # The edit loop: unit and in-process tests, without the `slow` tier (services, dbt, the model, long simulations).
 test-fast: install
