@@ -12,7 +12,7 @@ from ai_pipeline.lib.llm import pii
 from ai_pipeline.lib.llm.datasets import SFT_COLUMNS
 from ai_pipeline.lib.llm.decontam import EvalIndex, build_index, eval_texts
 from ai_pipeline.lib.llm.dedup import DuplicateIndex
-from ai_pipeline.lib.llm.gates import SFT, GateConfig, apply
+from ai_pipeline.lib.llm.gates import SFT, GateConfig, Gates
 
 
 @pytest.mark.parametrize(
@@ -148,15 +148,29 @@ def test_the_gates_drop_what_repeats_earlier_days_and_drop_personal_data_when_as
             ("e3", "What is photosynthesis?", "Plants turn light into sugar in their chloroplasts, all day long."),
         ]
     )
-    scrubbed = apply(candidates, earlier, SFT, EvalIndex(), GateConfig())
+    scrubbed = Gates(SFT, EvalIndex(), GateConfig(), earlier).apply(candidates)
     assert scrubbed.kept["example_id"].to_list() == ["e2", "e3"]
     assert scrubbed.kept["messages"][0][0]["content"] == "Call me at <PHONE>, please"
     assert scrubbed.rejected.to_dicts() == [
         {"item_id": "e1", "rule": "duplicate_reply", "reason": "exact duplicate reply of e0 (similarity 1.0)"}
     ]
     assert scrubbed.pii_found == {"phone": 1} and scrubbed.duplicates == {"exact": 1}
-    dropped = apply(candidates, earlier.clear(), SFT, EvalIndex(), GateConfig(pii="drop"))
+    dropped = Gates(SFT, EvalIndex(), GateConfig(pii="drop"), earlier.clear()).apply(candidates)
     assert dropped.kept["example_id"].to_list() == ["e1", "e3"]
     assert dropped.rejected.to_dicts() == [{"item_id": "e2", "rule": "pii", "reason": "personal data: {'phone': 1}"}]
     with pytest.raises(ValueError, match="pii: 'mask' is not one of"):
         GateConfig(pii="mask")
+
+
+def test_a_days_kept_rows_are_what_the_next_day_of_the_run_must_not_repeat():
+    gate = Gates(SFT, EvalIndex(), GateConfig(), _examples([]).with_columns(partition_date=pl.lit(date(2024, 1, 1))))
+    first = gate.apply(_examples([("d1-a", "How do plants drink?", BASE), ("d1-b", "How do plants drink?", "No.")]))
+    assert first.kept["example_id"].to_list() == ["d1-a"]
+    second = gate.apply(
+        _examples([("d2-a", "how do plants drink", "Through roots."), ("d2-b", "Why is the sky blue?", BASE + "!")])
+    )
+    assert second.kept.height == 0
+    assert second.rejected.to_dicts() == [
+        {"item_id": "d2-a", "rule": "duplicate_prompt", "reason": "exact duplicate prompt of d1-a (similarity 1.0)"},
+        {"item_id": "d2-b", "rule": "duplicate_reply", "reason": "exact duplicate reply of d1-a (similarity 1.0)"},
+    ]

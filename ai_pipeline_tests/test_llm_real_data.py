@@ -14,7 +14,7 @@ from ai_pipeline.lib.ingest.routing import Routing, route
 from ai_pipeline.lib.ingest.validation import validate
 from ai_pipeline.lib.llm.datasets import SftRecipe, sft_examples, sibling_pairs, transcript_pairs
 from ai_pipeline.lib.llm.decontam import EvalIndex
-from ai_pipeline.lib.llm.gates import PAIRS, SFT, GateConfig, apply
+from ai_pipeline.lib.llm.gates import PAIRS, SFT, GateConfig, Gates
 from ai_pipeline.lib.llm.threads import threads_for_day
 from ai_pipeline.sources import load_sources
 
@@ -85,7 +85,7 @@ def test_every_message_of_the_real_trees_is_read_counted_and_placed(lane):
     threads = pl.concat(threads)
     sft = sft_examples(threads, SftRecipe())
     assert sft.kept.height + sft.rejected.height == threads.height
-    gated = apply(sft.kept, sft.kept.clear(), SFT, EvalIndex(), GateConfig())
+    gated = Gates(SFT, EvalIndex(), GateConfig(), sft.kept.clear()).apply(sft.kept)
     assert gated.kept.height + gated.rejected.height == sft.kept.height
     assert gated.kept.height > 50 and all(len(m) >= 2 for m in gated.kept["messages"])
     prompts = messages.filter(pl.col("role") == "prompter")["message_id"]
@@ -107,7 +107,7 @@ def test_every_real_transcript_pair_is_read_and_becomes_a_pair_or_a_reason(lane)
     frame = valid.select("chosen", "rejected", (pl.col("_source_offset").cast(pl.String)).alias("item_id"))
     built = transcript_pairs(frame)
     assert built.kept.height + built.rejected.height == valid.height
-    gated = apply(built.kept, built.kept.clear(), PAIRS, EvalIndex(), GateConfig())
+    gated = Gates(PAIRS, EvalIndex(), GateConfig(), built.kept.clear()).apply(built.kept)
     assert gated.kept.height + gated.rejected.height == built.kept.height
     assert gated.pii_found["email"] >= 5  # red-teaming asks for addresses: they are scrubbed
     for pair in gated.kept.iter_rows(named=True):

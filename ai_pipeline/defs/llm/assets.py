@@ -295,7 +295,9 @@ def sft_asset(settings: Settings, partitions: dg.DailyPartitionsDefinition) -> d
     def sft_dataset(context: dg.AssetExecutionContext, config: SftConfig, warehouse: DuckDBResource):
         recipe, gate_config, evals = config.recipe(), config.gates(), build_index(settings.evaluation_sets)
         days = partition_days(context)
-        earlier = _earlier(warehouse, SFT_DATASET, days[0], datasets.SFT_COLUMNS)
+        gate = gates.Gates(
+            gates.SFT, evals, gate_config, _earlier(warehouse, SFT_DATASET, days[0], datasets.SFT_COLUMNS)
+        )
         kept, rejected, checks = [], [], []
         for day in days:
             day_threads = (
@@ -304,14 +306,13 @@ def sft_asset(settings: Settings, partitions: dg.DailyPartitionsDefinition) -> d
                 else pl.DataFrame(schema=threads.THREAD_COLUMNS)
             )
             built = datasets.sft_examples(day_threads, recipe)
-            gated = gates.apply(built.kept, earlier, gates.SFT, evals, gate_config)
+            gated = gate.apply(built.kept)
             dropped = pl.concat([built.rejected, gated.rejected])
             verdict = _accounted(day_threads.height, gated.kept.height, dropped.height, "threads", "examples")
             checks.append((day, SFT_ACCOUNTED_CHECK, verdict, {"threads": day_threads.height}))
             checks += [(day, *result) for result in _gate_verdicts(gated, evals)]
             kept.append(_dated(gated.kept, day))
             rejected.append(_dated(dropped, day))
-            earlier = pl.concat([earlier, kept[-1]], how="diagonal_relaxed")
         kept, rejected = pl.concat(kept), pl.concat(rejected)
         yield dg.Output(
             kept,
@@ -412,6 +413,7 @@ def preference_asset(settings: Settings, partitions: dg.DailyPartitionsDefinitio
         gate_config, evals = config.gates(), build_index(settings.evaluation_sets)
         days = partition_days(context)
         earlier = _earlier(warehouse, PREFERENCE_PAIRS, days[0], datasets.PAIR_COLUMNS)
+        gate = gates.Gates(gates.PAIRS, evals, gate_config, earlier)
         kept, kto, rejected, checks = [], [], [], []
         for day in days:
             messages = _messages(warehouse, day, extra="and rank is not null and role = 'assistant'")
@@ -439,13 +441,7 @@ def preference_asset(settings: Settings, partitions: dg.DailyPartitionsDefinitio
                 else pl.Series([], dtype=pl.String)
             ).to_list()
             from_ratings = datasets.rating_pairs(rated_messages, ratings, rated_prompts)
-            gated = gates.apply(
-                pl.concat([siblings.kept, from_transcripts.kept, from_ratings.kept]),
-                earlier,
-                gates.PAIRS,
-                evals,
-                gate_config,
-            )
+            gated = gate.apply(pl.concat([siblings.kept, from_transcripts.kept, from_ratings.kept]))
             pairs = gated.kept
             dropped = pl.concat(
                 [
@@ -461,7 +457,6 @@ def preference_asset(settings: Settings, partitions: dg.DailyPartitionsDefinitio
             checks.append((day, PAIRS_VALID_CHECK, _well_formed(pairs), {"pairs": pairs.height}))
             checks += [(day, *result) for result in _gate_verdicts(gated, evals)]
             kept.append(_dated(pairs, day))
-            earlier = pl.concat([earlier, kept[-1]], how="diagonal_relaxed")
             kto.append(_dated(datasets.kto_rows(pairs), day))
             rejected.append(_dated(dropped, day))
         kept, kto, rejected = pl.concat(kept), pl.concat(kto), pl.concat(rejected)

@@ -25,7 +25,7 @@ import polars as pl
 
 from ai_pipeline.lib.llm import pii
 from ai_pipeline.lib.llm.decontam import EvalIndex
-from ai_pipeline.lib.llm.dedup import THRESHOLD, DuplicateIndex
+from ai_pipeline.lib.llm.dedup import THRESHOLD, DuplicateIndex, Prepared
 
 PII_MODES = ("scrub", "drop")
 REJECT_COLUMNS = {"item_id": pl.String, "rule": pl.String, "reason": pl.String}
@@ -84,79 +84,78 @@ def _joined(turns: list[dict]) -> str:
     return "\n".join(f"{t['role']}: {t['content']}" for t in turns)
 
 
-def apply(
-    candidates: pl.DataFrame,
-    earlier: pl.DataFrame,
-    shape: Shape,
-    evals: EvalIndex,
-    config: GateConfig,
-) -> Gated:
-    """`candidates` (the day's rows) through the gates; `earlier` is the dataset's rows of the days before."""
-    lists = _turn_lists(candidates)
-    rows, rejected = [], []
-    pii_found: Counter = Counter()
-    for row in candidates.sort(shape.id).iter_rows(named=True):
-        found: Counter = Counter()
-        for column in lists:
-            if config.pii == "scrub":
-                row[column], kinds = _scrub_turns(row[column])
-            else:
-                kinds = Counter(f.kind for turn in row[column] for f in pii.find(turn["content"]))
-            found += kinds
-        pii_found += found
-        if found and config.pii == "drop":
-            rejected.append({"item_id": row[shape.id], "rule": "pii", "reason": f"personal data: {dict(found)}"})
-            continue
-        text = "\n".join(_joined(row[column]) for column in lists)
-        match = evals.match(text)
-        if match:
-            name, words = match
-            reason = f"shares '{words}' with the evaluation set {name}"
-            rejected.append({"item_id": row[shape.id], "rule": "contaminated", "reason": reason})
-            continue
-        rows.append(row)
+class Gates:
+    """The gates of one dataset over a run of days: the duplicate indexes are built once, from the dataset's rows of
+    the days before the run, and every day's kept rows join them, so a day is compared with everything before it
+    at the cost of its own rows only."""
 
-    prompts = DuplicateIndex(config.near_duplicate_threshold)
-    replies = DuplicateIndex(config.near_duplicate_threshold)
+    def __init__(self, shape: Shape, evals: EvalIndex, config: GateConfig, earlier: pl.DataFrame):
+        self.shape, self.evals, self.config = shape, evals, config
+        self.prompts = DuplicateIndex(config.near_duplicate_threshold)
+        self.replies = DuplicateIndex(config.near_duplicate_threshold)
+        before = list(earlier.sort("partition_date", shape.id).iter_rows(named=True)) if earlier.height else []
+        for row, prompt, replies in self._prepared(before):
+            self._add(row, prompt, replies)
 
-    def keys_and_texts(batch: list[dict]) -> tuple[list[str], list[str], list[str], list[str]]:
-        reply_keys, reply_texts = [], []
-        for row in batch:
-            texts = shape.replies(row)
-            reply_keys += [f"{row[shape.id]}#{i}" for i in range(len(texts))]
-            reply_texts += texts
-        return [row[shape.id] for row in batch], [_joined(shape.prompt(row)) for row in batch], reply_keys, reply_texts
+    def _prepared(self, rows: list[dict]) -> list[tuple[dict, Prepared, list[tuple[str, Prepared]]]]:
+        """Each row with its prepared prompt and its prepared replies (keyed `id#n`), in one batch each."""
+        replies = [self.shape.replies(row) for row in rows]
+        prompts = self.prompts.prepare([_joined(self.shape.prompt(row)) for row in rows])
+        prepared = iter(self.replies.prepare([text for texts in replies for text in texts]))
+        return [
+            (row, prompt, [(f"{row[self.shape.id]}#{i}", next(prepared)) for i in range(len(texts))])
+            for row, prompt, texts in zip(rows, prompts, replies, strict=True)
+        ]
 
-    before = list(earlier.sort("partition_date", shape.id).iter_rows(named=True)) if earlier.height else []
-    ids, prompt_texts, reply_keys, reply_texts = keys_and_texts(before)
-    for key, item in zip(ids, prompts.prepare(prompt_texts), strict=True):
-        prompts.add(key, item)
-    for key, item in zip(reply_keys, replies.prepare(reply_texts), strict=True):
-        replies.add(key, item)
+    def _add(self, row: dict, prompt: Prepared, replies: list[tuple[str, Prepared]]) -> None:
+        self.prompts.add(row[self.shape.id], prompt)
+        for key, item in replies:
+            self.replies.add(key, item)
 
-    ids, prompt_texts, reply_keys, reply_texts = keys_and_texts(rows)
-    prepared_prompts = prompts.prepare(prompt_texts)
-    prepared_replies = iter(zip(reply_keys, replies.prepare(reply_texts), strict=True))
-    kept, duplicates = [], Counter()
-    for row, prompt_item in zip(rows, prepared_prompts, strict=True):
-        own = [next(prepared_replies) for _ in shape.replies(row)]
-        prompt = prompts.find(prompt_item)
-        reply = next((d for d in (replies.find(item) for _, item in own) if d is not None), None)
-        if prompt is None and reply is None:
-            prompts.add(row[shape.id], prompt_item)
-            for key, item in own:
-                replies.add(key, item)
-            kept.append(row)
-            continue
-        what, dup = ("prompt", prompt) if prompt is not None else ("reply", reply)
-        duplicates[dup.kind] += 1
-        rejected.append(
-            {
-                "item_id": row[shape.id],
-                "rule": f"duplicate_{what}",
-                "reason": f"{dup.kind} duplicate {what} of {dup.of.split('#')[0]} (similarity {dup.similarity})",
-            }
-        )
-    kept_frame = pl.DataFrame(kept, schema=candidates.schema, orient="row") if kept else candidates.clear()
-    rejects = pl.DataFrame(rejected, schema=REJECT_COLUMNS) if rejected else pl.DataFrame(schema=REJECT_COLUMNS)
-    return Gated(kept_frame, rejects, pii_found, duplicates)
+    def apply(self, candidates: pl.DataFrame) -> Gated:
+        """`candidates` (a day's rows) through the gates; the rows kept join what later days must not repeat."""
+        shape, config = self.shape, self.config
+        lists = _turn_lists(candidates)
+        rows, rejected = [], []
+        pii_found: Counter = Counter()
+        for row in candidates.sort(shape.id).iter_rows(named=True):
+            found: Counter = Counter()
+            for column in lists:
+                if config.pii == "scrub":
+                    row[column], kinds = _scrub_turns(row[column])
+                else:
+                    kinds = Counter(f.kind for turn in row[column] for f in pii.find(turn["content"]))
+                found += kinds
+            pii_found += found
+            if found and config.pii == "drop":
+                rejected.append({"item_id": row[shape.id], "rule": "pii", "reason": f"personal data: {dict(found)}"})
+                continue
+            text = "\n".join(_joined(row[column]) for column in lists)
+            match = self.evals.match(text)
+            if match:
+                name, words = match
+                reason = f"shares '{words}' with the evaluation set {name}"
+                rejected.append({"item_id": row[shape.id], "rule": "contaminated", "reason": reason})
+                continue
+            rows.append(row)
+
+        kept, duplicates = [], Counter()
+        for row, prompt_item, own in self._prepared(rows):
+            prompt = self.prompts.find(prompt_item)
+            reply = next((d for d in (self.replies.find(item) for _, item in own) if d is not None), None)
+            if prompt is None and reply is None:
+                self._add(row, prompt_item, own)
+                kept.append(row)
+                continue
+            what, dup = ("prompt", prompt) if prompt is not None else ("reply", reply)
+            duplicates[dup.kind] += 1
+            rejected.append(
+                {
+                    "item_id": row[shape.id],
+                    "rule": f"duplicate_{what}",
+                    "reason": f"{dup.kind} duplicate {what} of {dup.of.split('#')[0]} (similarity {dup.similarity})",
+                }
+            )
+        kept_frame = pl.DataFrame(kept, schema=candidates.schema, orient="row") if kept else candidates.clear()
+        rejects = pl.DataFrame(rejected, schema=REJECT_COLUMNS) if rejected else pl.DataFrame(schema=REJECT_COLUMNS)
+        return Gated(kept_frame, rejects, pii_found, duplicates)
