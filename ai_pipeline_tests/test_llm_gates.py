@@ -37,6 +37,8 @@ from ai_pipeline.lib.llm.gates import SFT, GateConfig, Gates
         ("appelez le 01.67.60.19.24", "phone", "01.67.60.19.24"),
         ("звоните 8 (495) 057-71-51", "phone", "8 (495) 057-71-51"),
         ("mobile 07576 715486 ok", "phone", "07576 715486"),
+        ("llámame al 670 059 947 mañana", "phone", "670 059 947"),  # a Spanish number, no trunk prefix
+        ("我的手机13512077375，谢谢", "phone", "13512077375"),  # a Chinese mobile, 11 digits in one run
         ("from ::ffff:150.216.102.42 today", "ipv6", "::ffff:150.216.102.42"),
         ("link-local fe80::751 only", "ipv6", "fe80::751"),
         ("card 4111 1111 1111 1111 2 tsp", "card", "4111 1111 1111 1111"),  # a number after it
@@ -57,6 +59,7 @@ def test_each_kind_of_personal_data_is_found(text, kind, found):
         "The answer is 42 and the order number is 12345678.",
         "Dates 05.12.2023 and 05-12-2023, the years 2023 2024 2025 2026, a loopback ::1 and 12:30:45.",
         "Ids X4111111111111111 and a list 120 150 180 200 250 300.",
+        "La ciudad tiene 700 000 000 de litros; el censo de 2021 contó 12345678901 registros.",
     ],
 )
 def test_numbers_that_are_not_personal_data_are_left_alone(text):

@@ -3,9 +3,8 @@
 Kinds: e-mail addresses, phone numbers, IPv4 and IPv6 addresses, payment card numbers (13-19 digits from a card
 network's range, written whole or in its groups, that pass the Luhn checksum), IBANs (that pass ISO 13616's mod-97
 check) and US social security numbers. Patterns find candidates; the checksums and a few structural rules (a phone
-number needs a `+` country code or the separators of a written number, an IPv4 address four octets of at most 255)
-keep prices, dates, years, versions and ids out. Where two
-finds overlap, the more specific kind wins (`KINDS` order). Precision and recall per kind are measured on planted
+number needs a `+` country code, the separators of a written number or a national mobile's shape, an IPv4 address
+four octets of at most 255) keep prices, dates, years, versions and ids out. Where two finds overlap, the more specific kind wins (`KINDS` order). Precision and recall per kind are measured on planted
 PII in real conversation texts by `benchmarks/pii.py`.
 """
 
@@ -36,8 +35,9 @@ _IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.]*\d)")
 # Hex digits, at least two colons, perhaps an IPv4 tail (::ffff:10.0.0.1); `ipaddress` decides.
 _IPV6 = re.compile(r"(?<![0-9A-Fa-f:.])(?=[0-9A-Fa-f]*:[0-9A-Fa-f]*:)[0-9A-Fa-f:.]{4,45}(?<![.:])(?![0-9A-Fa-f:])")
 # A `+` and a country code, or a written national number: a trunk 0 (or 8 in Russia) or an area code in brackets,
-# groups apart, or the North American 3-3-4; not a date (05-12-2023, 05.12.2023), and not a run of digit groups
-# longer than a number is (an account number, a list of figures).
+# groups apart, the North American 3-3-4, the Spanish 3-3-3 (6, 7 or 9 first; not a round figure written with
+# spaces, 700 000 000) or a Chinese mobile's 11 digits (13-19 first); not a date (05-12-2023, 05.12.2023), and not a
+# run of digit groups longer than a number is (an account number, a list of figures).
 _PHONE = re.compile(
     r"(?<![A-Za-z0-9+])(?<!\d[ .-])(?!0?\d[-./]\d\d?[-./]\d{2,4}(?!\d|[./-]\d))(?:"
     r"\+\d{1,3}[ .-]?(?:\(\d{1,4}\)[ .-]?)?\d{1,4}(?:[ .-]?\d{2,4}){1,4}"
@@ -47,6 +47,8 @@ _PHONE = re.compile(
     r"|0\d(?:\.\d\d){4}"
     r"|(?:1[ -])?\d{3}[.-]\d{3}[.-]\d{4}"
     r"|\d{3} \d{3} \d{4}"
+    r"|[6-9]\d{2} (?!000 000)\d{3} \d{3}"
+    r"|1[3-9]\d{9}"
     r")(?![A-Za-z0-9]|[ .-]\d)"
 )
 
