@@ -25,6 +25,7 @@ QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 @dataclass
 class DayOutcome:
     day: str
+    job: str  # the lane's daily job
     success: bool
     rows: dict[str, dict[str, int]] = field(default_factory=dict)  # entity -> in/valid/quarantined
     feature_rows: int | None = None
@@ -57,24 +58,25 @@ def _resource(settings: Settings, key: str):
     return _resources(settings)[key].process_config_and_initialize()
 
 
-def run_days(settings: Settings, start: date, end: date) -> list[DayOutcome]:
-    """The daily job over `start..end` in runs of partition ranges, one after another, as a backfill runs them:
-    within a run every source of every day is read before any day is validated, so rows that arrived on another day
-    of the range reach their own. Recorded in the configured Dagster instance; one outcome per day, from the checks'
-    per-day results."""
+def run_days(settings: Settings, start: date, end: date, job_name: str | None = None) -> list[DayOutcome]:
+    """A lane's daily job (the events lane's by default) over `start..end` in runs of partition ranges, one after
+    another, as a backfill runs them: within a run every source of every day is read before any day is validated,
+    so rows that arrived on another day of the range reach their own. Recorded in the configured Dagster instance;
+    one outcome per day, from the checks' per-day results."""
     from ai_pipeline.defs import build_defs
     from ai_pipeline.defs.keys import DAILY_JOB
     from ai_pipeline.defs.policy import DAILY_BACKFILL
 
+    job_name = job_name or DAILY_JOB
     instance = _use_instance(settings)
-    job = build_defs(settings, _resources(settings)).resolve_job_def(DAILY_JOB)
+    job = build_defs(settings, _resources(settings)).resolve_job_def(job_name)
     outcomes: list[DayOutcome] = []
     first = start
     while first <= end:
         last = min(end, first + timedelta(days=DAILY_BACKFILL.max_partitions_per_run - 1))
-        log = settings.home / "logs" / f"{DAILY_JOB}-{first}-{last}.log"
+        log = settings.home / "logs" / f"{job_name}-{first}-{last}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
-        print(f"Running {DAILY_JOB} for {first}..{last} (dbt output: {log})", flush=True)
+        print(f"Running {job_name} for {first}..{last} (dbt output: {log})", flush=True)
         tags = {
             "dagster/asset_partition_range_start": first.isoformat(),
             "dagster/asset_partition_range_end": last.isoformat(),
@@ -82,12 +84,12 @@ def run_days(settings: Settings, start: date, end: date) -> list[DayOutcome]:
         # dagster-dbt echoes dbt's events to stdout; they go to the run's log file instead of the terminal.
         with log.open("w") as out, contextlib.redirect_stdout(out):
             result = job.execute_in_process(tags=tags, instance=instance, run_config=QUIET, raise_on_error=False)
-        outcomes += _day_outcomes(result, first, last)
+        outcomes += _day_outcomes(result, job_name, first, last)
         first = last + timedelta(days=1)
     return outcomes
 
 
-def _day_outcomes(result, start: date, end: date) -> list[DayOutcome]:
+def _day_outcomes(result, job: str, start: date, end: date) -> list[DayOutcome]:
     """One outcome per day of a range run, from its checks' per-day results."""
     from ai_pipeline.defs.keys import CONSERVATION_CHECK, ROWS_CHECK
     from ai_pipeline.event_log import root_error
@@ -98,7 +100,7 @@ def _day_outcomes(result, start: date, end: date) -> list[DayOutcome]:
         for event in result.all_events
         if event.is_step_failure
     ]
-    outcomes = {day.isoformat(): DayOutcome(day.isoformat(), result.success, steps_failed=steps) for day in days}
+    outcomes = {day.isoformat(): DayOutcome(day.isoformat(), job, result.success, steps_failed=steps) for day in days}
     for evaluation in result.get_asset_check_evaluations():
         # The checks of the models rebuilt in full (no partition) judge the state after the range: its last day.
         outcome = outcomes.get(evaluation.partition or end.isoformat())
@@ -128,6 +130,7 @@ def import_history(settings: Settings, source_name: str, files: list[Path]) -> i
 
     The files go into the folder of the earliest day they hold, where every row is at most days *after* its arrival
     day and so reaches its own day (`lib.routing`); then the daily job runs over their days, in ranges."""
+    from ai_pipeline.defs.ingest.assets import lane_job
     from ai_pipeline.lib.ingest.landing import COMPLETION_MARKER, event_days
     from ai_pipeline.sources import load_sources
 
@@ -164,7 +167,7 @@ def import_history(settings: Settings, source_name: str, files: list[Path]) -> i
         print(f"Rows before AI_PIPELINE_START_DATE ({settings.start_date}) are quarantined (before_start).")
     if days[-1] > yesterday:
         print(f"Rows after {yesterday} wait in the raw table until their day is a partition.")
-    outcomes = run_days(settings, arrival, last)
+    outcomes = run_days(settings, arrival, last, lane_job(source.contract_model))
     print_summary(settings, outcomes)
     return 0 if all(o.success for o in outcomes) else 1
 
@@ -241,13 +244,18 @@ def print_search(settings: Settings, question: str, collection: str, k: int) -> 
 
 
 def print_summary(settings: Settings, outcomes: list[DayOutcome]) -> None:
+    """The days run, by lane: rows and checks of the events lane's days, the training-data lane's counts, what
+    failed in either, and where everything lives."""
+    from ai_pipeline.defs.keys import DAILY_JOB, TRAINING_JOB
     from ai_pipeline.defs.resources import ONLINE_STORE, VECTOR_STORE
 
-    print(
-        f"\n{'partition':<12} {'run':<8} {'events in/valid/quar.':<24} {'users in/valid/quar.':<22} "
-        f"{'features':<9} checks"
-    )
-    for o in outcomes:
+    events = [o for o in outcomes if o.job == DAILY_JOB]
+    if events:
+        print(
+            f"\n{'partition':<12} {'run':<8} {'events in/valid/quar.':<24} {'users in/valid/quar.':<22} "
+            f"{'features':<9} checks"
+        )
+    for o in events:
         cells = []
         for entity in ("events", "users"):
             r = o.rows.get(entity)
@@ -256,7 +264,9 @@ def print_summary(settings: Settings, outcomes: list[DayOutcome]) -> None:
         checks = f"{o.checks_passed} passed, {len(o.checks_failed)} failed"
         features = "-" if o.feature_rows is None else str(o.feature_rows)
         print(f"{o.day:<12} {status:<8} {cells[0]:<24} {cells[1]:<22} {features:<9} {checks}")
-    steps = list(dict.fromkeys(step for o in outcomes for step in o.steps_failed))
+    if any(o.job == TRAINING_JOB for o in outcomes):
+        print_llm_summary(settings)
+    steps = list(dict.fromkeys(f"{o.job}: {step}" for o in outcomes for step in o.steps_failed))
     if steps:
         print("\nFailed steps:")
         for step in steps:
@@ -572,10 +582,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         generate_chat(settings, args.start, args.end, args.seed, args.dirty_rate)
     if args.command in ("run", "demo"):
-        outcomes = run_days(settings, args.start, args.end)
+        from ai_pipeline.defs.keys import DAILY_JOB, TRAINING_JOB
+
+        outcomes = [o for job in (DAILY_JOB, TRAINING_JOB) for o in run_days(settings, args.start, args.end, job)]
         collections = build_collections(settings) if args.command == "demo" else []
         print_summary(settings, outcomes)
-        print_llm_summary(settings)
         if collections:
             print_collections(collections)
             print()

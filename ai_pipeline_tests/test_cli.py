@@ -51,16 +51,19 @@ def test_demo_generates_runs_and_summarizes(demo):
     with dg.DagsterInstance.from_config(str(tmp_path / "dagster")) as instance:
         runs = instance.get_runs()
         assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
-        # The days are one run of a partition range, as a backfill runs them.
-        [daily] = [r for r in runs if r.job_name == "daily_pipeline"]
+        # The days are one run of a partition range per lane, as a backfill runs them.
         days = sorted(line.split()[0] for line in lines)
-        assert (daily.tags["dagster/asset_partition_range_start"], daily.tags["dagster/asset_partition_range_end"]) == (
-            days[0],
-            days[-1],
-        )
+        for job in ("daily_pipeline", "training_data"):
+            [run] = [r for r in runs if r.job_name == job]
+            tags = run.tags
+            assert (tags["dagster/asset_partition_range_start"], tags["dagster/asset_partition_range_end"]) == (
+                days[0],
+                days[-1],
+            )
         documents = [r for r in runs if r.job_name == "document_collections"]
         assert [r.tags["dagster/partition"] for r in documents] == ["project_docs"]
-        assert len(runs) == 2
+        assert len(runs) == 3
+    assert "\nTraining data (group llm_data):" in out.stdout
     # Nothing in the output is a Dagster warning: their causes are fixed, not filtered.
     assert "WARNING" not in out.stdout + out.stderr and "Warning" not in out.stdout + out.stderr
     # The project's own docs became a collection, passed its retrieval gate, and answered the demo question.

@@ -16,7 +16,7 @@ import dagster as dg
 import pytest
 
 from ai_pipeline.defs import build_defs
-from ai_pipeline.defs.keys import DAILY_JOB, DOCUMENTS_JOB
+from ai_pipeline.defs.keys import DAILY_JOB, DOCUMENTS_JOB, LLM_GROUP, TRAINING_JOB
 from ai_pipeline.defs.policy import DAILY_BACKFILL
 from ai_pipeline.instance import prepare_instance_home
 from ai_pipeline.settings import PROJECT_ROOT, Settings
@@ -166,17 +166,27 @@ def test_feature_windows_read_states_up_to_ninety_days_back(defs):
     assert upstream(state, state, "2024-01-01") == []  # the start of history has no previous state
 
 
-def test_jobs_cover_every_asset_once(defs):
+ENTITIES = ("chat_messages", "transcript_pairs", "feedback")
+
+
+def test_the_lanes_jobs_cover_every_asset_once(defs):
     graph = defs.resolve_asset_graph()
-    daily = defs.resolve_job_def(DAILY_JOB).asset_layer.executable_asset_keys
-    documents = defs.resolve_job_def(DOCUMENTS_JOB).asset_layer.executable_asset_keys
-    assert daily | documents == set(graph.materializable_asset_keys) and not daily & documents
-    assert {k.to_user_string() for k in documents} == {
-        "raw_documents",
-        "document_chunks",
-        "chunk_embeddings",
-        "vector_collection",
+    daily, training, documents = (
+        {k.to_user_string() for k in defs.resolve_job_def(job).asset_layer.executable_asset_keys}
+        for job in (DAILY_JOB, TRAINING_JOB, DOCUMENTS_JOB)
+    )
+    assert daily | training | documents == {k.to_user_string() for k in graph.materializable_asset_keys}
+    assert not daily & training and not daily & documents and not training & documents
+    assert documents == {"raw_documents", "document_chunks", "chunk_embeddings", "vector_collection"}
+    # The training-data lane: its sources, validated and quarantined by their contracts, then its own group.
+    assert training == {
+        "raw_chat_messages",
+        "raw_transcript_pairs",
+        "raw_feedback",
+        *(f"{kind}_{entity}" for kind in ("validated", "quarantined") for entity in ENTITIES),
+        *(k.to_user_string() for k in graph.materializable_asset_keys if graph.get(k).group_name == LLM_GROUP),
     }
+    assert {"raw_landing_events", "validated_events", "fct_user_daily_activity", "online_user_features"} <= daily
 
 
 def test_entry_point_loads_without_heavy_imports(tmp_path):

@@ -1,14 +1,21 @@
-"""The training-data lane's domain core on the real samples (../shared/data/llm), counts adding up at every step."""
+"""The training-data lane on the real samples (../shared/data/llm): its domain core day by day, counts adding up at
+every step, and a bulk export of real trees through `import-history` and the lane's Dagster job."""
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 from collections import Counter
 from datetime import UTC, date, datetime
 
+import dagster as dg
+import duckdb
 import polars as pl
 import pytest
 
+from ai_pipeline.cli import import_history
+from ai_pipeline.defs.keys import TRAINING_JOB
 from ai_pipeline.lib.ingest.landing import COMPLETION_MARKER, read_landing_day
 from ai_pipeline.lib.ingest.routing import Routing, route
 from ai_pipeline.lib.ingest.validation import validate
@@ -16,6 +23,7 @@ from ai_pipeline.lib.llm.datasets import SftRecipe, sft_examples, sibling_pairs,
 from ai_pipeline.lib.llm.decontam import EvalIndex
 from ai_pipeline.lib.llm.gates import PAIRS, SFT, GateConfig, Gates
 from ai_pipeline.lib.llm.threads import threads_for_day
+from ai_pipeline.settings import Settings
 from ai_pipeline.sources import load_sources
 
 # The slow tier (not in `make test-fast`): every day of the real trees.
@@ -116,3 +124,46 @@ def test_every_real_transcript_pair_is_read_and_becomes_a_pair_or_a_reason(lane)
         f"transcripts {valid.height}: pairs {gated.kept.height}, {dict(Counter(built.rejected['rule']))}, "
         f"{dict(Counter(gated.rejected['rule']))}, pii {dict(gated.pii_found)}"
     )
+
+
+def _messages(tree: dict) -> list[dict]:
+    stack, found = [tree["prompt"]], []
+    while stack:
+        message = stack.pop()
+        found.append(message)
+        stack.extend(message.get("replies") or [])
+    return found
+
+
+def test_import_history_runs_real_trees_through_the_training_data_job(shared_data, tmp_path, monkeypatch):
+    """A bulk export of real trees (those written 2023-02-10..14) through `import-history`: the contract picks the
+    training-data lane's job, and every message is valid or quarantined on its own day."""
+    first, last = date(2023, 2, 10), date(2023, 2, 14)
+    trees = []
+    for line in (shared_data / "llm" / "oasst2_trees.jsonl").read_text().splitlines():
+        days = {m["created_date"][:10] for m in _messages(json.loads(line))}
+        if first.isoformat() <= min(days) and max(days) <= last.isoformat():
+            trees.append(line)
+    export = tmp_path / "oasst_2023-02.jsonl"
+    export.write_text("\n".join(trees) + "\n")
+    per_day = Counter(m["created_date"][:10] for tree in trees for m in _messages(json.loads(tree)))
+    assert (len(trees), sum(per_day.values())) == (165, 196)
+
+    settings = Settings(home=tmp_path / "home", start_date=first)
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "unused"))  # import_history points it at the data root's
+    assert import_history(settings, "chat_messages", [export]) == 0
+    with duckdb.connect(str(settings.warehouse), read_only=True) as conn:
+        placed = Counter()
+        for table in ("validated_chat_messages", "quarantined_chat_messages"):
+            for day, n in conn.execute(f"select partition_date, count(*) from {table} group by 1").fetchall():
+                placed[day.isoformat()] += n
+        assert conn.execute("select count(*) from conversations").fetchone()[0] > 0
+    assert placed == per_day
+    with dg.DagsterInstance.from_config(os.environ["DAGSTER_HOME"]) as instance:
+        runs = instance.get_runs()
+        assert [r.job_name for r in runs] == [TRAINING_JOB] and runs[0].status == dg.DagsterRunStatus.SUCCESS
+        tags = runs[0].tags
+        assert (tags["dagster/asset_partition_range_start"], tags["dagster/asset_partition_range_end"]) == (
+            first.isoformat(),
+            last.isoformat(),
+        )

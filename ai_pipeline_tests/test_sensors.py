@@ -12,7 +12,7 @@ import pytest
 
 from ai_pipeline.defs import build_defs
 from ai_pipeline.defs.ingest.sensors import BEFORE_START, IN_RANGE, NOT_YET, day_status
-from ai_pipeline.defs.keys import DAILY_JOB, LATE_ROWS_SENSOR, OPERATIONAL_SENSOR
+from ai_pipeline.defs.keys import DAILY_JOB, LATE_ROWS_SENSOR, OPERATIONAL_SENSOR, TRAINING_JOB
 from ai_pipeline.defs.policy import daily_partitions
 from ai_pipeline.defs.resources import OPS_DB, OperationalDatabase
 from ai_pipeline.lib.ingest import landing, ops_db
@@ -308,17 +308,34 @@ def test_late_rows_rerun_their_day_and_every_later_one(tmp_path):
         waiting = _tick(defs, LATE_ROWS_SENSOR, instance, started.cursor)
         assert waiting.run_requests == [] and waiting.cursor == started.cursor
         assert waiting.skip_reason.skip_message == (
-            f"late rows for {day}, {newest}: waiting for run(s) {busy.run_id} of the same assets"
+            f"late rows for {day}, {newest}: waiting for run(s) {busy.run_id} of {DAILY_JOB}"
         )
         instance.report_run_canceled(busy)
         result = _tick(defs, LATE_ROWS_SENSOR, instance, started.cursor)
         [request] = result.run_requests
+        assert request.job_name == DAILY_JOB
         assert request.tags["dagster/asset_partition_range_start"] == day.isoformat()
         assert request.tags["dagster/asset_partition_range_end"] == newest.isoformat()
         selected = {key.path[-1] for key in request.asset_selection}
         assert {"validated_events", "fct_user_daily_activity", "user_feature_state", "online_user_features"} <= selected
-        assert not any(name.startswith("raw_") for name in selected)
+        assert not any(name.startswith("raw_") for name in selected) and "validated_chat_messages" not in selected
         assert _tick(defs, LATE_ROWS_SENSOR, instance, result.cursor).run_requests == []
+
+        # Late conversation trees re-run the training-data lane's job, not the events lane's.
+        instance.report_runless_asset_event(
+            dg.AssetMaterialization(
+                "raw_chat_messages", partition=newest.isoformat(), metadata={"routed_days": [day.isoformat()]}
+            )
+        )
+        [chat] = _tick(defs, LATE_ROWS_SENSOR, instance, result.cursor).run_requests
+        assert chat.job_name == TRAINING_JOB
+        assert (chat.tags["dagster/asset_partition_range_start"], chat.tags["dagster/asset_partition_range_end"]) == (
+            day.isoformat(),
+            newest.isoformat(),
+        )
+        chat_selected = {key.path[-1] for key in chat.asset_selection}
+        assert {"validated_chat_messages", "conversations", "sft_dataset", "preference_pairs"} <= chat_selected
+        assert not chat_selected & (selected | {"raw_chat_messages"})
 
         rerun = job.execute_in_process(instance=instance, tags=request.tags, asset_selection=request.asset_selection)
         assert rerun.success

@@ -9,7 +9,7 @@ from typing import Any
 import dagster as dg
 
 from ai_pipeline.defs.features import feature_assets
-from ai_pipeline.defs.ingest.assets import VALIDATED, ingest_assets, raw_keys
+from ai_pipeline.defs.ingest.assets import VALIDATED, ingest_assets, lane_assets, raw_keys
 from ai_pipeline.defs.ingest.checks import ingest_checks
 from ai_pipeline.defs.ingest.sensors import landing_files_sensor, late_rows_sensor, operational_rows_sensor
 from ai_pipeline.defs.keys import (
@@ -18,7 +18,9 @@ from ai_pipeline.defs.keys import (
     GX_EVENTS_CONTRACT_CHECK,
     GX_EVENTS_STATISTICS_CHECK,
     GX_USERS_CONTRACT_CHECK,
+    LLM_GROUP,
     RAG_GROUP,
+    TRAINING_JOB,
 )
 from ai_pipeline.defs.llm.assets import llm_assets
 from ai_pipeline.defs.llm.sensors import feedback_sensor
@@ -34,6 +36,15 @@ from ai_pipeline.defs.resources import ALERT_WEBHOOK, FEEDBACK, LANDING, ONLINE_
 from ai_pipeline.lib.ingest import expectations
 from ai_pipeline.settings import Settings
 from ai_pipeline.sources import load_sources
+
+LANES = {
+    DAILY_JOB: "Every daily asset of the events lane for one day: raw sources, validation, dbt marts, features, the "
+    "online store, and their checks.",
+    TRAINING_JOB: "The training-data lane for one day: conversation trees, transcript pairs and feedback, validated, "
+    "then threads, the SFT set, preference pairs and releases, and their checks (the gates included).",
+    DOCUMENTS_JOB: "One document collection: documents, chunks, embeddings, the vector collection, and its checks (the "
+    "retrieval gate included).",
+}
 
 
 def build_defs(settings: Settings, resources: Mapping[str, Any] | None = None) -> dg.Definitions:
@@ -62,12 +73,18 @@ def build_defs(settings: Settings, resources: Mapping[str, Any] | None = None) -
     dbt_assets, dbt_resources = build_dbt_assets(settings, partitions)
     # Evaluated hourly on their own (automation conditions), not as part of a day's or a collection's run.
     hourly = [lag_checks(partitions), collection_lag_check(settings)]
-    daily_job = dg.define_asset_job(
-        DAILY_JOB,
-        selection=dg.AssetSelection.all() - dg.AssetSelection.groups(RAG_GROUP) - dg.AssetSelection.checks(*hourly),
-        description="Every daily asset for one day: raw sources, validation, dbt marts, features, the online "
-        "store, and their checks.",
-    )
+    # Three lanes, each a job of its own: a day of one lane never waits for another lane's steps.
+    training = lane_assets(assets, TRAINING_JOB) | dg.AssetSelection.groups(LLM_GROUP)
+    documents = dg.AssetSelection.groups(RAG_GROUP)
+    lanes = {
+        DAILY_JOB: dg.AssetSelection.all() - documents - training,
+        TRAINING_JOB: training,
+        DOCUMENTS_JOB: documents,
+    }
+    jobs = {
+        name: dg.define_asset_job(name, selection=lane - dg.AssetSelection.checks(*hourly), description=LANES[name])
+        for name, lane in lanes.items()
+    }
     defs = dg.Definitions(
         # Each asset links to the function that makes it (and a landing source to its YAML declaration).
         assets=dg.with_source_code_references(
@@ -80,22 +97,14 @@ def build_defs(settings: Settings, resources: Mapping[str, Any] | None = None) -
             ]
         ),
         asset_checks=[*checks, rag_checks(settings), *hourly],
-        jobs=[
-            daily_job,
-            dg.define_asset_job(
-                DOCUMENTS_JOB,
-                selection=dg.AssetSelection.groups(RAG_GROUP) - dg.AssetSelection.checks(*hourly),
-                description="One document collection: documents, chunks, embeddings, the vector collection, and "
-                "its checks (the retrieval gate included).",
-            ),
-        ],
+        jobs=list(jobs.values()),
         # The resources given to the sensor factories name the folder, table or webhook in the UI's descriptions.
         sensors=[
             *(landing_files_sensor(source, partitions, resources[LANDING]) for source in sources),
             operational_rows_sensor(partitions, resources[OPS_DB]),
-            late_rows_sensor(daily_job, partitions),
+            late_rows_sensor([jobs[DAILY_JOB], jobs[TRAINING_JOB]], partitions),
             documents_sensor(settings),
-            *automation_sensors(RAG_GROUP),
+            *automation_sensors(lanes),
             failure_alerts_sensor(resources[ALERT_WEBHOOK]),
             feedback_sensor(partitions, resources[FEEDBACK]),
         ],

@@ -105,8 +105,10 @@ COLLECTIONS_LAG_CHECK = "collections_current"
 
 # ------------------------------------------------------------------------------------------- jobs, sensors
 DAILY_JOB = "daily_pipeline"
+TRAINING_JOB = "training_data"
 DOCUMENTS_JOB = "document_collections"
 AUTOMATION_SENSOR = "pipeline_automation"
+TRAINING_AUTOMATION_SENSOR = "training_data_automation"
 DOCUMENTS_AUTOMATION_SENSOR = "documents_automation"
 DOCUMENTS_SENSOR = "document_sources"
 OPERATIONAL_SENSOR = "operational_events_rows"

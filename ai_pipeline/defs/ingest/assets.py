@@ -22,6 +22,7 @@ from duckdb import DuckDBPyConnection
 from pydantic import BaseModel
 
 from ai_pipeline.defs.keys import (
+    DAILY_JOB,
     DUCKDB_POOL,
     ENTITY_TABLES,
     FILES_CHECK,
@@ -30,6 +31,7 @@ from ai_pipeline.defs.keys import (
     RAW_GROUP,
     RAW_OPERATIONAL_EVENTS,
     SCHEMA_CHECK,
+    TRAINING_JOB,
     VALIDATED_GROUP,
     raw_key,
 )
@@ -66,22 +68,31 @@ ROUTED_DAYS = "routed_days"
 
 @dataclass(frozen=True)
 class Validated:
-    """A contract's validated entity (`keys.ENTITY_TABLES`): the key no two valid rows of a day share, if any, and
-    whether it may not repeat across days either (an event happens once; a user's profile lands again)."""
+    """A contract's validated entity (`keys.ENTITY_TABLES`): the key no two valid rows of a day share, if any,
+    whether it may not repeat across days either (an event happens once; a user's profile lands again), and the
+    daily job of its lane (the events lane's, or the training-data lane's)."""
 
     model: type[BaseModel]
     entity: str
     key: str | None
     once: bool = False
+    job: str = DAILY_JOB
 
 
 VALIDATED = (
     Validated(Event, "events", "event_id", once=True),
     Validated(User, "users", "user_id"),
-    Validated(ChatMessage, "chat_messages", "message_id", once=True),
-    Validated(TranscriptPair, "transcript_pairs", None),
-    Validated(Feedback, "feedback", "feedback_id", once=True),
+    Validated(ChatMessage, "chat_messages", "message_id", once=True, job=TRAINING_JOB),
+    Validated(TranscriptPair, "transcript_pairs", None, job=TRAINING_JOB),
+    Validated(Feedback, "feedback", "feedback_id", once=True, job=TRAINING_JOB),
 )
+
+
+def lane_job(model: type[BaseModel]) -> str:
+    """The daily job that carries the rows of a contract from raw to their lane's end."""
+    return next(v.job for v in VALIDATED if v.model is model)
+
+
 PARTITION_EXPR = {"partition_expr": "partition_date"}
 
 
@@ -466,6 +477,12 @@ def raw_keys(assets: Iterable[dg.AssetsDefinition], model: type[BaseModel]) -> l
         for spec in asset.specs
         if spec.group_name == RAW_GROUP and spec.tags.get(CONTRACT_TAG) == model.__name__
     ]
+
+
+def lane_assets(assets: Iterable[dg.AssetsDefinition], job: str) -> dg.AssetSelection:
+    """The raw, validated and quarantined assets of the contracts whose lane `job` runs."""
+    lane = [v for v in VALIDATED if v.job == job]
+    return dg.AssetSelection.assets(*(k for v in lane for k in (*raw_keys(assets, v.model), *ENTITY_TABLES[v.entity])))
 
 
 def ingest_assets(

@@ -24,7 +24,7 @@ from ai_pipeline.defs.keys import (
     OPERATIONAL_SENSOR,
     RAW_GROUP,
     RAW_OPERATIONAL_EVENTS,
-    VALIDATED_EVENTS,
+    VALIDATED_GROUP,
     landing_sensor,
     raw_key,
 )
@@ -187,27 +187,29 @@ def operational_rows_sensor(
 
 
 def late_rows_sensor(
-    job: dg.UnresolvedAssetJobDefinition, partitions: dg.TimeWindowPartitionsDefinition
+    jobs: list[dg.UnresolvedAssetJobDefinition], partitions: dg.TimeWindowPartitionsDefinition
 ) -> dg.SensorDefinition:
     """Rows that arrived after their day was validated re-validate it, and everything below it, without a click.
 
     Each raw materialization names the validated days (other than its own) whose input it changed (`routed_days`:
     late rows, rows of a bulk export, rows a rewritten file no longer holds). For every batch of such
-    materializations, one range run of the daily job below the raw group (validated tables, marts, features, the
-    online store) goes from the earliest touched day to the newest day validated so far: the feature state is
-    cumulative, so every later day changes too. Days that are not partitions yet (today) are left to their own run.
-    It waits while a run of the same assets is in flight. Cursor: the storage id of the newest raw materialization
-    seen; the first tick starts from the present.
+    materializations, one range run of the daily job of the raw asset's lane (`jobs`: the events lane's, the
+    training-data lane's) below the raw group goes from the earliest touched day to the newest day the lane
+    validated so far: the states downstream (features, datasets deduplicated against earlier days) are cumulative,
+    so every later day changes too. Days that are not partitions yet (today) are left to their own run. A lane waits
+    while a run of its assets is in flight. Cursor: the storage id of the newest raw materialization seen; the first
+    tick starts from the present.
     """
     raw = dg.AssetSelection.groups(RAW_GROUP)
 
     @dg.sensor(
         name=LATE_ROWS_SENSOR,
-        job=job,
+        jobs=jobs,
         minimum_interval_seconds=30,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Raw rows that belong to a day already validated (late rows, bulk exports) re-run that day's "
-        "validation, marts and features, and every later day's features, as one range run.",
+        "lane below the raw tables (validation, marts and features; or validation and the training datasets), and "
+        "every later day's, as one range run.",
     )
     def late_rows(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         graph = context.repository_def.asset_graph
@@ -222,42 +224,49 @@ def late_rows_sensor(
         newest_seen = str(max(r.storage_id for r in records))
         if after is None:
             return dg.SensorResult(cursor=newest_seen, skip_reason="started: watching raw materializations from now")
-        touched = set()
+        touched: dict[str, set[str]] = {}
         for record in records:
             value = record.asset_materialization.metadata.get(ROUTED_DAYS)
             if value is not None and value.value:
+                job = next(j for j in jobs if record.asset_key in j.selection.resolve(graph))
                 # The arrival day is re-validated too: automation looks after the newest day only, and a bulk
                 # export dropped in an old day's folder arrives on that old day.
-                touched.update([*value.value, record.partition_key])
-        days = sorted(d for d in touched if partitions.has_partition_key(d))
-        if not days:
-            return dg.SensorResult(cursor=newest_seen, skip_reason=f"{len(records)} raw materializations, no late rows")
-        selection = sorted((job.selection - raw).resolve(graph))
-        busy = [
-            run.run_id
-            for run in context.instance.get_runs(filters=dg.RunsFilter(statuses=IN_FLIGHT))
-            if set(run.asset_selection or ()) & set(selection)
-        ]
-        if busy:
-            # A run of the same assets (automation's run of the arrival day, say) interleaved step by step with the
-            # range run would compute the features of a day from a state the range run has not brought up to date
-            # yet. The materializations are read again next tick (the cursor stays).
-            return dg.SensorResult(
-                cursor=context.cursor,
-                skip_reason=f"late rows for {', '.join(days)}: waiting for run(s) {', '.join(busy)} of the same assets",
-            )
-        validated = context.instance.get_materialized_partitions(dg.AssetKey(VALIDATED_EVENTS))
-        end = max([days[-1], *[d for d in validated if partitions.has_partition_key(d)]])
-        context.log.info(f"late rows for {', '.join(days)}: re-running {days[0]}..{end}")
-        return dg.SensorResult(
-            run_requests=[
+                touched.setdefault(job.name, set()).update([*value.value, record.partition_key])
+        requests, waiting = [], []
+        for job in jobs:
+            days = sorted(d for d in touched.get(job.name, ()) if partitions.has_partition_key(d))
+            if not days:
+                continue
+            selection = sorted((job.selection - raw).resolve(graph))
+            busy = [
+                run.run_id
+                for run in context.instance.get_runs(filters=dg.RunsFilter(statuses=IN_FLIGHT))
+                if set(run.asset_selection or ()) & set(selection)
+            ]
+            if busy:
+                # A run of the same assets (automation's run of the arrival day, say) interleaved step by step with
+                # the range run would compute a day from a state the range run has not brought up to date yet.
+                # The materializations are read again next tick (the cursor stays; run keys drop repeats).
+                waiting.append(f"late rows for {', '.join(days)}: waiting for run(s) {', '.join(busy)} of {job.name}")
+                continue
+            validated = (job.selection & dg.AssetSelection.groups(VALIDATED_GROUP)).resolve(graph)
+            done = {d for key in validated for d in context.instance.get_materialized_partitions(key)}
+            end = max([days[-1], *[d for d in done if partitions.has_partition_key(d)]])
+            context.log.info(f"late rows for {', '.join(days)}: re-running {job.name} {days[0]}..{end}")
+            requests.append(
                 dg.RunRequest(
-                    run_key=f"{LATE_ROWS_SENSOR}:{days[0]}:{end}:{newest_seen}",
+                    run_key=f"{LATE_ROWS_SENSOR}:{job.name}:{days[0]}:{end}:{newest_seen}",
+                    job_name=job.name,
                     asset_selection=selection,
                     tags={"dagster/asset_partition_range_start": days[0], "dagster/asset_partition_range_end": end},
                 )
-            ],
-            cursor=newest_seen,
-        )
+            )
+        for note in waiting:
+            context.log.info(note)
+        cursor = context.cursor if waiting else newest_seen
+        if requests:
+            return dg.SensorResult(run_requests=requests, cursor=cursor)
+        skip = "; ".join(waiting) or f"{len(records)} raw materializations, no late rows"
+        return dg.SensorResult(cursor=cursor, skip_reason=skip)
 
     return late_rows

@@ -1,7 +1,8 @@
 """Declarative automation: how new data flows down the graph without a click.
 
-Every asset family has one condition, set here in one table (`CONDITIONS`) and evaluated by two explicit
-automation sensors that run by default (Dagster's implicit one starts stopped):
+Every asset family has one condition, set here in one table (`CONDITIONS`) and evaluated by one explicit
+automation sensor per lane (events, training data, documents), all running by default (Dagster's implicit one
+starts stopped):
 
 - Raw sources are pulled in by their sensors (`ai_pipeline.defs.ingest.sensors`: landing files, the operational
   table's watermark); the HTTP API has no change feed and is polled once a day after midnight (`POLLED`), as is the
@@ -29,8 +30,10 @@ import dagster as dg
 
 from ai_pipeline.defs.keys import (
     AUTOMATION_SENSOR,
+    DAILY_JOB,
     DIM_USERS,
     DOCUMENTS_AUTOMATION_SENSOR,
+    DOCUMENTS_JOB,
     FEATURES_GROUP,
     LLM_GROUP,
     MARTS_GROUP,
@@ -39,6 +42,8 @@ from ai_pipeline.defs.keys import (
     RAW_DOCUMENTS,
     RAW_FEEDBACK,
     STG_USERS,
+    TRAINING_AUTOMATION_SENSOR,
+    TRAINING_JOB,
     VALIDATED_GROUP,
 )
 
@@ -103,22 +108,31 @@ def apply_conditions(defs: dg.Definitions) -> dg.Definitions:
     return defs
 
 
-def automation_sensors(documents_group: str) -> list[dg.AutomationConditionSensorDefinition]:
-    """One sensor for the daily lanes, one for the documents lane, both running by default."""
+def automation_sensors(lanes: dict[str, dg.AssetSelection]) -> list[dg.AutomationConditionSensorDefinition]:
+    """One sensor per lane (`lanes`: job name -> its assets), all running by default: a tick evaluates one lane's
+    conditions, and a slow lane does not hold back another's."""
+    about = {
+        DAILY_JOB: (
+            AUTOMATION_SENSOR,
+            "Carries new raw partitions down to validated tables, dbt marts, features and the online store.",
+        ),
+        TRAINING_JOB: (
+            TRAINING_AUTOMATION_SENSOR,
+            "Carries new conversation trees, transcript pairs and feedback down to threads, the SFT set, preference "
+            "pairs and releases.",
+        ),
+        DOCUMENTS_JOB: (
+            DOCUMENTS_AUTOMATION_SENSOR,
+            "Carries changed documents to chunks, embeddings and the vector collection.",
+        ),
+    }
     return [
         dg.AutomationConditionSensorDefinition(
-            AUTOMATION_SENSOR,
-            target=dg.AssetSelection.all() - dg.AssetSelection.groups(documents_group),
+            about[job][0],
+            target=selection,
             default_status=dg.DefaultSensorStatus.RUNNING,
             minimum_interval_seconds=30,
-            description="Carries new raw partitions down to validated tables, dbt marts, features and the online "
-            "store (conditions in ai_pipeline/defs/ops/automation.py).",
-        ),
-        dg.AutomationConditionSensorDefinition(
-            DOCUMENTS_AUTOMATION_SENSOR,
-            target=dg.AssetSelection.groups(documents_group),
-            default_status=dg.DefaultSensorStatus.RUNNING,
-            minimum_interval_seconds=30,
-            description="Carries changed documents to chunks, embeddings and the vector collection.",
-        ),
+            description=f"{about[job][1]} (Conditions in ai_pipeline/defs/ops/automation.py.)",
+        )
+        for job, selection in lanes.items()
     ]
