@@ -4,8 +4,9 @@ Kinds: e-mail addresses, phone numbers, IPv4 and IPv6 addresses, payment card nu
 network's range, written whole or in its groups, that pass the Luhn checksum), IBANs (that pass ISO 13616's mod-97
 check) and US social security numbers. Patterns find candidates; the checksums and a few structural rules (a phone
 number needs a `+` country code, the separators of a written number or a national mobile's shape, an IPv4 address
-four octets of at most 255) keep prices, dates, years, versions and ids out. Where two finds overlap, the more specific kind wins (`KINDS` order). Precision and recall per kind are measured on planted
-PII in real conversation texts by `benchmarks/pii.py`.
+four octets of at most 255) keep prices, dates, years, versions and ids out. Where two finds overlap, the more
+specific kind wins (`KINDS` order). Precision and recall per kind are measured on planted PII in real conversation
+texts by `benchmarks/pii.py`.
 """
 
 from __future__ import annotations
