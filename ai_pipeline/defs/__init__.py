@@ -47,8 +47,12 @@ LANES = {
 }
 
 
-def build_defs(settings: Settings, resources: Mapping[str, Any] | None = None) -> dg.Definitions:
-    """`resources` replace the embedded defaults key by key."""
+def build_defs(
+    settings: Settings,
+    resources: Mapping[str, Any] | None = None,
+    executor: dg.ExecutorDefinition = dg.in_process_executor,
+) -> dg.Definitions:
+    """`resources` replace the embedded defaults key by key; `executor` runs the steps (`defs/execution.py`)."""
     resources = {**embedded_resources(settings), **(resources or {})}
     partitions = daily_partitions(settings)
     sources = load_sources(settings.sources_dir)
@@ -109,8 +113,6 @@ def build_defs(settings: Settings, resources: Mapping[str, Any] | None = None) -
             feedback_sensor(partitions, resources[FEEDBACK]),
         ],
         resources={**resources, **dbt_resources},
-        # A run's steps run one after another in the run's process: every step that writes the warehouse takes
-        # the single `duckdb_warehouse` slot anyway, and a process per step would cost seconds of start-up each.
-        executor=dg.in_process_executor,
+        executor=executor,
     )
     return apply_freshness(apply_conditions(defs))

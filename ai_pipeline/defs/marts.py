@@ -40,6 +40,7 @@ from dagster_dbt import (
 )
 from dagster_duckdb import DuckDBResource
 
+from ai_pipeline.defs.execution import heavy_step
 from ai_pipeline.defs.keys import DUCKDB_POOL, MARTS_GROUP
 from ai_pipeline.defs.policy import DAILY_BACKFILL, OWNERS, partition_days
 from ai_pipeline.defs.reporting import DayChecks
@@ -178,6 +179,7 @@ def build_dbt_assets(
         # The models replace exactly the window they are given, so a range is one `dbt build`.
         backfill_policy=DAILY_BACKFILL,
         pool=DUCKDB_POOL,
+        op_tags=heavy_step("dbt"),
     )
     def dbt_daily_marts(context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: DuckDBResource):
         window = context.partition_time_window
@@ -202,6 +204,7 @@ def build_dbt_assets(
         exclude=INCREMENTAL,
         dagster_dbt_translator=MartsTranslator(None),
         pool=DUCKDB_POOL,
+        op_tags=heavy_step("dbt"),
     )
     def dbt_marts(context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: DuckDBResource):
         yield from _dbt_build(context, dbt, settings, dbt_build_args({}, Path(warehouse.database)))

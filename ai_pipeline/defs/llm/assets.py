@@ -17,6 +17,7 @@ import dagster as dg
 import polars as pl
 from dagster_duckdb import DuckDBResource
 
+from ai_pipeline.defs.execution import heavy_step
 from ai_pipeline.defs.keys import (
     CONVERSATION_REJECTS,
     CONVERSATIONS,
@@ -289,6 +290,7 @@ def sft_asset(settings: Settings, partitions: dg.DailyPartitionsDefinition) -> d
             *_gate_specs(SFT_DATASET, partitions),
         ],
         pool=DUCKDB_POOL,
+        op_tags=heavy_step("training_gates"),
         backfill_policy=DAILY_BACKFILL,
         can_subset=True,
     )
@@ -406,6 +408,7 @@ def preference_asset(settings: Settings, partitions: dg.DailyPartitionsDefinitio
             *_gate_specs(PREFERENCE_PAIRS, partitions),
         ],
         pool=DUCKDB_POOL,
+        op_tags=heavy_step("training_gates"),
         backfill_policy=DAILY_BACKFILL,
         can_subset=True,
     )

@@ -14,6 +14,7 @@ import numpy as np
 import polars as pl
 from dagster_duckdb import DuckDBResource
 
+from ai_pipeline.defs.execution import heavy_step
 from ai_pipeline.defs.keys import (
     CHUNK_EMBEDDINGS,
     COVERAGE_CHECK,
@@ -173,6 +174,7 @@ def rag_assets(settings: Settings) -> list[dg.AssetsDefinition]:
         "that vector; only new text is embedded.",
         kinds={"python", "pytorch", "duckdb"},
         pool=DUCKDB_POOL,
+        op_tags=heavy_step("embedding"),
         deps=[DOCUMENT_CHUNKS],
         metadata=COLLECTION_PARTITION_EXPR,
         check_specs=[
