@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import os
 import shutil
+import socket
 import sys
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
@@ -62,14 +63,28 @@ def run_days(settings: Settings, start: date, end: date, job_name: str | None = 
     """A lane's daily job (the events lane's by default) over `start..end` in runs of partition ranges, one after
     another, as a backfill runs them: within a run every source of every day is read before any day is validated,
     so rows that arrived on another day of the range reach their own. Recorded in the configured Dagster instance;
-    one outcome per day, from the checks' per-day results."""
-    from ai_pipeline.defs import build_defs
+    one outcome per day, from the checks' per-day results.
+
+    The steps run where `AI_PIPELINE_EXECUTOR` says: in this process, or on the Celery workers (`ai-pipeline
+    worker`), each range then a run of the code location's job (`ai_pipeline.definitions`, from the same
+    environment) that this process orchestrates."""
+    from ai_pipeline.defs.execution import executor_name
     from ai_pipeline.defs.keys import DAILY_JOB
     from ai_pipeline.defs.policy import DAILY_BACKFILL
 
     job_name = job_name or DAILY_JOB
     instance = _use_instance(settings)
-    job = build_defs(settings, _resources(settings)).resolve_job_def(job_name)
+    mode = executor_name()
+    if mode == "k8s":
+        raise SystemExit(
+            "AI_PIPELINE_EXECUTOR=k8s: runs start in the cluster (the UI, a sensor, or `dagster job launch`), "
+            "not from this command"
+        )
+    if mode == "celery" and instance_kind() != "postgres":
+        raise SystemExit(
+            "AI_PIPELINE_EXECUTOR=celery needs the instance every worker reaches: AI_PIPELINE_INSTANCE=postgres"
+        )
+    execute = _executor_of(settings, job_name, mode)
     outcomes: list[DayOutcome] = []
     first = start
     while first <= end:
@@ -82,11 +97,32 @@ def run_days(settings: Settings, start: date, end: date, job_name: str | None = 
             "dagster/asset_partition_range_end": last.isoformat(),
         }
         # dagster-dbt echoes dbt's events to stdout; they go to the run's log file instead of the terminal.
-        with log.open("w") as out, contextlib.redirect_stdout(out):
-            result = job.execute_in_process(tags=tags, instance=instance, run_config=QUIET, raise_on_error=False)
-        outcomes += _day_outcomes(result, job_name, first, last)
+        with log.open("w") as out, contextlib.redirect_stdout(out), execute(instance, tags) as result:
+            outcomes += _day_outcomes(result, job_name, first, last)
         first = last + timedelta(days=1)
     return outcomes
+
+
+def _executor_of(settings: Settings, job_name: str, mode: str):
+    """A context manager factory `(instance, tags) -> result` that runs one range of `job_name` in `mode`."""
+    import dagster as dg
+
+    if mode == "celery":
+        job = dg.build_reconstructable_job("ai_pipeline.definitions", "lane_job", reconstructable_args=(job_name,))
+
+        def on_workers(instance, tags):
+            return dg.execute_job(job, instance=instance, tags=tags, run_config=QUIET, raise_on_error=False)
+
+        return on_workers
+    from ai_pipeline.defs import build_defs
+
+    local = build_defs(settings, _resources(settings)).resolve_job_def(job_name)
+
+    @contextlib.contextmanager
+    def in_process(instance, tags):
+        yield local.execute_in_process(tags=tags, instance=instance, run_config=QUIET, raise_on_error=False)
+
+    return in_process
 
 
 def _day_outcomes(result, job: str, start: date, end: date) -> list[DayOutcome]:
@@ -476,6 +512,36 @@ def serve_feedback(settings: Settings, host: str, port: int) -> int:
     return 0
 
 
+def start_worker(settings: Settings, name: str, concurrency: int) -> int:
+    """A Celery worker of the fleet (`AI_PIPELINE_EXECUTOR=celery`): it runs the steps of the runs that reach its
+    broker, against the PostgreSQL instance and the data root of its environment. This process becomes the worker
+    (Ctrl-C or SIGTERM stops it; a step it was running goes back to the queue)."""
+    from ai_pipeline.defs.execution import CELERY_SETTINGS, celery_broker
+
+    if instance_kind() != "postgres":
+        print("error: a worker needs the instance every worker reaches: AI_PIPELINE_INSTANCE=postgres", file=sys.stderr)
+        return 2
+    if not name.replace("-", "").replace("_", "").isalnum():
+        print(f"error: worker name {name!r}: letters, digits, '-' and '_' only", file=sys.stderr)
+        return 2
+    broker, backend = celery_broker()
+    # Celery reads its settings from the module `dagster_celery_config` when the worker imports its app.
+    config = settings.home / "celery" / name
+    config.mkdir(parents=True, exist_ok=True)
+    lines = [f"broker_url = {broker!r}", f"result_backend = {backend!r}"]
+    lines += [f"{key} = {value!r}" for key, value in CELERY_SETTINGS.items()]
+    (config / "dagster_celery_config.py").write_text("\n".join(lines) + "\n")
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(prepare_instance_home(settings, "postgres")),
+        "PYTHONPATH": os.pathsep.join(p for p in (str(config), os.environ.get("PYTHONPATH", "")) if p),
+    }
+    celery = str(Path(sys.executable).parent / "celery")
+    print(f"Worker {name}: steps from {broker.split('@')[-1]}, {concurrency} at a time", flush=True)
+    args = ["-A", "dagster_celery.app", "worker", "-Q", "dagster", "-n", f"{name}@%h", "--loglevel", "INFO"]
+    os.execve(celery, [celery, *args, "--concurrency", str(concurrency), "--prefetch-multiplier", "1"], env)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ai-pipeline", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -527,6 +593,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     service.add_argument("--host", default="127.0.0.1")
     service.add_argument("--port", type=int, default=8087, help="0 picks a free port")
+    worker = sub.add_parser(
+        "worker", help="a Celery worker that runs steps of AI_PIPELINE_EXECUTOR=celery runs (Ctrl-C stops)"
+    )
+    worker.add_argument("--name", default=socket.gethostname().split(".")[0], help="unique in the fleet")
+    worker.add_argument("--concurrency", type=int, default=1, help="steps at a time")
     ui = sub.add_parser("ui", help="run the Dagster webserver and daemon over the configured instance (Ctrl-C stops)")
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=3000)
@@ -556,6 +627,8 @@ def main(argv: list[str] | None = None) -> int:
         return serve_feedback(settings, args.host, args.port)
     if args.command == "metrics":
         return serve_metrics(settings, args.host, args.port)
+    if args.command == "worker":
+        return start_worker(settings, args.name, args.concurrency)
     if args.command == "ui":
         from ai_pipeline.ui import serve
 

@@ -23,6 +23,28 @@ import dagster as dg
 
 EXECUTORS = ("in_process", "celery", "k8s")
 DEFAULT_BROKER = "redis://127.0.0.1:6379/0"
+# Celery settings of the run's process and of every worker: one step at a time per worker process, and a step whose
+# worker died mid-way goes back to the queue for another worker (the steps are idempotent per partition).
+CELERY_SETTINGS = {
+    "task_acks_late": True,
+    "task_reject_on_worker_lost": True,
+    "worker_prefetch_multiplier": 1,
+}
+
+
+def celery_broker(env: Mapping[str, str] | None = None) -> tuple[str, str]:
+    """The broker and the result backend (`AI_PIPELINE_CELERY_BROKER`, `AI_PIPELINE_CELERY_BACKEND`)."""
+    env = os.environ if env is None else env
+    broker = env.get("AI_PIPELINE_CELERY_BROKER") or DEFAULT_BROKER
+    return broker, env.get("AI_PIPELINE_CELERY_BACKEND") or broker
+
+
+def executor_name(env: Mapping[str, str] | None = None) -> str:
+    env = os.environ if env is None else env
+    name = env.get("AI_PIPELINE_EXECUTOR") or "in_process"
+    if name not in EXECUTORS:
+        raise ValueError(f"AI_PIPELINE_EXECUTOR={name!r}: expected one of {', '.join(EXECUTORS)}")
+    return name
 # dagster-k8s reads a step's container settings from this op tag.
 K8S_CONFIG_TAG = "dagster-k8s/config"
 # What a heavy step asks of its node, by kind: the model's embedding batches, dbt's build, the training-data gates'
@@ -41,17 +63,13 @@ def heavy_step(kind: str) -> dict[str, str]:
 
 def executor_from_env(env: Mapping[str, str] | None = None) -> dg.ExecutorDefinition:
     """The executor `AI_PIPELINE_EXECUTOR` names (`in_process` when unset)."""
-    env = os.environ if env is None else env
-    name = env.get("AI_PIPELINE_EXECUTOR") or "in_process"
-    if name not in EXECUTORS:
-        raise ValueError(f"AI_PIPELINE_EXECUTOR={name!r}: expected one of {', '.join(EXECUTORS)}")
+    name = executor_name(env)
     if name == "celery":
         from dagster_celery import celery_executor
 
-        broker = env.get("AI_PIPELINE_CELERY_BROKER") or DEFAULT_BROKER
+        broker, backend = celery_broker(env)
         return celery_executor.configured(
-            {"broker": broker, "backend": env.get("AI_PIPELINE_CELERY_BACKEND") or broker},
-            name="celery",
+            {"broker": broker, "backend": backend, "config_source": CELERY_SETTINGS}, name="celery"
         )
     if name == "k8s":
         from dagster_k8s import k8s_job_executor
