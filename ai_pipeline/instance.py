@@ -24,6 +24,13 @@ run_coordinator:
 concurrency:
   runs:
     max_concurrent_runs: 4
+    # One run at a time per lane (runs tagged ai_pipeline/lane, see ai_pipeline/defs/keys.py LANE_TAG): a lane's
+    # cumulative state must not be read half-written by another of its runs.
+    tag_concurrency_limits:
+      - key: ai_pipeline/lane
+        value:
+          applyLimitPerUniqueValue: true
+        limit: 1
   pools:
     granularity: op
     default_limit: 1

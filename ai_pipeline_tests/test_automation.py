@@ -11,10 +11,21 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+import yaml
 
 from ai_pipeline.defs import build_defs
 from ai_pipeline.defs.dagster_internals import AssetCheckEvaluationTargetMaterializationData
-from ai_pipeline.defs.keys import CONSERVATION_CHECK
+from ai_pipeline.defs.keys import (
+    AUTOMATION_SENSOR,
+    CONSERVATION_CHECK,
+    DAILY_JOB,
+    DOCUMENTS_AUTOMATION_SENSOR,
+    DOCUMENTS_JOB,
+    LANE_TAG,
+    TRAINING_AUTOMATION_SENSOR,
+    TRAINING_JOB,
+)
+from ai_pipeline.instance import prepare_instance_home
 from ai_pipeline.settings import Settings
 
 START = date(2024, 1, 1)
@@ -195,3 +206,22 @@ def test_raw_sources_with_a_feed_wait_for_their_sensors_and_the_api_is_polled_af
         requested = ticks()
     assert requested.get("raw_api_events") == {DAY}
     assert not {"raw_landing_events", "raw_operational_events", "raw_landing_users"} & set(requested)
+
+
+def test_runs_of_a_daily_lane_carry_its_tag_and_each_instance_runs_one_per_lane_at_a_time(tmp_path):
+    settings = Settings(home=tmp_path / "home")
+    defs = build_defs(settings)
+    for job, sensor in [(DAILY_JOB, AUTOMATION_SENSOR), (TRAINING_JOB, TRAINING_AUTOMATION_SENSOR)]:
+        assert defs.resolve_job_def(job).tags[LANE_TAG] == job
+        assert defs.resolve_sensor_def(sensor).run_tags == {LANE_TAG: job}
+    # The document collections are independent of one another: no lane limit.
+    assert LANE_TAG not in defs.resolve_job_def(DOCUMENTS_JOB).tags
+    assert not defs.resolve_sensor_def(DOCUMENTS_AUTOMATION_SENSOR).run_tags
+    limit = [{"key": LANE_TAG, "value": {"applyLimitPerUniqueValue": True}, "limit": 1}]
+    for kind in ("embedded", "postgres"):
+        config = yaml.safe_load((prepare_instance_home(settings, kind) / "dagster.yaml").read_text())
+        assert config["concurrency"]["runs"]["tag_concurrency_limits"] == limit, kind
+    with dg.DagsterInstance.from_config(str(prepare_instance_home(settings))) as instance:
+        # What the run queue daemon dequeues by.
+        [applied] = instance.get_concurrency_config().run_queue_config.tag_concurrency_limits
+    assert applied == limit[0]

@@ -12,7 +12,7 @@ import pytest
 
 from ai_pipeline.defs import build_defs
 from ai_pipeline.defs.ingest.sensors import BEFORE_START, IN_RANGE, NOT_YET, day_status
-from ai_pipeline.defs.keys import DAILY_JOB, LATE_ROWS_SENSOR, OPERATIONAL_SENSOR, TRAINING_JOB
+from ai_pipeline.defs.keys import DAILY_JOB, LANE_TAG, LATE_ROWS_SENSOR, OPERATIONAL_SENSOR, TRAINING_JOB
 from ai_pipeline.defs.policy import daily_partitions
 from ai_pipeline.defs.resources import OPS_DB, OperationalDatabase
 from ai_pipeline.lib.ingest import landing, ops_db
@@ -313,7 +313,7 @@ def test_late_rows_rerun_their_day_and_every_later_one(tmp_path):
         instance.report_run_canceled(busy)
         result = _tick(defs, LATE_ROWS_SENSOR, instance, started.cursor)
         [request] = result.run_requests
-        assert request.job_name == DAILY_JOB
+        assert request.job_name == DAILY_JOB and request.tags[LANE_TAG] == DAILY_JOB
         assert request.tags["dagster/asset_partition_range_start"] == day.isoformat()
         assert request.tags["dagster/asset_partition_range_end"] == newest.isoformat()
         selected = {key.path[-1] for key in request.asset_selection}
@@ -328,7 +328,7 @@ def test_late_rows_rerun_their_day_and_every_later_one(tmp_path):
             )
         )
         [chat] = _tick(defs, LATE_ROWS_SENSOR, instance, result.cursor).run_requests
-        assert chat.job_name == TRAINING_JOB
+        assert chat.job_name == TRAINING_JOB and chat.tags[LANE_TAG] == TRAINING_JOB
         assert (chat.tags["dagster/asset_partition_range_start"], chat.tags["dagster/asset_partition_range_end"]) == (
             day.isoformat(),
             newest.isoformat(),

@@ -18,6 +18,7 @@ from ai_pipeline.defs.keys import (
     GX_EVENTS_CONTRACT_CHECK,
     GX_EVENTS_STATISTICS_CHECK,
     GX_USERS_CONTRACT_CHECK,
+    LANE_TAG,
     LLM_GROUP,
     RAG_GROUP,
     TRAINING_JOB,
@@ -86,7 +87,12 @@ def build_defs(
         DOCUMENTS_JOB: documents,
     }
     jobs = {
-        name: dg.define_asset_job(name, selection=lane - dg.AssetSelection.checks(*hourly), description=LANES[name])
+        name: dg.define_asset_job(
+            name,
+            selection=lane - dg.AssetSelection.checks(*hourly),
+            description=LANES[name],
+            tags={LANE_TAG: name} if name != DOCUMENTS_JOB else None,
+        )
         for name, lane in lanes.items()
     }
     defs = dg.Definitions(

@@ -122,6 +122,11 @@ def landing_sensor(source_name: str) -> str:
     return f"{source_name}_files"
 
 
+# A run of a lane's daily assets below the raw tables carries this tag, valued by the lane's job; the instance runs
+# one such run per lane at a time (dagster.yaml, `tag_concurrency_limits`): the lane's state (features, deduplicated
+# datasets) is cumulative, and two runs interleaved step by step would read each other's half-written days.
+LANE_TAG = "ai_pipeline/lane"
+
 # ------------------------------------------------------------------------------------------------------ pool
 # DuckDB allows one writing process per file: every asset that writes the warehouse takes this pool,
 # whose limit (1) is set in dagster.yaml.

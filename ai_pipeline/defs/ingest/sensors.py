@@ -20,6 +20,7 @@ import dagster as dg
 
 from ai_pipeline.defs.ingest.assets import ROUTED_DAYS
 from ai_pipeline.defs.keys import (
+    LANE_TAG,
     LATE_ROWS_SENSOR,
     OPERATIONAL_SENSOR,
     RAW_GROUP,
@@ -258,7 +259,11 @@ def late_rows_sensor(
                     run_key=f"{LATE_ROWS_SENSOR}:{job.name}:{days[0]}:{end}:{newest_seen}",
                     job_name=job.name,
                     asset_selection=selection,
-                    tags={"dagster/asset_partition_range_start": days[0], "dagster/asset_partition_range_end": end},
+                    tags={
+                        "dagster/asset_partition_range_start": days[0],
+                        "dagster/asset_partition_range_end": end,
+                        LANE_TAG: job.name,
+                    },
                 )
             )
         for note in waiting:

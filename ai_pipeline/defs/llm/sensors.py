@@ -8,11 +8,13 @@ import dagster as dg
 from ai_pipeline.defs.ingest.sensors import IN_RANGE, NOT_YET, day_status
 from ai_pipeline.defs.keys import (
     FEEDBACK_SENSOR,
+    LANE_TAG,
     PREFERENCE_KTO,
     PREFERENCE_PAIRS,
     PREFERENCE_REJECTS,
     QUARANTINED_FEEDBACK,
     RAW_FEEDBACK,
+    TRAINING_JOB,
     VALIDATED_FEEDBACK,
 )
 from ai_pipeline.defs.resources import FeedbackStore
@@ -50,7 +52,9 @@ def feedback_sensor(partitions: dg.TimeWindowPartitionsDefinition, store: Feedba
             status, _ = day_status(partitions, day, today)
             if status == IN_RANGE:
                 run_key = f"feedback:{day.isoformat()}:{arrivals.last_seq}"
-                requests.append(dg.RunRequest(partition_key=day.isoformat(), run_key=run_key))
+                requests.append(
+                    dg.RunRequest(partition_key=day.isoformat(), run_key=run_key, tags={LANE_TAG: TRAINING_JOB})
+                )
             elif status == NOT_YET:
                 pending.append(day.isoformat())
         context.log.info(

@@ -35,6 +35,7 @@ from ai_pipeline.defs.keys import (
     DOCUMENTS_AUTOMATION_SENSOR,
     DOCUMENTS_JOB,
     FEATURES_GROUP,
+    LANE_TAG,
     LLM_GROUP,
     MARTS_GROUP,
     RAG_GROUP,
@@ -110,7 +111,8 @@ def apply_conditions(defs: dg.Definitions) -> dg.Definitions:
 
 def automation_sensors(lanes: dict[str, dg.AssetSelection]) -> list[dg.AutomationConditionSensorDefinition]:
     """One sensor per lane (`lanes`: job name -> its assets), all running by default: a tick evaluates one lane's
-    conditions, and a slow lane does not hold back another's."""
+    conditions, and a slow lane does not hold back another's. The runs of the daily lanes carry the lane's tag
+    (`LANE_TAG`): one run per lane at a time."""
     about = {
         DAILY_JOB: (
             AUTOMATION_SENSOR,
@@ -133,6 +135,7 @@ def automation_sensors(lanes: dict[str, dg.AssetSelection]) -> list[dg.Automatio
             default_status=dg.DefaultSensorStatus.RUNNING,
             minimum_interval_seconds=30,
             description=f"{about[job][1]} (Conditions in ai_pipeline/defs/ops/automation.py.)",
+            run_tags={LANE_TAG: job} if job != DOCUMENTS_JOB else None,
         )
         for job, selection in lanes.items()
     ]
