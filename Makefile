@@ -9,7 +9,7 @@ demo: install
 
 # Everything (what CI runs), on two workers, one test file per worker at a time.
 test: install
-	.venv/bin/pytest -q -n 2 --dist loadfile
+	.venv/bin/pytest -q -n 2 --dist loadfile --durations=25
 
 # The edit loop: unit and in-process tests, without the `slow` tier (services, dbt, the model, long simulations).
 test-fast: install

@@ -108,6 +108,12 @@ def _executor_of(settings: Settings, job_name: str, mode: str):
     import dagster as dg
 
     if mode == "celery":
+        import warnings
+
+        from celery.exceptions import DuplicateTaskNameWarning
+
+        # dagster-celery registers its one task again for every step it submits; Celery warns each time.
+        warnings.filterwarnings("ignore", category=DuplicateTaskNameWarning)
         job = dg.build_reconstructable_job("ai_pipeline.definitions", "lane_job", reconstructable_args=(job_name,))
 
         def on_workers(instance, tags):
@@ -552,6 +558,11 @@ def main(argv: list[str] | None = None) -> int:
     for p in (gen, run):
         p.add_argument("--start", type=date.fromisoformat, required=True)
         p.add_argument("--end", type=date.fromisoformat, required=True)
+    run.add_argument(
+        "--job",
+        action="append",
+        help="one lane's daily job, daily_pipeline or training_data (repeatable); default: both, in that order",
+    )
     for p in (gen, demo):
         p.add_argument("--events-per-day", type=int, default=2000)
         p.add_argument("--users", type=int, default=500)
@@ -657,7 +668,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in ("run", "demo"):
         from ai_pipeline.defs.keys import DAILY_JOB, TRAINING_JOB
 
-        outcomes = [o for job in (DAILY_JOB, TRAINING_JOB) for o in run_days(settings, args.start, args.end, job)]
+        jobs = getattr(args, "job", None) or [DAILY_JOB, TRAINING_JOB]
+        unknown = sorted(set(jobs) - {DAILY_JOB, TRAINING_JOB})
+        if unknown:
+            parser.error(f"--job {unknown[0]}: expected {DAILY_JOB} or {TRAINING_JOB}")
+        outcomes = [o for job in jobs for o in run_days(settings, args.start, args.end, job)]
         collections = build_collections(settings) if args.command == "demo" else []
         print_summary(settings, outcomes)
         if collections:

@@ -1,8 +1,10 @@
 """Cluster mode for real: the daily job's steps on two Celery workers (separate processes, `ai-pipeline worker`) through
-the Redis broker and a PostgreSQL instance, against the embedded run of the same files: every table identical.
+a real broker and a PostgreSQL instance, against the embedded run of the same files: every table identical, also
+when a worker is killed in the middle of a step.
 
-The workers share the data root (one machine here; a shared volume on a fleet). Redis runs on 127.0.0.1:6379
-(`.ci/run` starts it); each test takes a Redis database of its own.
+The workers share the data root (one machine here; a shared volume on a fleet). Redis (127.0.0.1:6379) and RabbitMQ
+(127.0.0.1:5672) run locally (`.ci/run` starts them); each test takes a Redis database or a RabbitMQ virtual host of
+its own.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ import duckdb
 import pytest
 
 from ai_pipeline.cli import run_days
+from ai_pipeline.defs.keys import DAILY_JOB
+from ai_pipeline.instance import prepare_instance_home
 from ai_pipeline.lib.ingest.sample import generate
 from ai_pipeline.settings import PROJECT_ROOT, Settings
 from ai_pipeline_tests.conftest import require
@@ -31,6 +35,7 @@ from ai_pipeline_tests.conftest import require
 pytestmark = pytest.mark.slow
 
 START, END = date(2024, 3, 1), date(2024, 3, 3)
+DBT_STEP = "dbt_daily_marts"  # a step that takes seconds: long enough to be killed in the middle
 # Columns that say when a row was written, not what it holds.
 WRITE_TIMES = {"_ingested_at", "ingested_at", "_loaded_at", "computed_at", "materialized_at", "updated_at"}
 
@@ -47,15 +52,41 @@ def _redis_url() -> str:
 
 
 @contextmanager
+def _rabbitmq_vhost():
+    """A virtual host of its own on the local RabbitMQ (guest's), deleted afterwards; yields its broker URL."""
+    vhost = f"ai_pipeline_{uuid.uuid4().hex[:8]}"
+    try:
+        subprocess.run(["rabbitmqctl", "add_vhost", vhost], check=True, capture_output=True, timeout=60)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        require(False, f"RabbitMQ is not manageable here (rabbitmqctl): {exc}")
+    try:
+        subprocess.run(
+            ["rabbitmqctl", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        yield f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
+    finally:
+        subprocess.run(["rabbitmqctl", "delete_vhost", vhost], capture_output=True, timeout=60)
+
+
+@contextmanager
 def _workers(names: list[str], env: dict[str, str], logs: Path):
-    """`ai-pipeline worker` processes, each until it says it is ready; stopped (SIGTERM) at the end."""
+    """`ai-pipeline worker` processes (each in a session of its own, as on a host of its own), each until it says it
+    is ready; stopped (SIGTERM) at the end."""
     cli = Path(sys.executable).parent / "ai-pipeline"
     with ExitStack() as stack:
         procs = {}
         for name in names:
             log = stack.enter_context((logs / f"{name}.log").open("w"))
             procs[name] = subprocess.Popen(
-                [str(cli), "worker", "--name", name], cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+                [str(cli), "worker", "--name", name],
+                cwd=PROJECT_ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         deadline = time.time() + 120
         for name, proc in procs.items():
@@ -66,12 +97,69 @@ def _workers(names: list[str], env: dict[str, str], logs: Path):
             yield procs
         finally:
             for proc in procs.values():
-                proc.send_signal(signal.SIGTERM)
+                if proc.poll() is None:
+                    os.killpg(proc.pid, signal.SIGTERM)
             for proc in procs.values():
                 try:
                     proc.wait(timeout=60)
                 except subprocess.TimeoutExpired:
-                    proc.kill()
+                    os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _worker_steps(instance: dg.DagsterInstance, run_id: str) -> list[tuple[str, str]]:
+    """(step key, worker name) of every step a worker started, in order."""
+    found = []
+    for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT):
+        data = entry.dagster_event.event_specific_data
+        if data and "Celery worker" in data.metadata:
+            found.append((entry.step_key, data.metadata["Celery worker"].value.split("@")[0]))
+    return found
+
+
+@pytest.fixture(scope="module")
+def embedded(tmp_path_factory) -> Settings:
+    """The reference: the days run in this process, on the embedded instance."""
+    settings = Settings(home=tmp_path_factory.mktemp("embedded"), start_date=START)
+    generate(settings.landing, START, END, events_per_day=300, users=40, dirty_rate=0.02)
+    with pytest.MonkeyPatch.context() as local:
+        local.setenv("AI_PIPELINE_INSTANCE", "embedded")
+        local.setenv("AI_PIPELINE_HOME", str(settings.home))
+        local.setenv("AI_PIPELINE_START_DATE", START.isoformat())
+        local.setenv("DAGSTER_HOME", str(settings.home / "unset"))  # run_days points it at the instance
+        assert all(day.success for day in run_days(settings, START, END))
+    return settings
+
+
+def _cluster(embedded: Settings, tmp_path: Path, broker: str, backend: str) -> tuple[Settings, dict[str, str]]:
+    """The same landing files under a data root of their own, and the environment of cluster mode (with the
+    PostgreSQL instance's, from the `postgres_instance` fixture)."""
+    cluster = Settings(home=tmp_path / "cluster", start_date=START)
+    shutil.copytree(embedded.landing, cluster.landing)
+    env = {
+        **os.environ,
+        "AI_PIPELINE_HOME": str(cluster.home),
+        "AI_PIPELINE_START_DATE": START.isoformat(),
+        "AI_PIPELINE_EXECUTOR": "celery",
+        "AI_PIPELINE_CELERY_BROKER": broker,
+        "AI_PIPELINE_CELERY_BACKEND": backend,
+    }
+    return cluster, env
+
+
+def _run(env: dict[str, str], log: Path) -> subprocess.Popen:
+    """`ai-pipeline run` of the events lane over the days: the run's process, orchestrating the workers."""
+    cli = Path(sys.executable).parent / "ai-pipeline"
+    args = [str(cli), "run", "--start", START.isoformat(), "--end", END.isoformat(), "--job", DAILY_JOB]
+    with log.open("w") as out:
+        return subprocess.Popen(args, cwd=PROJECT_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+def _assert_same_tables(embedded: Settings, cluster: Settings) -> None:
+    expected, found = _tables(embedded.warehouse), _tables(cluster.warehouse)
+    assert sorted(found) == sorted(expected)
+    assert expected["validated_events"] and expected["user_window_features"]
+    for name in expected:
+        assert found[name] == expected[name], name
 
 
 def _tables(warehouse: Path) -> dict[str, list[tuple]]:
@@ -99,48 +187,55 @@ def _tables(warehouse: Path) -> dict[str, list[tuple]]:
 
 
 @pytest.mark.usefixtures("postgres_instance")
-def test_the_daily_job_on_two_celery_workers_equals_the_embedded_run(tmp_path, monkeypatch):
-    embedded = Settings(home=tmp_path / "embedded", start_date=START)
-    generate(embedded.landing, START, END, events_per_day=300, users=40, dirty_rate=0.02)
-    cluster = Settings(home=tmp_path / "cluster", start_date=START)
-    shutil.copytree(embedded.landing, cluster.landing)
+def test_the_daily_job_on_two_celery_workers_equals_the_embedded_run(embedded, tmp_path):
+    redis = _redis_url()
+    cluster, env = _cluster(embedded, tmp_path, redis, redis)
+    with _workers(["worker-a", "worker-b"], env, tmp_path):
+        run = _run(env, tmp_path / "run.log")
+        assert run.wait(timeout=900) == 0, (tmp_path / "run.log").read_text()[-3000:]
 
-    # The reference: everything in this process, on the embedded instance.
-    with monkeypatch.context() as local:
-        local.setenv("AI_PIPELINE_INSTANCE", "embedded")
-        local.setenv("AI_PIPELINE_HOME", str(embedded.home))
-        local.setenv("AI_PIPELINE_START_DATE", START.isoformat())
-        assert all(day.success for day in run_days(embedded, START, END))
+    # One run over the three days; every step ran on a worker, and both workers took steps.
+    with dg.DagsterInstance.from_config(str(prepare_instance_home(cluster, "postgres"))) as instance:
+        [record] = instance.get_runs()
+        assert record.status == dg.DagsterRunStatus.SUCCESS
+        assert record.tags["dagster/asset_partition_range_start"] == START.isoformat()
+        assert record.tags["dagster/asset_partition_range_end"] == END.isoformat()
+        on_workers = _worker_steps(instance, record.run_id)
+        steps = instance.all_logs(record.run_id, of_type=dg.DagsterEventType.STEP_SUCCESS)
+    assert sorted(step for step, _ in on_workers) == sorted(e.step_key for e in steps) and len(steps) > 10
+    assert {worker for _, worker in on_workers} == {"worker-a", "worker-b"}
+    _assert_same_tables(embedded, cluster)
 
-    env = {
-        "AI_PIPELINE_HOME": str(cluster.home),
-        "AI_PIPELINE_START_DATE": START.isoformat(),
-        "AI_PIPELINE_EXECUTOR": "celery",
-        "AI_PIPELINE_CELERY_BROKER": _redis_url(),
-    }
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "unset"))  # run_days points it at the instance
-    with _workers(["worker-a", "worker-b"], dict(os.environ), tmp_path):
-        outcomes = run_days(cluster, START, END)
-    assert [o.day for o in outcomes] == ["2024-03-01", "2024-03-02", "2024-03-03"]
-    assert all(o.success for o in outcomes), [(o.day, o.steps_failed, o.checks_failed) for o in outcomes]
 
-    # Every step ran on a worker, and both workers took steps.
-    with dg.DagsterInstance.get() as instance:
-        [run] = instance.get_runs()
-        events = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT)
-        steps = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_SUCCESS)
-    hosts = [
-        e.dagster_event.event_specific_data.metadata["Celery worker"].value
-        for e in events
-        if e.dagster_event.event_specific_data and "Celery worker" in e.dagster_event.event_specific_data.metadata
-    ]
-    assert len(hosts) == len(steps) > 10
-    assert {h.split("@")[0] for h in hosts} == {"worker-a", "worker-b"}
+@pytest.mark.usefixtures("postgres_instance")
+def test_a_worker_killed_in_the_middle_of_a_step_loses_nothing(embedded, tmp_path):
+    """RabbitMQ hands a dead worker's unacknowledged step to the other worker at once (acks late): the run
+    succeeds and every table is the embedded run's, with no row lost or written twice."""
+    with _rabbitmq_vhost() as broker:
+        cluster, env = _cluster(embedded, tmp_path, broker, _redis_url())
+        with (
+            _workers(["worker-a", "worker-b"], env, tmp_path) as procs,
+            dg.DagsterInstance.from_config(str(prepare_instance_home(cluster, "postgres"))) as instance,
+        ):
+            run = _run(env, tmp_path / "run.log")
 
-    expected, found = _tables(embedded.warehouse), _tables(cluster.warehouse)
-    assert sorted(found) == sorted(expected)
-    assert expected["validated_events"] and expected["user_window_features"]
-    for name in expected:
-        assert found[name] == expected[name], name
+            def dbt_started() -> tuple[str, str, str] | None:
+                for record in instance.get_runs():
+                    succeeded = instance.all_logs(record.run_id, of_type=dg.DagsterEventType.STEP_SUCCESS)
+                    done = {e.step_key for e in succeeded}
+                    for step, worker in _worker_steps(instance, record.run_id):
+                        if step.startswith(DBT_STEP) and step not in done:
+                            return record.run_id, step, worker
+                return None
+
+            deadline = time.time() + 300
+            while (started := dbt_started()) is None:
+                assert run.poll() is None and time.time() < deadline, "the dbt step never started on a worker"
+                time.sleep(0.2)
+            run_id, step, killed = started
+            os.killpg(procs[killed].pid, signal.SIGKILL)
+            assert run.wait(timeout=900) == 0, (tmp_path / "run.log").read_text()[-3000:]
+            attempts = [worker for key, worker in _worker_steps(instance, run_id) if key == step]
+    survivor = ({"worker-a", "worker-b"} - {killed}).pop()
+    assert attempts == [killed, survivor]
+    _assert_same_tables(embedded, cluster)

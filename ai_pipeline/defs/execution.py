@@ -45,6 +45,8 @@ def executor_name(env: Mapping[str, str] | None = None) -> str:
     if name not in EXECUTORS:
         raise ValueError(f"AI_PIPELINE_EXECUTOR={name!r}: expected one of {', '.join(EXECUTORS)}")
     return name
+
+
 # dagster-k8s reads a step's container settings from this op tag.
 K8S_CONFIG_TAG = "dagster-k8s/config"
 # What a heavy step asks of its node, by kind: the model's embedding batches, dbt's build, the training-data gates'
