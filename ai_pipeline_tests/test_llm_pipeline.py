@@ -159,7 +159,8 @@ TREES = [
 SHARED = "\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: Tell me a joke"
 PAIRS = [
     {
-        "chosen": SHARED + "\n\nAssistant: Why did the chicken cross the road?",
+        # A stub chosen over a refusal: a pair, but a reply no release may teach.
+        "chosen": SHARED + "\n\nAssistant: Sure!",
         "rejected": SHARED + "\n\nAssistant: No.",
     },
     {"chosen": SHARED + "\n\nAssistant: No.", "rejected": SHARED + "\n\nAssistant: no"},
@@ -290,11 +291,11 @@ def test_releases_are_named_by_content_gated_by_their_rules_and_written_once(lan
     result, tables, settings, again = lane
     releases = [e for e in result.get_asset_check_evaluations() if e.asset_key.to_user_string() == LLM_RELEASES]
     verdicts = {e.check_name: (e.passed, e.description) for e in releases}
-    # Two of the preference replies are one word ("No."): the 5th percentile of reply length is 1, below 5 words.
+    # One of the two chosen replies is one word ("Sure!"): the 5th percentile of their length is 1, below 3 words.
     assert verdicts["release_reply_length"] == (
         False,
-        "preference_pairs: 5th percentile of reply length 1 words (at least 5); "
-        "preference_kto: 5th percentile of reply length 1 words (at least 5)",
+        "preference_pairs: 5th percentile of reply length 1 words (at least 3); "
+        "preference_kto: 5th percentile of reply length 1 words (at least 3)",
     )
     assert verdicts["release_not_empty"][0] and verdicts["release_label_balance"][0]
     published = {

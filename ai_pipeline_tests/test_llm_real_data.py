@@ -3,18 +3,20 @@ every step, and a bulk export of real trees through `import-history` and the lan
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import shutil
 from collections import Counter
 from datetime import UTC, date, datetime
+from pathlib import Path
 
 import dagster as dg
 import duckdb
 import polars as pl
 import pytest
 
-from ai_pipeline.cli import import_history
+from ai_pipeline.cli import import_history, run_days
 from ai_pipeline.defs.keys import TRAINING_JOB
 from ai_pipeline.lib.ingest.landing import COMPLETION_MARKER, read_landing_day
 from ai_pipeline.lib.ingest.routing import Routing, route
@@ -22,6 +24,7 @@ from ai_pipeline.lib.ingest.validation import validate
 from ai_pipeline.lib.llm.datasets import SftRecipe, sft_examples, sibling_pairs, transcript_pairs
 from ai_pipeline.lib.llm.decontam import EvalIndex
 from ai_pipeline.lib.llm.gates import PAIRS, SFT, GateConfig, Gates
+from ai_pipeline.lib.llm.release import releases
 from ai_pipeline.lib.llm.threads import threads_for_day
 from ai_pipeline.settings import Settings
 from ai_pipeline.sources import load_sources
@@ -135,9 +138,12 @@ def _messages(tree: dict) -> list[dict]:
     return found
 
 
-def test_import_history_runs_real_trees_through_the_training_data_job(shared_data, tmp_path, monkeypatch):
+def test_real_trees_and_transcript_pairs_flow_through_the_training_data_job_to_a_release(
+    shared_data, tmp_path, monkeypatch
+):
     """A bulk export of real trees (those written 2023-02-10..14) through `import-history`: the contract picks the
-    training-data lane's job, and every message is valid or quarantined on its own day."""
+    training-data lane's job, and every message is valid or quarantined on its own day. Then the real transcript
+    pairs, through the same job, to preference pairs and a release."""
     first, last = date(2023, 2, 10), date(2023, 2, 14)
     trees = []
     for line in (shared_data / "llm" / "oasst2_trees.jsonl").read_text().splitlines():
@@ -167,3 +173,24 @@ def test_import_history_runs_real_trees_through_the_training_data_job(shared_dat
             first.isoformat(),
             last.isoformat(),
         )
+
+    # The real transcript pairs land on the last day (they hold no time): the same job makes them preference pairs
+    # and releases the preference set.
+    hh = shared_data / "llm" / "hh_rlhf_harmless_test.jsonl.gz"
+    with gzip.open(hh, "rt", encoding="utf-8") as f:
+        lines = sum(1 for line in f if line.strip())
+    folder = settings.landing / "transcript_pairs" / last.isoformat()
+    folder.mkdir(parents=True)
+    shutil.copy(hh, folder / hh.name)
+    (folder / COMPLETION_MARKER).touch()
+    [outcome] = run_days(settings, last, last, TRAINING_JOB)
+    assert outcome.success and outcome.rows["transcript_pairs"]["in"] == lines == 2312, outcome
+    with duckdb.connect(str(settings.warehouse), read_only=True) as conn:
+        origins = dict(conn.execute("select origin, count(*) from preference_pairs group by 1").fetchall())
+        pairs = conn.execute("select count(*) from preference_pairs").fetchone()[0]
+    assert origins["transcript_pair"] > 1500
+    # A release per content: the trees' sibling pairs day by day, then with the transcripts' pairs.
+    found = releases(settings.releases, "preference_pairs")
+    [release] = [r for r in found if r["rows"] == pairs]
+    assert len(found) > 1 and all(r["rows"] < pairs for r in found if r is not release)
+    assert (Path(release["path"]) / "data.parquet").is_file()

@@ -479,7 +479,9 @@ def preference_asset(settings: Settings, partitions: dg.DailyPartitionsDefinitio
     return preference_pairs
 
 
-# What each released dataset is, keyed by its asset: its id column, its replies and labels for the release rules.
+# What each released dataset is, keyed by its asset: its id column, the replies a model is trained toward (what the
+# release rules measure; a rejected reply is short or poor by nature: real HH-RLHF pairs reject "No." and "I don't
+# know"), its labels, and its description.
 RELEASED = {
     SFT_DATASET: (
         "example_id",
@@ -489,13 +491,13 @@ RELEASED = {
     ),
     PREFERENCE_PAIRS: (
         "pair_id",
-        lambda row: [row["chosen"][-1]["content"], row["rejected"][-1]["content"]],
+        lambda row: [row["chosen"][-1]["content"]],
         None,
         "Preference pairs (DPO's `prompt`/`chosen`/`rejected`) from sibling rankings and transcript pairs.",
     ),
     PREFERENCE_KTO: (
         "pair_id",
-        lambda row: [row["completion"][-1]["content"]],
+        lambda row: [row["completion"][-1]["content"]] if row["label"] else [],
         "label",
         "Unpaired preferences (KTO's `prompt`/`completion`/`label`).",
     ),
