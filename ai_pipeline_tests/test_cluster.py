@@ -15,13 +15,11 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
-from contextlib import ExitStack, contextmanager
+from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
 import dagster as dg
-import duckdb
 import pytest
 
 from ai_pipeline.cli import run_days
@@ -29,6 +27,14 @@ from ai_pipeline.defs.keys import DAILY_JOB
 from ai_pipeline.instance import prepare_instance_home
 from ai_pipeline.lib.ingest.sample import generate
 from ai_pipeline.settings import PROJECT_ROOT, Settings
+from ai_pipeline_support.fleet import (
+    BrokerUnavailable,
+    rabbitmq_vhost,
+    redis_url,
+    warehouse_tables,
+    worker_steps,
+    workers,
+)
 from ai_pipeline_tests.conftest import require
 
 # The slow tier (not in `make test-fast`): worker processes, the broker, runs over several days.
@@ -36,84 +42,23 @@ pytestmark = pytest.mark.slow
 
 START, END = date(2024, 3, 1), date(2024, 3, 3)
 DBT_STEP = "dbt_daily_marts"  # a step that takes seconds: long enough to be killed in the middle
-# Columns that say when a row was written, not what it holds.
-WRITE_TIMES = {"_ingested_at", "ingested_at", "_loaded_at", "computed_at", "materialized_at", "updated_at"}
 
 
-def _redis_url() -> str:
-    import redis
-
-    url = f"redis://127.0.0.1:6379/{int(uuid.uuid4().hex, 16) % 15 + 1}"
+@pytest.fixture
+def redis() -> str:
     try:
-        redis.Redis.from_url(url, socket_connect_timeout=3).flushdb()
-    except redis.ConnectionError as exc:
-        require(False, f"Redis is not reachable on 127.0.0.1:6379: {exc}")
-    return url
+        return redis_url()
+    except BrokerUnavailable as exc:
+        require(False, str(exc))
 
 
-@contextmanager
-def _rabbitmq_vhost():
-    """A virtual host of its own on the local RabbitMQ (guest's), deleted afterwards; yields its broker URL."""
-    vhost = f"ai_pipeline_{uuid.uuid4().hex[:8]}"
+@pytest.fixture
+def rabbitmq() -> Iterator[str]:
     try:
-        subprocess.run(["rabbitmqctl", "add_vhost", vhost], check=True, capture_output=True, timeout=60)
-    except (OSError, subprocess.CalledProcessError) as exc:
-        require(False, f"RabbitMQ is not manageable here (rabbitmqctl): {exc}")
-    try:
-        subprocess.run(
-            ["rabbitmqctl", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"],
-            check=True,
-            capture_output=True,
-            timeout=60,
-        )
-        yield f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
-    finally:
-        subprocess.run(["rabbitmqctl", "delete_vhost", vhost], capture_output=True, timeout=60)
-
-
-@contextmanager
-def _workers(names: list[str], env: dict[str, str], logs: Path):
-    """`ai-pipeline worker` processes (each in a session of its own, as on a host of its own), each until it says it
-    is ready; stopped (SIGTERM) at the end."""
-    cli = Path(sys.executable).parent / "ai-pipeline"
-    with ExitStack() as stack:
-        procs = {}
-        for name in names:
-            log = stack.enter_context((logs / f"{name}.log").open("w"))
-            procs[name] = subprocess.Popen(
-                [str(cli), "worker", "--name", name],
-                cwd=PROJECT_ROOT,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        deadline = time.time() + 120
-        for name, proc in procs.items():
-            while "ready." not in (logs / f"{name}.log").read_text():
-                assert proc.poll() is None and time.time() < deadline, (logs / f"{name}.log").read_text()[-3000:]
-                time.sleep(0.5)
-        try:
-            yield procs
-        finally:
-            for proc in procs.values():
-                if proc.poll() is None:
-                    os.killpg(proc.pid, signal.SIGTERM)
-            for proc in procs.values():
-                try:
-                    proc.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-
-
-def _worker_steps(instance: dg.DagsterInstance, run_id: str) -> list[tuple[str, str]]:
-    """(step key, worker name) of every step a worker started, in order."""
-    found = []
-    for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT):
-        data = entry.dagster_event.event_specific_data
-        if data and "Celery worker" in data.metadata:
-            found.append((entry.step_key, data.metadata["Celery worker"].value.split("@")[0]))
-    return found
+        with rabbitmq_vhost() as url:
+            yield url
+    except BrokerUnavailable as exc:
+        require(False, str(exc))
 
 
 @pytest.fixture(scope="module")
@@ -155,42 +100,17 @@ def _run(env: dict[str, str], log: Path) -> subprocess.Popen:
 
 
 def _assert_same_tables(embedded: Settings, cluster: Settings) -> None:
-    expected, found = _tables(embedded.warehouse), _tables(cluster.warehouse)
+    expected, found = warehouse_tables(embedded.warehouse), warehouse_tables(cluster.warehouse)
     assert sorted(found) == sorted(expected)
     assert expected["validated_events"] and expected["user_window_features"]
     for name in expected:
         assert found[name] == expected[name], name
 
 
-def _tables(warehouse: Path) -> dict[str, list[tuple]]:
-    with duckdb.connect(str(warehouse), read_only=True) as conn:
-        names = [
-            n
-            for (n,) in conn.execute(
-                "select table_name from information_schema.tables where table_schema = 'main'"
-            ).fetchall()
-        ]
-        found = {}
-        for name in sorted(names):
-            columns = [
-                c
-                for (c,) in conn.execute(
-                    "select column_name from information_schema.columns where table_schema = 'main' and table_name = ? "
-                    "order by ordinal_position",
-                    [name],
-                ).fetchall()
-                if c not in WRITE_TIMES
-            ]
-            listed = ", ".join(f'"{c}"' for c in columns)
-            found[name] = conn.execute(f'select {listed} from main."{name}" order by all').fetchall()
-        return found
-
-
 @pytest.mark.usefixtures("postgres_instance")
-def test_the_daily_job_on_two_celery_workers_equals_the_embedded_run(embedded, tmp_path):
-    redis = _redis_url()
+def test_the_daily_job_on_two_celery_workers_equals_the_embedded_run(embedded, redis, tmp_path):
     cluster, env = _cluster(embedded, tmp_path, redis, redis)
-    with _workers(["worker-a", "worker-b"], env, tmp_path):
+    with workers(["worker-a", "worker-b"], env, tmp_path):
         run = _run(env, tmp_path / "run.log")
         assert run.wait(timeout=900) == 0, (tmp_path / "run.log").read_text()[-3000:]
 
@@ -200,7 +120,7 @@ def test_the_daily_job_on_two_celery_workers_equals_the_embedded_run(embedded, t
         assert record.status == dg.DagsterRunStatus.SUCCESS
         assert record.tags["dagster/asset_partition_range_start"] == START.isoformat()
         assert record.tags["dagster/asset_partition_range_end"] == END.isoformat()
-        on_workers = _worker_steps(instance, record.run_id)
+        on_workers = worker_steps(instance, record.run_id)
         steps = instance.all_logs(record.run_id, of_type=dg.DagsterEventType.STEP_SUCCESS)
     assert sorted(step for step, _ in on_workers) == sorted(e.step_key for e in steps) and len(steps) > 10
     assert {worker for _, worker in on_workers} == {"worker-a", "worker-b"}
@@ -208,34 +128,33 @@ def test_the_daily_job_on_two_celery_workers_equals_the_embedded_run(embedded, t
 
 
 @pytest.mark.usefixtures("postgres_instance")
-def test_a_worker_killed_in_the_middle_of_a_step_loses_nothing(embedded, tmp_path):
+def test_a_worker_killed_in_the_middle_of_a_step_loses_nothing(embedded, rabbitmq, redis, tmp_path):
     """RabbitMQ hands a dead worker's unacknowledged step to the other worker at once (acks late): the run
     succeeds and every table is the embedded run's, with no row lost or written twice."""
-    with _rabbitmq_vhost() as broker:
-        cluster, env = _cluster(embedded, tmp_path, broker, _redis_url())
-        with (
-            _workers(["worker-a", "worker-b"], env, tmp_path) as procs,
-            dg.DagsterInstance.from_config(str(prepare_instance_home(cluster, "postgres"))) as instance,
-        ):
-            run = _run(env, tmp_path / "run.log")
+    cluster, env = _cluster(embedded, tmp_path, rabbitmq, redis)
+    with (
+        workers(["worker-a", "worker-b"], env, tmp_path) as procs,
+        dg.DagsterInstance.from_config(str(prepare_instance_home(cluster, "postgres"))) as instance,
+    ):
+        run = _run(env, tmp_path / "run.log")
 
-            def dbt_started() -> tuple[str, str, str] | None:
-                for record in instance.get_runs():
-                    succeeded = instance.all_logs(record.run_id, of_type=dg.DagsterEventType.STEP_SUCCESS)
-                    done = {e.step_key for e in succeeded}
-                    for step, worker in _worker_steps(instance, record.run_id):
-                        if step.startswith(DBT_STEP) and step not in done:
-                            return record.run_id, step, worker
-                return None
+        def dbt_started() -> tuple[str, str, str] | None:
+            for record in instance.get_runs():
+                succeeded = instance.all_logs(record.run_id, of_type=dg.DagsterEventType.STEP_SUCCESS)
+                done = {e.step_key for e in succeeded}
+                for step, worker in worker_steps(instance, record.run_id):
+                    if step.startswith(DBT_STEP) and step not in done:
+                        return record.run_id, step, worker
+            return None
 
-            deadline = time.time() + 300
-            while (started := dbt_started()) is None:
-                assert run.poll() is None and time.time() < deadline, "the dbt step never started on a worker"
-                time.sleep(0.2)
-            run_id, step, killed = started
-            os.killpg(procs[killed].pid, signal.SIGKILL)
-            assert run.wait(timeout=900) == 0, (tmp_path / "run.log").read_text()[-3000:]
-            attempts = [worker for key, worker in _worker_steps(instance, run_id) if key == step]
+        deadline = time.time() + 300
+        while (started := dbt_started()) is None:
+            assert run.poll() is None and time.time() < deadline, "the dbt step never started on a worker"
+            time.sleep(0.2)
+        run_id, step, killed = started
+        os.killpg(procs[killed].pid, signal.SIGKILL)
+        assert run.wait(timeout=900) == 0, (tmp_path / "run.log").read_text()[-3000:]
+        attempts = [worker for key, worker in worker_steps(instance, run_id) if key == step]
     survivor = ({"worker-a", "worker-b"} - {killed}).pop()
     assert attempts == [killed, survivor]
     _assert_same_tables(embedded, cluster)

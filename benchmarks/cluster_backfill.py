@@ -1,0 +1,121 @@
+"""A backfill of the events lane in each execution mode, side by side: embedded vs cluster with 1 and 2 workers.
+
+    .venv/bin/python benchmarks/cluster_backfill.py [--days 30] [--events-per-day 2000] [--users 500]
+
+Writes `--days` days of sample landing files once, then runs `ai-pipeline run --job daily_pipeline` over them (one
+range run per 30 days, as a backfill does) in three data roots holding the same files:
+
+- embedded: every step in the run's process, SQLite instance (`AI_PIPELINE_EXECUTOR=in_process`);
+- cluster, 1 worker and 2 workers: the run's process orchestrates, `ai-pipeline worker` processes execute the steps
+  (`AI_PIPELINE_EXECUTOR=celery`, Redis broker, a fresh PostgreSQL instance database).
+
+Per mode: wall time of the command; summed step time (Dagster's step stats: what the steps' functions took);
+wall / summed (what orchestration adds); wall relative to embedded. Every table of every mode is compared with the
+embedded run's (rows sorted, write times left out): a mode that differs is reported and the script exits 1.
+
+Needs PostgreSQL on 127.0.0.1:5432 and Redis on 127.0.0.1:6379 (`scripts/ensure-postgres`, `scripts/ensure-brokers`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date, timedelta
+from pathlib import Path
+
+import dagster as dg
+
+from ai_pipeline.instance import prepare_instance_home
+from ai_pipeline.lib.ingest.sample import generate
+from ai_pipeline.settings import PROJECT_ROOT, Settings
+from ai_pipeline_support.fleet import redis_url, warehouse_tables, workers
+from ai_pipeline_support.postgres import postgres_database
+
+START = date(2024, 1, 1)
+
+
+def _run(home: Path, end: date, env: dict[str, str]) -> float:
+    cli = Path(sys.executable).parent / "ai-pipeline"
+    args = [str(cli), "run", "--start", START.isoformat(), "--end", end.isoformat(), "--job", "daily_pipeline"]
+    began = time.perf_counter()
+    with (home / "run.log").open("w") as log:
+        code = subprocess.run(args, cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
+    wall = time.perf_counter() - began
+    if code != 0:
+        raise SystemExit(f"ai-pipeline run failed in {home}:\n{(home / 'run.log').read_text()[-3000:]}")
+    return wall
+
+
+def _step_seconds(instance_home: Path) -> float:
+    with dg.DagsterInstance.from_config(str(instance_home)) as instance:
+        return sum(
+            (s.end_time or 0) - (s.start_time or 0)
+            for run in instance.get_runs()
+            for s in instance.get_run_step_stats(run.run_id)
+        )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--days", type=int, default=30)
+    parser.add_argument("--events-per-day", type=int, default=2000)
+    parser.add_argument("--users", type=int, default=500)
+    args = parser.parse_args()
+    end = START + timedelta(days=args.days - 1)
+
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        landing = root / "landing"
+        generate(landing, START, end, events_per_day=args.events_per_day, users=args.users)
+        base = {k: v for k, v in os.environ.items() if not k.startswith(("AI_PIPELINE_", "DAGSTER_"))}
+        base["AI_PIPELINE_START_DATE"] = START.isoformat()
+
+        def home_for(name: str) -> Settings:
+            settings = Settings(home=root / name, start_date=START)
+            shutil.copytree(landing, settings.landing)
+            return settings
+
+        embedded = home_for("embedded")
+        wall = _run(embedded.home, end, {**base, "AI_PIPELINE_HOME": str(embedded.home)})
+        results.append(("embedded", wall, _step_seconds(embedded.dagster_home), embedded))
+        for count in (1, 2):
+            settings = home_for(f"cluster-{count}")
+            with postgres_database() as pg:
+                broker = redis_url()
+                env = {
+                    **base,
+                    **pg,
+                    "AI_PIPELINE_HOME": str(settings.home),
+                    "AI_PIPELINE_INSTANCE": "postgres",
+                    "AI_PIPELINE_EXECUTOR": "celery",
+                    "AI_PIPELINE_CELERY_BROKER": broker,
+                }
+                names = [f"worker-{n}" for n in range(1, count + 1)]
+                with workers(names, env, settings.home):
+                    wall = _run(settings.home, end, env)
+                os.environ.update(pg)  # the instance's dagster.yaml reads DAGSTER_PG_* from this process
+                steps = _step_seconds(prepare_instance_home(settings, "postgres"))
+            results.append((f"cluster, {count} worker{'s' if count > 1 else ''}", wall, steps, settings))
+
+        reference = warehouse_tables(embedded.warehouse)
+        print(f"\n{args.days} days x {args.events_per_day} events, {os.cpu_count()} CPUs")
+        print(f"{'mode':<20} {'wall s':>8} {'steps s':>8} {'wall/steps':>10} {'vs embedded':>12}  tables")
+        same_everywhere = True
+        for name, wall, steps, settings in results:
+            same = warehouse_tables(settings.warehouse) == reference
+            same_everywhere &= same
+            print(
+                f"{name:<20} {wall:>8.1f} {steps:>8.1f} {wall / steps:>10.2f} {wall / results[0][1]:>11.2f}x  "
+                f"{'identical' if same else 'DIFFERENT'}"
+            )
+    return 0 if same_everywhere else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
