@@ -172,7 +172,7 @@ def import_history(settings: Settings, source_name: str, files: list[Path]) -> i
 
     The files go into the folder of the earliest day they hold, where every row is at most days *after* its arrival
     day and so reaches its own day (`lib.routing`); then the daily job runs over their days, in ranges."""
-    from ai_pipeline.defs.ingest.assets import lane_job
+    from ai_pipeline.defs.ingest.assets import contract_job
     from ai_pipeline.lib.ingest.landing import COMPLETION_MARKER, event_days
     from ai_pipeline.sources import load_sources
 
@@ -209,7 +209,7 @@ def import_history(settings: Settings, source_name: str, files: list[Path]) -> i
         print(f"Rows before AI_PIPELINE_START_DATE ({settings.start_date}) are quarantined (before_start).")
     if days[-1] > yesterday:
         print(f"Rows after {yesterday} wait in the raw table until their day is a partition.")
-    outcomes = run_days(settings, arrival, last, lane_job(source.contract_model))
+    outcomes = run_days(settings, arrival, last, contract_job(source.contract_model))
     print_summary(settings, outcomes)
     return 0 if all(o.success for o in outcomes) else 1
 
@@ -545,7 +545,7 @@ def start_worker(settings: Settings, name: str, concurrency: int) -> int:
     celery = str(Path(sys.executable).parent / "celery")
     print(f"Worker {name}: steps from {broker.split('@')[-1]}, {concurrency} at a time", flush=True)
     args = ["-A", "dagster_celery.app", "worker", "-Q", "dagster", "-n", f"{name}@%h", "--loglevel", "INFO"]
-    os.execve(celery, [celery, *args, "--concurrency", str(concurrency), "--prefetch-multiplier", "1"], env)
+    os.execve(celery, [celery, *args, "--concurrency", str(concurrency)], env)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,7 +18,6 @@ from ai_pipeline.defs.keys import (
     GX_EVENTS_CONTRACT_CHECK,
     GX_EVENTS_STATISTICS_CHECK,
     GX_USERS_CONTRACT_CHECK,
-    LANE_TAG,
     LLM_GROUP,
     RAG_GROUP,
     TRAINING_JOB,
@@ -29,7 +28,7 @@ from ai_pipeline.defs.marts import build_dbt_assets
 from ai_pipeline.defs.ops.alerts import failure_alerts_sensor
 from ai_pipeline.defs.ops.automation import apply_conditions, automation_sensors
 from ai_pipeline.defs.ops.freshness import apply_freshness, lag_checks
-from ai_pipeline.defs.policy import daily_partitions
+from ai_pipeline.defs.policy import DAILY_LANES, daily_partitions, lane_tags
 from ai_pipeline.defs.rag.assets import rag_assets
 from ai_pipeline.defs.rag.checks import collection_lag_check, rag_checks
 from ai_pipeline.defs.rag.sensors import documents_sensor
@@ -91,7 +90,7 @@ def build_defs(
             name,
             selection=lane - dg.AssetSelection.checks(*hourly),
             description=LANES[name],
-            tags={LANE_TAG: name} if name != DOCUMENTS_JOB else None,
+            tags=lane_tags(name),
         )
         for name, lane in lanes.items()
     }
@@ -112,7 +111,7 @@ def build_defs(
         sensors=[
             *(landing_files_sensor(source, partitions, resources[LANDING]) for source in sources),
             operational_rows_sensor(partitions, resources[OPS_DB]),
-            late_rows_sensor([jobs[DAILY_JOB], jobs[TRAINING_JOB]], partitions),
+            late_rows_sensor([jobs[name] for name in DAILY_LANES], partitions),
             documents_sensor(settings),
             *automation_sensors(lanes),
             failure_alerts_sensor(resources[ALERT_WEBHOOK]),

@@ -7,6 +7,7 @@ from datetime import date
 
 import dagster as dg
 
+from ai_pipeline.defs.keys import DAILY_JOB, LANE_TAG, TRAINING_JOB
 from ai_pipeline.settings import Settings
 
 OWNERS = ["team:data-platform"]
@@ -15,6 +16,15 @@ OWNERS = ["team:data-platform"]
 # would wait for a daemon tick per day. 30 days bounds what one run holds in memory (a month of one lane).
 # Each asset loops over `partition_days`, and its checks report one result per day (`DayChecks`).
 DAILY_BACKFILL = dg.BackfillPolicy.multi_run(max_partitions_per_run=30)
+
+# The daily lanes: their state is cumulative, so the instance runs one run of each at a time (LANE_TAG).
+DAILY_LANES = (DAILY_JOB, TRAINING_JOB)
+
+
+def lane_tags(job: str) -> dict[str, str]:
+    """The run tags of a run of `job`'s lane: the lane's tag for a daily lane, nothing for the documents lane."""
+    return {LANE_TAG: job} if job in DAILY_LANES else {}
+
 
 # Partitioned asset checks (preview) and backfill policies (beta) in Dagster 1.13 are used deliberately.
 warnings.filterwarnings("ignore", category=dg.PreviewWarning)

@@ -88,7 +88,7 @@ VALIDATED = (
 )
 
 
-def lane_job(model: type[BaseModel]) -> str:
+def contract_job(model: type[BaseModel]) -> str:
     """The daily job that carries the rows of a contract from raw to their lane's end."""
     return next(v.job for v in VALIDATED if v.model is model)
 

@@ -20,7 +20,6 @@ import dagster as dg
 
 from ai_pipeline.defs.ingest.assets import ROUTED_DAYS
 from ai_pipeline.defs.keys import (
-    LANE_TAG,
     LATE_ROWS_SENSOR,
     OPERATIONAL_SENSOR,
     RAW_GROUP,
@@ -29,6 +28,7 @@ from ai_pipeline.defs.keys import (
     landing_sensor,
     raw_key,
 )
+from ai_pipeline.defs.policy import lane_tags
 from ai_pipeline.defs.resources import LandingZone, OperationalDatabase
 from ai_pipeline.lib.ingest import landing
 from ai_pipeline.sources import SourceDeclaration
@@ -216,7 +216,8 @@ def late_rows_sensor(
         graph = context.repository_def.asset_graph
         records = []
         after = int(context.cursor) if context.cursor else None
-        for key in sorted(raw.resolve(graph)):
+        raw_assets = raw.resolve(graph)
+        for key in sorted(raw_assets):
             filters = dg.AssetRecordsFilter(asset_key=key, after_storage_id=after)
             # The first tick only needs the newest record of each raw asset, to start from the present.
             records.extend(context.instance.fetch_materializations(filters, limit=1 if after is None else 1000).records)
@@ -226,10 +227,11 @@ def late_rows_sensor(
         if after is None:
             return dg.SensorResult(cursor=newest_seen, skip_reason="started: watching raw materializations from now")
         touched: dict[str, set[str]] = {}
+        lanes = {job.name: job.selection.resolve(graph) for job in jobs}
         for record in records:
             value = record.asset_materialization.metadata.get(ROUTED_DAYS)
             if value is not None and value.value:
-                job = next(j for j in jobs if record.asset_key in j.selection.resolve(graph))
+                job = next(j for j in jobs if record.asset_key in lanes[j.name])
                 # The arrival day is re-validated too: automation looks after the newest day only, and a bulk
                 # export dropped in an old day's folder arrives on that old day.
                 touched.setdefault(job.name, set()).update([*value.value, record.partition_key])
@@ -238,7 +240,7 @@ def late_rows_sensor(
             days = sorted(d for d in touched.get(job.name, ()) if partitions.has_partition_key(d))
             if not days:
                 continue
-            selection = sorted((job.selection - raw).resolve(graph))
+            selection = sorted(lanes[job.name] - raw_assets)
             busy = [
                 run.run_id
                 for run in context.instance.get_runs(filters=dg.RunsFilter(statuses=IN_FLIGHT))
@@ -250,7 +252,7 @@ def late_rows_sensor(
                 # The materializations are read again next tick (the cursor stays; run keys drop repeats).
                 waiting.append(f"late rows for {', '.join(days)}: waiting for run(s) {', '.join(busy)} of {job.name}")
                 continue
-            validated = (job.selection & dg.AssetSelection.groups(VALIDATED_GROUP)).resolve(graph)
+            validated = lanes[job.name] & dg.AssetSelection.groups(VALIDATED_GROUP).resolve(graph)
             done = {d for key in validated for d in context.instance.get_materialized_partitions(key)}
             end = max([days[-1], *[d for d in done if partitions.has_partition_key(d)]])
             context.log.info(f"late rows for {', '.join(days)}: re-running {job.name} {days[0]}..{end}")
@@ -262,7 +264,7 @@ def late_rows_sensor(
                     tags={
                         "dagster/asset_partition_range_start": days[0],
                         "dagster/asset_partition_range_end": end,
-                        LANE_TAG: job.name,
+                        **lane_tags(job.name),
                     },
                 )
             )

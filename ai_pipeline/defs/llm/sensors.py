@@ -8,7 +8,6 @@ import dagster as dg
 from ai_pipeline.defs.ingest.sensors import IN_RANGE, NOT_YET, day_status
 from ai_pipeline.defs.keys import (
     FEEDBACK_SENSOR,
-    LANE_TAG,
     PREFERENCE_KTO,
     PREFERENCE_PAIRS,
     PREFERENCE_REJECTS,
@@ -17,6 +16,7 @@ from ai_pipeline.defs.keys import (
     TRAINING_JOB,
     VALIDATED_FEEDBACK,
 )
+from ai_pipeline.defs.policy import lane_tags
 from ai_pipeline.defs.resources import FeedbackStore
 
 REBUILT = [RAW_FEEDBACK, VALIDATED_FEEDBACK, QUARANTINED_FEEDBACK, PREFERENCE_PAIRS, PREFERENCE_KTO, PREFERENCE_REJECTS]
@@ -53,7 +53,7 @@ def feedback_sensor(partitions: dg.TimeWindowPartitionsDefinition, store: Feedba
             if status == IN_RANGE:
                 run_key = f"feedback:{day.isoformat()}:{arrivals.last_seq}"
                 requests.append(
-                    dg.RunRequest(partition_key=day.isoformat(), run_key=run_key, tags={LANE_TAG: TRAINING_JOB})
+                    dg.RunRequest(partition_key=day.isoformat(), run_key=run_key, tags=lane_tags(TRAINING_JOB))
                 )
             elif status == NOT_YET:
                 pending.append(day.isoformat())

@@ -35,7 +35,6 @@ from ai_pipeline.defs.keys import (
     DOCUMENTS_AUTOMATION_SENSOR,
     DOCUMENTS_JOB,
     FEATURES_GROUP,
-    LANE_TAG,
     LLM_GROUP,
     MARTS_GROUP,
     RAG_GROUP,
@@ -47,6 +46,7 @@ from ai_pipeline.defs.keys import (
     TRAINING_JOB,
     VALIDATED_GROUP,
 )
+from ai_pipeline.defs.policy import lane_tags
 
 AC = dg.AutomationCondition
 
@@ -135,7 +135,7 @@ def automation_sensors(lanes: dict[str, dg.AssetSelection]) -> list[dg.Automatio
             default_status=dg.DefaultSensorStatus.RUNNING,
             minimum_interval_seconds=30,
             description=f"{about[job][1]} (Conditions in ai_pipeline/defs/ops/automation.py.)",
-            run_tags={LANE_TAG: job} if job != DOCUMENTS_JOB else None,
+            run_tags=lane_tags(job),
         )
         for job, selection in lanes.items()
     ]
