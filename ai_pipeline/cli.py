@@ -68,23 +68,12 @@ def run_days(settings: Settings, start: date, end: date, job_name: str | None = 
     The steps run where `AI_PIPELINE_EXECUTOR` says: in this process, or on the Celery workers (`ai-pipeline
     worker`), each range then a run of the code location's job (`ai_pipeline.definitions`, from the same
     environment) that this process orchestrates."""
-    from ai_pipeline.defs.execution import executor_name
     from ai_pipeline.defs.keys import DAILY_JOB
     from ai_pipeline.defs.policy import DAILY_BACKFILL
 
     job_name = job_name or DAILY_JOB
     instance = _use_instance(settings)
-    mode = executor_name()
-    if mode == "k8s":
-        raise SystemExit(
-            "AI_PIPELINE_EXECUTOR=k8s: runs start in the cluster (the UI, a sensor, or `dagster job launch`), "
-            "not from this command"
-        )
-    if mode == "celery" and instance_kind() != "postgres":
-        raise SystemExit(
-            "AI_PIPELINE_EXECUTOR=celery needs the instance every worker reaches: AI_PIPELINE_INSTANCE=postgres"
-        )
-    execute = _executor_of(settings, job_name, mode)
+    execute = _executor_of(settings, job_name)
     outcomes: list[DayOutcome] = []
     first = start
     while first <= end:
@@ -103,10 +92,23 @@ def run_days(settings: Settings, start: date, end: date, job_name: str | None = 
     return outcomes
 
 
-def _executor_of(settings: Settings, job_name: str, mode: str):
-    """A context manager factory `(instance, tags) -> result` that runs one range of `job_name` in `mode`."""
+def _executor_of(settings: Settings, job_name: str):
+    """A context manager factory `(instance, tags) -> result` that runs `job_name` (a partition or range, by the
+    tags) where `AI_PIPELINE_EXECUTOR` says."""
     import dagster as dg
 
+    from ai_pipeline.defs.execution import executor_name
+
+    mode = executor_name()
+    if mode == "k8s":
+        raise SystemExit(
+            "AI_PIPELINE_EXECUTOR=k8s: runs start in the cluster (the UI, a sensor, or `dagster job launch`), "
+            "not from this command"
+        )
+    if mode == "celery" and instance_kind() != "postgres":
+        raise SystemExit(
+            "AI_PIPELINE_EXECUTOR=celery needs the instance every worker reaches: AI_PIPELINE_INSTANCE=postgres"
+        )
     if mode == "celery":
         import warnings
 
@@ -224,32 +226,36 @@ class CollectionOutcome:
 
 def build_collections(settings: Settings) -> list[CollectionOutcome]:
     """One run of the documents job per configured document source, recorded in the configured instance."""
-    from ai_pipeline.defs import build_defs
-    from ai_pipeline.defs.keys import DOCUMENTS_JOB, GATE_CHECK
+    from ai_pipeline.defs.keys import DOCUMENTS_JOB
     from ai_pipeline.defs.rag.assets import register_collections
 
     instance = _use_instance(settings)
     register_collections(instance, settings)
-    job = build_defs(settings, _resources(settings)).resolve_job_def(DOCUMENTS_JOB)
+    execute = _executor_of(settings, DOCUMENTS_JOB)
     outcomes = []
     for source in settings.doc_sources:
         print(f"Building collection {source.name} from {source.root}", flush=True)
-        result = job.execute_in_process(
-            partition_key=source.name, instance=instance, run_config=QUIET, raise_on_error=False
-        )
-        outcome = CollectionOutcome(source.name, result.success)
-        for event in result.get_asset_materialization_events():
-            meta = event.materialization.metadata
-            for key in ("embedded", "reused", "added", "updated", "deleted", "writes"):
-                if key in meta:
-                    outcome.metadata[key] = meta[key].value
-        for evaluation in result.get_asset_check_evaluations():
-            if evaluation.check_name == GATE_CHECK and "recall_at_5" in evaluation.metadata:
-                outcome.metadata["recall@5"] = evaluation.metadata["recall_at_5"].value
-            if not evaluation.passed:
-                outcome.checks_failed.append(f"{evaluation.check_name} ({evaluation.severity.value})")
-        outcomes.append(outcome)
+        with execute(instance, {"dagster/partition": source.name}) as result:
+            outcomes.append(_collection_outcome(source.name, result))
     return outcomes
+
+
+def _collection_outcome(name: str, result) -> CollectionOutcome:
+    """What a run of the documents job did to one collection."""
+    from ai_pipeline.defs.keys import GATE_CHECK
+
+    outcome = CollectionOutcome(name, result.success)
+    for event in result.get_asset_materialization_events():
+        meta = event.materialization.metadata
+        for key in ("embedded", "reused", "added", "updated", "deleted", "writes"):
+            if key in meta:
+                outcome.metadata[key] = meta[key].value
+    for evaluation in result.get_asset_check_evaluations():
+        if evaluation.check_name == GATE_CHECK and "recall_at_5" in evaluation.metadata:
+            outcome.metadata["recall@5"] = evaluation.metadata["recall_at_5"].value
+        if not evaluation.passed:
+            outcome.checks_failed.append(f"{evaluation.check_name} ({evaluation.severity.value})")
+    return outcome
 
 
 def print_collections(outcomes: list[CollectionOutcome]) -> None:
@@ -289,7 +295,7 @@ def print_summary(settings: Settings, outcomes: list[DayOutcome]) -> None:
     """The days run, by lane: rows and checks of the events lane's days, the training-data lane's counts, what
     failed in either, and where everything lives."""
     from ai_pipeline.defs.keys import DAILY_JOB, TRAINING_JOB
-    from ai_pipeline.defs.resources import ONLINE_STORE, VECTOR_STORE
+    from ai_pipeline.defs.resources import ONLINE_STORE, VECTOR_STORE, WAREHOUSE, location
 
     events = [o for o in outcomes if o.job == DAILY_JOB]
     if events:
@@ -321,7 +327,7 @@ def print_summary(settings: Settings, outcomes: list[DayOutcome]) -> None:
     print(
         f"\nData root:      {settings.home}"
         f"\nLanding zone:   {settings.landing}"
-        f"\nWarehouse:      {settings.warehouse}  (DuckDB: raw_*, validated_*, quarantined_*, dbt marts, "
+        f"\nWarehouse:      {location(_resource(settings, WAREHOUSE))}: raw_*, validated_*, quarantined_*, dbt marts, "
         "user_daily_aggregates, user_window_features = the offline feature store)"
         f"\nOnline store:   {_resource(settings, ONLINE_STORE).backend} (look up a user: ai-pipeline features USER_ID)"
         f"\nVector store:   {_resource(settings, VECTOR_STORE).location} (ask: ai-pipeline search QUESTION "
@@ -355,9 +361,8 @@ def generate_chat(settings: Settings, start: date, end: date, seed: int, dirty_r
 
 def print_llm_summary(settings: Settings) -> None:
     """What the training-data lane made of the days run: counts, rejects by rule, the releases."""
-    import duckdb
-
     from ai_pipeline.defs import keys
+    from ai_pipeline.defs.resources import WAREHOUSE, reading
     from ai_pipeline.lib.llm.release import releases
 
     def count(conn, table: str, by: str | None = None):
@@ -374,7 +379,7 @@ def print_llm_summary(settings: Settings) -> None:
     def listed(rows) -> str:
         return ", ".join(f"{name} {n}" for name, n in rows) or "none"
 
-    with duckdb.connect(str(settings.warehouse), read_only=True) as conn:
+    with reading(_resource(settings, WAREHOUSE)) as conn:
         valid, quarantined = (count(conn, t) for t in keys.ENTITY_TABLES["chat_messages"])
         threads, (_, thread_rejects) = count(conn, keys.CONVERSATIONS), count(conn, keys.CONVERSATION_REJECTS, "rule")
         sft, (_, sft_rejects) = count(conn, keys.SFT_DATASET), count(conn, keys.SFT_REJECTS, "rule")
@@ -415,22 +420,24 @@ def print_features(settings: Settings, user_ids: list[str]) -> int:
 def write_training_set(settings: Settings, entities: Path, output: Path, ttl: timedelta) -> int:
     import duckdb
 
+    from ai_pipeline.defs.resources import WAREHOUSE, reading
+
     try:
         frame = read_entities(entities)
     except EntityError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    warehouse = _resource(settings, WAREHOUSE)
     try:
-        conn = duckdb.connect(str(settings.warehouse), read_only=True)
+        with reading(warehouse) as conn:
+            result = training_set(conn, frame, ttl=ttl)
     except duckdb.IOException as error:
         # DuckDB lets no other process open the file while a writer (a pipeline run) holds it.
         print(
-            f"error: cannot read the warehouse {settings.warehouse} now, a run may be writing it: {error}",
+            f"error: cannot read the warehouse {warehouse.database} now, a run may be writing it: {error}",
             file=sys.stderr,
         )
         return 3
-    with conn:
-        result = training_set(conn, frame, ttl=ttl)
     output.parent.mkdir(parents=True, exist_ok=True)
     result.write_parquet(output)
     matched = result[FEATURE_DATE].is_not_null().sum()

@@ -8,12 +8,14 @@ copied into its own folder under the data root so that Dagster's local files sta
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 from ai_pipeline.settings import PROJECT_ROOT, Settings
 
 POSTGRES_YAML = PROJECT_ROOT / "dagster.yaml"
+# The pools' limit in both configurations, which `warehouse_slots` sets.
+POOL_LIMIT = "default_limit: 1\n"
+DEFAULT_LAKE_WRITERS = 8
 EMBEDDED_YAML = """\
 # Embedded instance (SQLite under this folder), written by ai_pipeline.instance.
 run_coordinator:
@@ -50,13 +52,21 @@ def instance_kind(env: dict[str, str] | None = None) -> str:
     return kind
 
 
-def prepare_instance_home(settings: Settings, kind: str = "embedded") -> Path:
+def warehouse_slots(env: dict[str, str] | None = None) -> int:
+    """Steps that may use the warehouse at once (the pools' limit): one on the DuckDB file, which allows one writing
+    process; on the lake (`AI_PIPELINE_TABLE_FORMAT=delta`) `AI_PIPELINE_LAKE_WRITERS`, default 8, since its
+    writers of different partitions commit side by side."""
+    env = os.environ if env is None else env
+    if (env.get("AI_PIPELINE_TABLE_FORMAT") or "duckdb") != "delta":
+        return 1
+    return int(env.get("AI_PIPELINE_LAKE_WRITERS") or DEFAULT_LAKE_WRITERS)
+
+
+def prepare_instance_home(settings: Settings, kind: str = "embedded", env: dict[str, str] | None = None) -> Path:
     """Creates the instance folder for `kind` and returns it (to use as DAGSTER_HOME)."""
     home = settings.dagster_home if kind == "embedded" else settings.home / "dagster-postgres"
     home.mkdir(parents=True, exist_ok=True)
-    target = home / "dagster.yaml"
-    if kind == "embedded":
-        target.write_text(EMBEDDED_YAML)
-    else:
-        shutil.copyfile(POSTGRES_YAML, target)
+    config = EMBEDDED_YAML if kind == "embedded" else POSTGRES_YAML.read_text()
+    slots = warehouse_slots(env)
+    (home / "dagster.yaml").write_text(config.replace(POOL_LIMIT, f"default_limit: {slots}\n"))
     return home

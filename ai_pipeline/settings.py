@@ -119,6 +119,10 @@ class Settings:
         return self.home / "warehouse.duckdb"
 
     @property
+    def lake(self) -> Path:
+        return self.home / "lake"
+
+    @property
     def online_features(self) -> Path:
         return self.home / "online_features.sqlite"
 

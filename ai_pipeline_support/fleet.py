@@ -19,6 +19,7 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 
+from ai_pipeline.lib import lakehouse
 from ai_pipeline.settings import PROJECT_ROOT
 
 # Columns that say when a row was written, not what it holds.
@@ -110,26 +111,38 @@ def worker_steps(instance: dg.DagsterInstance, run_id: str) -> list[tuple[str, s
     return found
 
 
-def warehouse_tables(warehouse: Path) -> dict[str, list[tuple]]:
-    """Every table of a DuckDB warehouse, its rows sorted, without the columns that say when a row was written."""
-    with duckdb.connect(str(warehouse), read_only=True) as conn:
-        names = [
-            n
-            for (n,) in conn.execute(
-                "select table_name from information_schema.tables where table_schema = 'main'"
+def tables(conn: duckdb.DuckDBPyConnection) -> dict[str, list[tuple]]:
+    """Every table of schema `main`, its columns by name (the lake keeps a partition column last) without those
+    that say when a row was written, its rows sorted."""
+    names = [
+        n
+        for (n,) in conn.execute(
+            "select table_name from information_schema.tables where table_schema = 'main'"
+        ).fetchall()
+    ]
+    found = {}
+    for name in sorted(names):
+        columns = sorted(
+            c
+            for (c,) in conn.execute(
+                "select column_name from information_schema.columns where table_schema = 'main' and table_name = ?",
+                [name],
             ).fetchall()
-        ]
-        found = {}
-        for name in sorted(names):
-            columns = [
-                c
-                for (c,) in conn.execute(
-                    "select column_name from information_schema.columns where table_schema = 'main' and table_name = ? "
-                    "order by ordinal_position",
-                    [name],
-                ).fetchall()
-                if c not in WRITE_TIMES
-            ]
-            listed = ", ".join(f'"{c}"' for c in columns)
-            found[name] = conn.execute(f'select {listed} from main."{name}" order by all').fetchall()
-        return found
+            if c not in WRITE_TIMES
+        )
+        listed = ", ".join(f'"{c}"' for c in columns)
+        found[name] = conn.execute(f'select {listed} from main."{name}" order by all').fetchall()
+    return found
+
+
+def warehouse_tables(warehouse: Path) -> dict[str, list[tuple]]:
+    """`tables` of a DuckDB warehouse file."""
+    with duckdb.connect(str(warehouse), read_only=True) as conn:
+        return tables(conn)
+
+
+def lake_tables(root: Path) -> dict[str, list[tuple]]:
+    """`tables` of the lake under `root`, in their latest snapshots."""
+    with duckdb.connect() as conn:
+        lakehouse.attach(conn, root)
+        return tables(conn)

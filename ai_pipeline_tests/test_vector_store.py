@@ -7,13 +7,10 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,6 +33,7 @@ from ai_pipeline.lib.rag.vector_store import (
     sync_collection,
     upsert_guard,
 )
+from ai_pipeline_support.chroma_server import chroma_server as running_chroma
 
 # The slow tier (not in `make test-fast`): the embedding model and a `chroma run` server.
 pytestmark = pytest.mark.slow
@@ -509,49 +507,14 @@ def test_query_ranks_by_cosine_similarity(tmp_path, v1, vectors) -> None:
         query(collection, vectors[QUERIES[0]], k=0)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def chroma_server(tmp_path_factory) -> Iterator[str]:
     """A real `chroma run` in its own process group; the URL once it answers heartbeats."""
-    root = tmp_path_factory.mktemp("chroma-server")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    chroma = Path(sys.executable).parent / "chroma"
-    with open(root / "server.log", "wb") as log:
-        server = subprocess.Popen(
-            [str(chroma), "run", "--host", "127.0.0.1", "--port", str(port), "--path", str(root / "data")],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
     try:
-        started, error = time.monotonic(), None
-        while time.monotonic() - started < 60:
-            if server.poll() is not None:
-                pytest.fail(f"chroma run exited {server.returncode}: {(root / 'server.log').read_text()[-2000:]}")
-            try:
-                open_client(url=url).heartbeat()
-                break
-            except Exception as e:  # not listening yet
-                error = e
-                time.sleep(0.2)
-        else:
-            pytest.fail(f"chroma run did not answer in 60 s: {error}")
-        yield url
-    finally:
-        try:
-            os.killpg(server.pid, signal.SIGTERM)
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait(timeout=20)
-        except ProcessLookupError:
-            pass
+        with running_chroma(tmp_path_factory.mktemp("chroma-server")) as url:
+            yield url
+    except RuntimeError as error:
+        pytest.fail(str(error))
 
 
 def test_server_mode_matches_embedded(chroma_server, tmp_path, v1, v2, vectors) -> None:

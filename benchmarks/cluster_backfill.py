@@ -1,17 +1,21 @@
-"""A backfill of the events lane in each execution mode, side by side: embedded vs cluster with 1 and 2 workers.
+"""A backfill of the events lane in each execution mode and table format, side by side.
 
     .venv/bin/python benchmarks/cluster_backfill.py [--days 30] [--events-per-day 2000] [--users 500]
 
 Writes `--days` days of sample landing files once, then runs `ai-pipeline run --job daily_pipeline` over them (one
-range run per 30 days, as a backfill does) in three data roots holding the same files:
+range run per 30 days, as a backfill does) in data roots holding the same files:
 
-- embedded: every step in the run's process, SQLite instance (`AI_PIPELINE_EXECUTOR=in_process`);
-- cluster, 1 worker and 2 workers: the run's process orchestrates, `ai-pipeline worker` processes execute the steps
-  (`AI_PIPELINE_EXECUTOR=celery`, Redis broker, a fresh PostgreSQL instance database).
+- embedded: every step in the run's process, SQLite instance (`AI_PIPELINE_EXECUTOR=in_process`), with the tables
+  in the DuckDB file (the reference) and in Delta Lake (`AI_PIPELINE_TABLE_FORMAT=delta`): what the lake's writes
+  and reads cost against the file's for the same days;
+- cluster: the run's process orchestrates, `ai-pipeline worker` processes execute the steps
+  (`AI_PIPELINE_EXECUTOR=celery`, Redis broker, a fresh PostgreSQL instance database): 2 workers on the DuckDB file
+  (one warehouse writer at a time), 1 and 2 workers on the lake (up to 8 at once).
 
 Per mode: wall time of the command; summed step time (Dagster's step stats: what the steps' functions took);
-wall / summed (what orchestration adds); wall relative to embedded. Every table of every mode is compared with the
-embedded run's (rows sorted, write times left out): a mode that differs is reported and the script exits 1.
+wall / summed (what orchestration adds, or below 1 what steps side by side save); wall relative to embedded. Every
+table of every mode is compared with the embedded DuckDB run's (rows sorted, write times left out): a mode that
+differs is reported and the script exits 1.
 
 Needs PostgreSQL on 127.0.0.1:5432 and Redis on 127.0.0.1:6379 (`scripts/ensure-postgres`, `scripts/ensure-brokers`).
 """
@@ -31,12 +35,14 @@ from pathlib import Path
 import dagster as dg
 
 from ai_pipeline.instance import prepare_instance_home
+from ai_pipeline.lib import lakehouse
 from ai_pipeline.lib.ingest.sample import generate
 from ai_pipeline.settings import PROJECT_ROOT, Settings
-from ai_pipeline_support.fleet import redis_url, warehouse_tables, workers
+from ai_pipeline_support.fleet import lake_tables, redis_url, warehouse_tables, workers
 from ai_pipeline_support.postgres import postgres_database
 
 START = date(2024, 1, 1)
+FORMATS = {"duckdb": "DuckDB file", "delta": "Delta Lake"}
 
 
 def _run(home: Path, end: date, env: dict[str, str]) -> float:
@@ -81,37 +87,41 @@ def main() -> int:
             shutil.copytree(landing, settings.landing)
             return settings
 
-        embedded = home_for("embedded")
-        wall = _run(embedded.home, end, {**base, "AI_PIPELINE_HOME": str(embedded.home)})
-        results.append(("embedded", wall, _step_seconds(embedded.dagster_home), embedded))
-        for count in (1, 2):
-            settings = home_for(f"cluster-{count}")
+        for table_format in ("duckdb", "delta"):
+            settings = home_for(f"embedded-{table_format}")
+            env = {**base, "AI_PIPELINE_HOME": str(settings.home), "AI_PIPELINE_TABLE_FORMAT": table_format}
+            wall = _run(settings.home, end, env)
+            results.append((f"embedded, {FORMATS[table_format]}", wall, _step_seconds(settings.dagster_home), settings))
+        for table_format, count in (("duckdb", 2), ("delta", 1), ("delta", 2)):
+            settings = home_for(f"cluster-{table_format}-{count}")
             with postgres_database() as pg:
-                broker = redis_url()
                 env = {
                     **base,
                     **pg,
                     "AI_PIPELINE_HOME": str(settings.home),
                     "AI_PIPELINE_INSTANCE": "postgres",
                     "AI_PIPELINE_EXECUTOR": "celery",
-                    "AI_PIPELINE_CELERY_BROKER": broker,
+                    "AI_PIPELINE_CELERY_BROKER": redis_url(),
+                    "AI_PIPELINE_TABLE_FORMAT": table_format,
                 }
                 names = [f"worker-{n}" for n in range(1, count + 1)]
                 with workers(names, env, settings.home):
                     wall = _run(settings.home, end, env)
                 os.environ.update(pg)  # the instance's dagster.yaml reads DAGSTER_PG_* from this process
-                steps = _step_seconds(prepare_instance_home(settings, "postgres"))
-            results.append((f"cluster, {count} worker{'s' if count > 1 else ''}", wall, steps, settings))
+                steps = _step_seconds(prepare_instance_home(settings, "postgres", env))
+            name = f"{count} worker{'s' if count > 1 else ''}, {FORMATS[table_format]}"
+            results.append((name, wall, steps, settings))
 
-        reference = warehouse_tables(embedded.warehouse)
+        reference = warehouse_tables(results[0][3].warehouse)
         print(f"\n{args.days} days x {args.events_per_day} events, {os.cpu_count()} CPUs")
-        print(f"{'mode':<20} {'wall s':>8} {'steps s':>8} {'wall/steps':>10} {'vs embedded':>12}  tables")
+        print(f"{'mode':<26} {'wall s':>8} {'steps s':>8} {'wall/steps':>10} {'vs embedded':>12}  tables")
         same_everywhere = True
         for name, wall, steps, settings in results:
-            same = warehouse_tables(settings.warehouse) == reference
+            lake = settings.lake.is_dir() and lakehouse.tables(settings.lake)
+            same = (lake_tables(settings.lake) if lake else warehouse_tables(settings.warehouse)) == reference
             same_everywhere &= same
             print(
-                f"{name:<20} {wall:>8.1f} {steps:>8.1f} {wall / steps:>10.2f} {wall / results[0][1]:>11.2f}x  "
+                f"{name:<26} {wall:>8.1f} {steps:>8.1f} {wall / steps:>10.2f} {wall / results[0][1]:>11.2f}x  "
                 f"{'identical' if same else 'DIFFERENT'}"
             )
     return 0 if same_everywhere else 1

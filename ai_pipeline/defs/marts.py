@@ -44,6 +44,8 @@ from ai_pipeline.defs.execution import heavy_step
 from ai_pipeline.defs.keys import DUCKDB_POOL, MARTS_GROUP
 from ai_pipeline.defs.policy import DAILY_BACKFILL, OWNERS, partition_days
 from ai_pipeline.defs.reporting import DayChecks
+from ai_pipeline.defs.resources import LakeWarehouse
+from ai_pipeline.lib import lakehouse
 from ai_pipeline.lib.quality import Verdict
 from ai_pipeline.settings import DBT_PROJECT_DIR, Settings
 
@@ -86,7 +88,11 @@ class MartsTranslator(DagsterDbtTranslator):
         props = self.get_resource_props(manifest, unique_id)
         if props["resource_type"] != "model":
             return spec
+        # A daily model names its day column like every daily table (`partition_expr`): cluster mode publishes
+        # a run's window of it to the lake.
+        column = props.get("config", {}).get("meta", {}).get("partition_expr")
         return spec.replace_attributes(
+            metadata={**spec.metadata, **({"partition_expr": column} if column else {})},
             key=dg.AssetKey(props["name"]),
             group_name=MARTS_GROUP,
             owners=OWNERS,
@@ -135,16 +141,63 @@ def prepare_manifest(project: DbtProject = DBT_PROJECT) -> Path:
 
 
 def _dbt_build(
-    context: dg.AssetExecutionContext, dbt: DbtCliResource, settings: Settings, args: list[str]
+    context: dg.AssetExecutionContext,
+    dbt: DbtCliResource,
+    warehouse: DuckDBResource,
+    settings: Settings,
+    dbt_vars: Mapping[str, str],
 ) -> Iterator[Any]:
-    """The events of one `dbt build`, with row counts and column metadata fetched for each built model."""
+    """The events of one `dbt build` into the warehouse, with row counts and column metadata fetched for each built
+    model.
+
+    On the lake (`LakeWarehouse`) dbt builds in a DuckDB file of this step's own, which first receives copies of the
+    lake tables it reads (the sources and the models this step does not build); each model it builds is published to
+    the lake (the run's window of a daily model, all of any other) once the build is over, and then reported. No DuckDB
+    file is shared between steps or machines."""
     # Each run's dbt artifacts (run_results.json, logs) lie beside the warehouse it wrote.
     target_path = settings.home / "dbt" / context.run.run_id / context.op_execution_context.op.name
-    invocation = dbt.cli(args, context=context, target_path=target_path)
+    lake = Path(warehouse.lake) if isinstance(warehouse, LakeWarehouse) else None
+    database = target_path / "warehouse.duckdb" if lake else Path(warehouse.database)
+    if lake:
+        target_path.mkdir(parents=True, exist_ok=True)
+        built = {key.path[-1] for key in context.selected_asset_keys}
+        lakehouse.copy_into(database, lake, [name for name in _dbt_tables() if name not in built])
+    invocation = dbt.cli(dbt_build_args(dbt_vars, database), context=context, target_path=target_path)
+    events = invocation.stream().fetch_row_counts().fetch_column_metadata()
     try:
-        yield from invocation.stream().fetch_row_counts().fetch_column_metadata()
+        if lake is None:
+            yield from events
+            return
+        # dbt-duckdb's adapter holds the file open in this process until the build's metadata is fetched.
+        events = list(events)
     finally:
         _release_warehouse(invocation)
+    for event in events:
+        if isinstance(event, dg.Output):
+            _publish(context, database, lake, event.output_name)
+        yield event
+    database.unlink()
+
+
+def _dbt_tables() -> list[str]:
+    """The tables of the dbt project: its sources' and its models'."""
+    manifest = json.loads(DBT_PROJECT.manifest_path.read_text())
+    nodes = [*manifest["sources"].values(), *manifest["nodes"].values()]
+    return sorted(
+        {node.get("identifier") or node["name"] for node in nodes if node["resource_type"] in {"source", "model"}}
+    )
+
+
+def _publish(context: dg.AssetExecutionContext, database: Path, lake: Path, output_name: str) -> None:
+    """A model dbt just built, from the step's DuckDB file to the lake: the run's window of a daily model."""
+    key = context.assets_def.keys_by_output_name[output_name]
+    column = context.assets_def.specs_by_key[key].metadata.get("partition_expr")
+    where = lakehouse.Slice()
+    if column and context.assets_def.partitions_def is not None:
+        window = context.partition_time_window
+        where = lakehouse.Slice(column, start=window.start.date(), end=window.end.date())
+    written = lakehouse.publish(database, lake, key.path[-1], where)
+    context.log.info(f"published {key.path[-1]} to the lake: {written.rows} rows, version {written.version}")
 
 
 def _release_warehouse(invocation: DbtCliInvocation) -> None:
@@ -183,10 +236,9 @@ def build_dbt_assets(
     )
     def dbt_daily_marts(context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: DuckDBResource):
         window = context.partition_time_window
-        args = dbt_build_args(dbt_vars_for_window(window.start, window.end), Path(warehouse.database))
         days = partition_days(context)
         per_day = DayChecks(context)
-        for event in _dbt_build(context, dbt, settings, args):
+        for event in _dbt_build(context, dbt, warehouse, settings, dbt_vars_for_window(window.start, window.end)):
             if not isinstance(event, dg.AssetCheckResult):
                 yield event
                 continue
@@ -207,7 +259,7 @@ def build_dbt_assets(
         op_tags=heavy_step("dbt"),
     )
     def dbt_marts(context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: DuckDBResource):
-        yield from _dbt_build(context, dbt, settings, dbt_build_args({}, Path(warehouse.database)))
+        yield from _dbt_build(context, dbt, warehouse, settings, {})
 
     resource = DbtCliResource(
         project_dir=DBT_PROJECT_DIR,

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
 import dagster as dg
+import duckdb
 import polars as pl
 import polars.selectors as cs
 from dagster_duckdb import DuckDBIOManager, DuckDBResource
@@ -21,6 +23,7 @@ from dagster_duckdb_polars import DuckDBPolarsTypeHandler
 from pydantic import Field
 
 from ai_pipeline.defs.dagster_internals import DbTypeHandler, TableSlice
+from ai_pipeline.lib import lakehouse
 from ai_pipeline.lib.feature_store.online_store import DEFAULT_TABLE as ONLINE_TABLE
 from ai_pipeline.lib.feature_store.online_store import PostgresOnlineStore, SqliteOnlineStore
 from ai_pipeline.lib.ingest import http_api, ops_db
@@ -59,6 +62,59 @@ class WarehouseIOManager(DuckDBIOManager):
     @staticmethod
     def default_load_type() -> type:
         return pl.DataFrame
+
+
+def _slice(context: dg.OutputContext | dg.InputContext, metadata: Mapping[str, Any]) -> lakehouse.Slice:
+    """The rows a partitioned asset's run owns: its partitions' values of the `partition_expr` column."""
+    column = metadata.get("partition_expr")
+    if column is None or not context.has_asset_partitions:
+        return lakehouse.Slice()
+    if isinstance(context.asset_partitions_def, dg.TimeWindowPartitionsDefinition):
+        window = context.asset_partitions_time_window
+        return lakehouse.Slice(column, start=window.start.date(), end=window.end.date())
+    return lakehouse.Slice(column, values=tuple(sorted(context.asset_partition_keys)))
+
+
+class LakeIOManager(dg.ConfigurableIOManager):
+    """Cluster mode's IO manager: each asset a Delta Lake table under `root`; a run replaces exactly its partitions
+    (the rows of its `partition_expr` within the run's window) in one commit, retried when another writer committed
+    first (`ai_pipeline/lib/lakehouse.py`)."""
+
+    root: str = Field(description="The lake's folder, on storage every worker mounts.")
+
+    def handle_output(self, context: dg.OutputContext, obj: pl.DataFrame) -> None:
+        name = context.asset_key.path[-1]
+        written = lakehouse.write(Path(self.root), name, obj, _slice(context, context.definition_metadata or {}))
+        context.add_output_metadata(
+            {
+                "dagster/row_count": written.rows,
+                "table_version": written.version,
+                "commit_attempts": written.attempts,
+                "dagster/uri": str(Path(self.root) / name),
+            }
+        )
+
+    def load_input(self, context: dg.InputContext) -> pl.DataFrame:
+        upstream = context.upstream_output
+        metadata = (upstream.definition_metadata if upstream else None) or {}
+        return lakehouse.read(Path(self.root), context.asset_key.path[-1], _slice(context, metadata))
+
+
+class LakeWarehouse(DuckDBResource):
+    """The warehouse of cluster mode: DuckDB over the lake. Each connection is a DuckDB in memory with a view
+    `main.<table>` over the latest committed snapshot of every lake table, so the assets' SQL runs unchanged."""
+
+    lake: str = Field(description="The lake's folder (the `LakeIOManager`'s root).")
+    database: str = Field(default=":memory:", description="Unused: each connection is a DuckDB in memory.")
+
+    @contextmanager
+    def get_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        conn = duckdb.connect(":memory:")
+        try:
+            lakehouse.attach(conn, Path(self.lake))
+            yield conn
+        finally:
+            conn.close()
 
 
 class LandingZone(dg.ConfigurableResource):
@@ -230,6 +286,7 @@ def resources_from_env(settings: Settings, env: Mapping[str, str] | None = None)
         raise ValueError("AI_PIPELINE_ONLINE_STORE=postgres needs AI_PIPELINE_ONLINE_DSN (a libpq DSN)")
     return {
         **embedded_resources(settings),
+        **warehouse_from_env(settings, env),
         LANDING: LandingZone(
             root=str(settings.landing),
             **given(settle_s=number("AI_PIPELINE_LANDING_SETTLE_S"), max_file_mb=number("AI_PIPELINE_MAX_FILE_MB")),
@@ -268,6 +325,38 @@ def resources_from_env(settings: Settings, env: Mapping[str, str] | None = None)
             ),
         ),
     }
+
+
+def warehouse_from_env(settings: Settings, env: Mapping[str, str]) -> dict[str, Any]:
+    """The warehouse and IO manager of the table format `AI_PIPELINE_TABLE_FORMAT` names: `duckdb` (the default,
+    one DuckDB file) or `delta` (Delta Lake tables under `AI_PIPELINE_LAKE_ROOT`, default `<data root>/lake`)."""
+    table_format = env.get("AI_PIPELINE_TABLE_FORMAT") or "duckdb"
+    if table_format == "duckdb":
+        return {}
+    if table_format != "delta":
+        raise ValueError(f"AI_PIPELINE_TABLE_FORMAT must be 'duckdb' or 'delta', not {table_format!r}")
+    root = Path(env.get("AI_PIPELINE_LAKE_ROOT") or settings.lake).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    return {IO_MANAGER: LakeIOManager(root=str(root)), WAREHOUSE: LakeWarehouse(lake=str(root))}
+
+
+@contextmanager
+def reading(warehouse: DuckDBResource) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A connection that reads the warehouse outside a run: the lake's views, or the DuckDB file opened read-only
+    (`duckdb.IOException` while a run holds it for writing)."""
+    if isinstance(warehouse, LakeWarehouse):
+        with warehouse.get_connection() as conn:
+            yield conn
+    else:
+        with duckdb.connect(warehouse.database, read_only=True) as conn:
+            yield conn
+
+
+def location(warehouse: DuckDBResource) -> str:
+    """Where the warehouse's tables are, in words."""
+    if isinstance(warehouse, LakeWarehouse):
+        return f"{warehouse.lake}  (Delta Lake, one table per folder"
+    return f"{warehouse.database}  (DuckDB"
 
 
 def query(warehouse: DuckDBResource, sql: str, params: list) -> pl.DataFrame:
