@@ -25,7 +25,7 @@ from ai_pipeline.defs.keys import (
     TRAINING_AUTOMATION_SENSOR,
     TRAINING_JOB,
 )
-from ai_pipeline.instance import prepare_instance_home
+from ai_pipeline.instance import DEFAULT_LAKE_WRITERS, prepare_instance_home
 from ai_pipeline.settings import Settings
 
 START = date(2024, 1, 1)
@@ -225,3 +225,20 @@ def test_runs_of_a_daily_lane_carry_its_tag_and_each_instance_runs_one_per_lane_
         # What the run queue daemon dequeues by.
         [applied] = instance.get_concurrency_config().run_queue_config.tag_concurrency_limits
     assert applied == limit[0]
+
+
+def test_the_warehouse_pool_takes_one_writer_on_the_duckdb_file_and_several_on_the_lake(tmp_path):
+    settings = Settings(home=tmp_path)
+    cases = [
+        ({}, 1),
+        ({"AI_PIPELINE_TABLE_FORMAT": "duckdb"}, 1),
+        ({"AI_PIPELINE_TABLE_FORMAT": "delta"}, DEFAULT_LAKE_WRITERS),
+        ({"AI_PIPELINE_TABLE_FORMAT": "delta", "AI_PIPELINE_LAKE_WRITERS": "3"}, 3),
+    ]
+    for env, slots in cases:
+        for kind in ("embedded", "postgres"):
+            config = yaml.safe_load((prepare_instance_home(settings, kind, env) / "dagster.yaml").read_text())
+            assert config["concurrency"]["pools"]["default_limit"] == slots, (env, kind)
+        with dg.DagsterInstance.from_config(str(prepare_instance_home(settings, "embedded", env))) as instance:
+            # What the executors claim slots of the pool `duckdb_warehouse` by.
+            assert instance.get_concurrency_config().pool_config.default_pool_limit == slots, env

@@ -57,13 +57,14 @@ def _run(home: Path, end: date, env: dict[str, str]) -> float:
     return wall
 
 
-def _step_seconds(instance_home: Path) -> float:
+def _steps(instance_home: Path) -> dict[str, float]:
+    """Seconds per step, summed over the runs (Dagster's step stats)."""
+    found: dict[str, float] = {}
     with dg.DagsterInstance.from_config(str(instance_home)) as instance:
-        return sum(
-            (s.end_time or 0) - (s.start_time or 0)
-            for run in instance.get_runs()
-            for s in instance.get_run_step_stats(run.run_id)
-        )
+        for run in instance.get_runs():
+            for s in instance.get_run_step_stats(run.run_id):
+                found[s.step_key] = found.get(s.step_key, 0.0) + (s.end_time or 0) - (s.start_time or 0)
+    return found
 
 
 def main() -> int:
@@ -91,7 +92,7 @@ def main() -> int:
             settings = home_for(f"embedded-{table_format}")
             env = {**base, "AI_PIPELINE_HOME": str(settings.home), "AI_PIPELINE_TABLE_FORMAT": table_format}
             wall = _run(settings.home, end, env)
-            results.append((f"embedded, {FORMATS[table_format]}", wall, _step_seconds(settings.dagster_home), settings))
+            results.append((f"embedded, {FORMATS[table_format]}", wall, _steps(settings.dagster_home), settings))
         for table_format, count in (("duckdb", 2), ("delta", 1), ("delta", 2)):
             settings = home_for(f"cluster-{table_format}-{count}")
             with postgres_database() as pg:
@@ -108,7 +109,7 @@ def main() -> int:
                 with workers(names, env, settings.home):
                     wall = _run(settings.home, end, env)
                 os.environ.update(pg)  # the instance's dagster.yaml reads DAGSTER_PG_* from this process
-                steps = _step_seconds(prepare_instance_home(settings, "postgres", env))
+                steps = _steps(prepare_instance_home(settings, "postgres", env))
             name = f"{count} worker{'s' if count > 1 else ''}, {FORMATS[table_format]}"
             results.append((name, wall, steps, settings))
 
@@ -120,9 +121,19 @@ def main() -> int:
             lake = settings.lake.is_dir() and lakehouse.tables(settings.lake)
             same = (lake_tables(settings.lake) if lake else warehouse_tables(settings.warehouse)) == reference
             same_everywhere &= same
+            total = sum(steps.values())
             print(
-                f"{name:<26} {wall:>8.1f} {steps:>8.1f} {wall / steps:>10.2f} {wall / results[0][1]:>11.2f}x  "
+                f"{name:<26} {wall:>8.1f} {total:>8.1f} {wall / total:>10.2f} {wall / results[0][1]:>11.2f}x  "
                 f"{'identical' if same else 'DIFFERENT'}"
+            )
+        events = args.days * args.events_per_day
+        print(f"\nSlowest steps ({results[0][0]}; {results[1][0]}), seconds and events per second of step time:")
+        duckdb_steps, lake_steps = results[0][2], results[1][2]
+        for step in sorted(duckdb_steps, key=duckdb_steps.get, reverse=True)[:8]:
+            on_lake = lake_steps.get(step, 0.0)
+            print(
+                f"  {step:<34} {duckdb_steps[step]:>6.1f} s {events / duckdb_steps[step]:>9,.0f}/s"
+                f"   {on_lake:>6.1f} s {events / on_lake if on_lake else 0:>9,.0f}/s"
             )
     return 0 if same_everywhere else 1
 

@@ -14,6 +14,8 @@ models are published back to the lake (`publish`).
 
 from __future__ import annotations
 
+import functools
+import os
 import random
 import time
 from collections.abc import Iterable
@@ -152,13 +154,30 @@ def publish(database: Path, root: Path, name: str, where: Slice) -> Written:
 
 
 def _exists(path: Path) -> bool:
-    return (path / "_delta_log").is_dir() and any((path / "_delta_log").glob("*.json"))
+    return _latest_version(path) is not None
+
+
+def _latest_version(path: Path) -> int | None:
+    """The newest commit in the table's log (a listing, without reading the log)."""
+    try:
+        names = os.listdir(path / "_delta_log")
+    except FileNotFoundError:
+        return None
+    versions = [int(n[:-5]) for n in names if n.endswith(".json") and n[:-5].isdigit()]
+    return max(versions, default=None)
 
 
 def _dataset(path: Path):
+    """The latest snapshot of a table as a pyarrow dataset; loaded once per process and commit, since loading a
+    snapshot replays the table's log, which every connection of a step would otherwise pay for every table."""
+    return _snapshot(str(path), _latest_version(path))
+
+
+@functools.lru_cache(maxsize=512)
+def _snapshot(path: str, version: int):
     from deltalake import DeltaTable
 
-    return DeltaTable(str(path)).to_pyarrow_dataset()
+    return DeltaTable(path, version=version).to_pyarrow_dataset()
 
 
 def _version(path: Path) -> int:

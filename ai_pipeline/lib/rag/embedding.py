@@ -14,7 +14,8 @@ caller can log it. On CPU the result of a text does not depend on its batch (pad
 embedding one text alone gives the same vector, within float noise, as embedding it among others.
 
 A vector is a function of (model, text), so the pipeline caches vectors by (model, content hash): the
-`chunk_embeddings` asset embeds only the texts whose hash has no vector of this model yet.
+`chunk_embeddings` asset embeds only the texts whose hash has no vector of this model yet, in shards
+(`shard_texts`) that different workers embed at once.
 """
 
 from __future__ import annotations
@@ -29,6 +30,17 @@ import numpy as np
 
 MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 DIMENSION = 384
+
+
+def shard_texts(texts: Sequence[str], size: int) -> list[list[int]]:
+    """The indices of `texts` in shards of at most `size` texts (none for no text): longest first, so that each
+    shard's batches pad little, and shards of near-equal size, so that workers embedding them side by side finish
+    together. Deterministic: the same texts in the same order give the same shards."""
+    if size < 1:
+        raise ValueError(f"a shard holds at least one text, got {size}")
+    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+    count = -(-len(order) // size)
+    return [order[k * len(order) // count : (k + 1) * len(order) // count] for k in range(count)]
 
 
 def model_path() -> Path:
