@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 from ai_pipeline.cli import build_collections, generate_chat, run_days
-from ai_pipeline.defs.keys import DAILY_JOB, DOCUMENTS_JOB
+from ai_pipeline.defs.keys import DAILY_JOB, DOCUMENTS_JOB, EMBED_SHARD
 from ai_pipeline.defs.policy import DAILY_LANES
 from ai_pipeline.instance import prepare_instance_home
 from ai_pipeline.lib.ingest.sample import generate
@@ -100,6 +100,8 @@ def _cluster(embedded: Settings, tmp_path: Path, broker: str, backend: str) -> t
         "AI_PIPELINE_CELERY_BROKER": broker,
         "AI_PIPELINE_CELERY_BACKEND": backend,
         "AI_PIPELINE_TABLE_FORMAT": "delta",
+        # The project's ~200 chunks in 4 shards, embedded side by side by the two workers.
+        "AI_PIPELINE_EMBED_SHARD_TEXTS": "64",
     }
     return cluster, env
 
@@ -190,6 +192,8 @@ def test_the_daily_graph_and_documents_on_two_celery_workers_equal_the_embedded_
         assert daily.tags["dagster/asset_partition_range_end"] == END.isoformat()
     assert sorted(step for step, _ in on_workers) == sorted(succeeded) and len(succeeded) > 30
     assert {worker for _, worker in on_workers} == {"worker-a", "worker-b"}
+    shards = [(step, worker) for step, worker in on_workers if EMBED_SHARD in step]
+    assert len(shards) >= 3 and {worker for _, worker in shards} == {"worker-a", "worker-b"}, shards
     _assert_same_tables(embedded, cluster)
     assert served == _collection(str(embedded.chroma), PROJECT_DOCS.name) and len(served) > 100
 

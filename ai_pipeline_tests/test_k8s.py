@@ -9,6 +9,7 @@ run launcher's configuration (the chart's `runLauncher` values), then the code l
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 
 import dagster as dg
 import pytest
@@ -16,7 +17,7 @@ import yaml
 
 from ai_pipeline.defs import build_defs
 from ai_pipeline.defs.execution import STEP_RESOURCES, executor_from_env
-from ai_pipeline.defs.keys import CHUNK_EMBEDDINGS, DAILY_JOB, SFT_DATASET, VALIDATED_EVENTS
+from ai_pipeline.defs.keys import CHUNK_EMBEDDINGS, DAILY_JOB, EMBED_SHARD, SFT_DATASET, VALIDATED_EVENTS
 from ai_pipeline.settings import PROJECT_ROOT, Settings
 
 VALUES = PROJECT_ROOT / "deploy" / "k8s" / "values.yaml"
@@ -69,7 +70,7 @@ def _step_job(values: dict, defs: dg.Definitions, asset: str) -> dict:
                 volume_mounts=deployment["volumeMounts"],
             )
         )
-        .merge(K8sContainerContext(run_k8s_config=get_user_defined_k8s_config(defs.resolve_assets_def(asset).op.tags)))
+        .merge(K8sContainerContext(run_k8s_config=get_user_defined_k8s_config(_step_tags(defs, asset))))
     )
     image = f"{deployment['image']['repository']}:{deployment['image']['tag']}"
     job = construct_dagster_k8s_job(
@@ -87,6 +88,12 @@ def _step_job(values: dict, defs: dg.Definitions, asset: str) -> dict:
         env_vars=[{"name": "DAGSTER_RUN_JOB_NAME", "value": DAILY_JOB}],
     )
     return kubernetes.client.ApiClient().sanitize_for_serialization(job)
+
+
+def _step_tags(defs: dg.Definitions, asset: str) -> Mapping[str, str]:
+    """The op tags of the asset's heavy step: its op, or for the embeddings (a graph) the step of each shard."""
+    node = defs.resolve_assets_def(asset).node_def
+    return node.node_named(EMBED_SHARD).definition.tags if isinstance(node, dg.GraphDefinition) else node.tags
 
 
 def _container(job: dict) -> dict:
@@ -157,7 +164,7 @@ def test_the_values_hold_no_secret_and_the_code_location_runs_steps_as_jobs(valu
     assert {e["name"]: e["value"] for e in deployment["env"]}["AI_PIPELINE_EXECUTOR"] == "k8s"
     assert defs.resolve_job_def(DAILY_JOB).executor_def.name == "k8s"
     # The op tags are what dagster-k8s reads: valid JSON of its schema.
-    tags = defs.resolve_assets_def(CHUNK_EMBEDDINGS).op.tags
+    tags = _step_tags(defs, CHUNK_EMBEDDINGS)
     assert json.loads(tags["dagster-k8s/config"]) == {"container_config": {"resources": STEP_RESOURCES["embedding"]}}
 
 

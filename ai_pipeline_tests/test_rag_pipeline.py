@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import dagster as dg
+import duckdb
 import numpy as np
 import pytest
 
@@ -20,7 +21,7 @@ from ai_pipeline.defs import build_defs, keys
 from ai_pipeline.defs.keys import DOCUMENTS_JOB
 from ai_pipeline.defs.rag.assets import COLLECTIONS, register_collections
 from ai_pipeline.defs.rag.checks import LAG_GRACE
-from ai_pipeline.defs.resources import VectorStore
+from ai_pipeline.defs.resources import EMBEDDER, Embedder, VectorStore
 from ai_pipeline.lib.rag import embedding, squad
 from ai_pipeline.lib.rag.vector_store import collection_vectors
 from ai_pipeline.settings import DocSource, Settings
@@ -80,9 +81,9 @@ def _write(root: Path, files: dict[str, str]) -> None:
 
 
 class Lane:
-    def __init__(self, home: Path, source: DocSource):
+    def __init__(self, home: Path, source: DocSource, resources: dict | None = None):
         self.settings = Settings(home=home, doc_sources=(source,))
-        self.defs = build_defs(self.settings)
+        self.defs = build_defs(self.settings, resources)
         self.instance = dg.DagsterInstance.ephemeral()
         register_collections(self.instance, self.settings)
         self.name = source.name
@@ -155,6 +156,37 @@ def test_a_rerun_without_changes_embeds_and_writes_nothing(lane):
     meta = _meta(lane.again)
     assert meta[keys.CHUNK_EMBEDDINGS]["embedded"] == 0
     assert meta[keys.VECTOR_COLLECTION]["writes"] == 0 and meta[keys.VECTOR_COLLECTION]["no_op"] is True
+
+
+def _vectors(settings: Settings) -> dict[str, np.ndarray]:
+    with duckdb.connect(str(settings.warehouse), read_only=True) as conn:
+        rows = conn.execute(f"select chunk_id, embedding from main.{keys.CHUNK_EMBEDDINGS}").fetchall()
+    return {chunk_id: np.asarray(vector) for chunk_id, vector in rows}
+
+
+def test_embedding_shards_are_steps_of_their_own_and_change_no_vector(lane, tmp_path):
+    assert embedding.shard_texts(["a", "bbb", "cc", "dddd", "e"], 2) == [[3], [1, 2], [0, 4]]
+    assert embedding.shard_texts([], 4) == []
+    with pytest.raises(ValueError):
+        embedding.shard_texts(["a"], 0)
+
+    source = DocSource("notes", lane.root, golden=lane.root / "golden_questions.json")
+    sharded = Lane(tmp_path / "home", source, {EMBEDDER: Embedder(shard_texts=4)})
+    result = sharded.build()
+    assert result.success
+    meta = _meta(result)[keys.CHUNK_EMBEDDINGS]
+    chunks = _meta(lane.first)[keys.DOCUMENT_CHUNKS]["dagster/row_count"]
+    assert meta["shards"] == -(-chunks // 4) and meta["embedded"] == chunks
+    steps = [e.step_key for e in result.get_step_success_events() if keys.EMBED_SHARD in e.step_key]
+    assert len(steps) == meta["shards"]
+    # Every chunk's vector is the one embedded without shards (the batches differ: float noise at most).
+    expected, found = _vectors(lane.settings), _vectors(sharded.settings)
+    assert sorted(found) == sorted(expected)
+    assert max(float(np.abs(found[k] - expected[k]).max()) for k in expected) < 1e-6
+
+    again = sharded.build()  # every vector cached: one empty shard, nothing embedded
+    meta = _meta(again)[keys.CHUNK_EMBEDDINGS]
+    assert (meta["shards"], meta["embedded"], meta["reused"]) == (1, 0, chunks)
 
 
 def test_changes_and_deletions_sync_exactly_and_staleness_shows_before(lane):

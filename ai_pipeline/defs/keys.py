@@ -29,6 +29,8 @@ ONLINE_USER_FEATURES = "online_user_features"
 RAW_DOCUMENTS = "raw_documents"
 DOCUMENT_CHUNKS = "document_chunks"
 CHUNK_EMBEDDINGS = "chunk_embeddings"
+# The steps of `chunk_embeddings` (a graph: plan, one step per shard, write).
+PLAN_EMBEDDINGS, EMBED_SHARD, WRITE_EMBEDDINGS = "plan_embeddings", "embed_shard", "write_embeddings"
 VECTOR_COLLECTION = "vector_collection"
 VALIDATED_CHAT_MESSAGES, QUARANTINED_CHAT_MESSAGES = "validated_chat_messages", "quarantined_chat_messages"
 VALIDATED_TRANSCRIPT_PAIRS, QUARANTINED_TRANSCRIPT_PAIRS = "validated_transcript_pairs", "quarantined_transcript_pairs"

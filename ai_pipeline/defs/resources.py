@@ -37,6 +37,9 @@ WAREHOUSE, IO_MANAGER = "warehouse", "io_manager"
 LANDING, OPS_DB, EVENTS_API = "landing_zone", "ops_database", "events_api"
 ONLINE_STORE, VECTOR_STORE, EMBEDDER, ALERT_WEBHOOK = "online_store", "chroma", "embedder", "alert_webhook"
 FEEDBACK = "feedback_store"
+# Where steps hand values to the next step of the same asset (e.g. embedding shards): files under the data root.
+STEP_IO = "step_io"
+DEFAULT_SHARD_TEXTS = 512
 DEFAULT_FEEDBACK_REBUILD_COUNT = 1000
 
 
@@ -204,6 +207,10 @@ class Embedder(dg.ConfigurableResource):
 
     device: str = Field(default="cpu", description="A torch device.")
     batch_size: int = Field(default=64, description="Texts per forward pass.")
+    shard_texts: int = Field(
+        default=DEFAULT_SHARD_TEXTS,
+        description="Texts per embedding shard, a step of its own: a fleet embeds a collection's shards side by side.",
+    )
 
     def embed(self, texts: Sequence[str], progress=None):
         return _loaded_embedder(self.device, self.batch_size).embed(texts, progress=progress)
@@ -259,6 +266,7 @@ def embedded_resources(settings: Settings) -> dict[str, Any]:
         EMBEDDER: Embedder(),
         ALERT_WEBHOOK: AlertWebhook(),
         FEEDBACK: FeedbackStore(path=str(settings.feedback)),
+        STEP_IO: dg.FilesystemIOManager(base_dir=str(settings.home / "steps")),
     }
 
 
@@ -275,6 +283,9 @@ def resources_from_env(settings: Settings, env: Mapping[str, str] | None = None)
 
     def number(name: str) -> float | None:
         return float(env[name]) if env.get(name) else None
+
+    def whole(name: str) -> int | None:
+        return int(env[name]) if env.get(name) else None
 
     def secret(name: str) -> dg.EnvVar | None:
         return dg.EnvVar(name) if env.get(name) else None
@@ -307,6 +318,7 @@ def resources_from_env(settings: Settings, env: Mapping[str, str] | None = None)
             **given(dsn=secret("AI_PIPELINE_ONLINE_DSN"), table=text("AI_PIPELINE_ONLINE_TABLE")),
         ),
         VECTOR_STORE: VectorStore(path=str(settings.chroma), **given(url=text("AI_PIPELINE_CHROMA_URL"))),
+        EMBEDDER: Embedder(**given(shard_texts=whole("AI_PIPELINE_EMBED_SHARD_TEXTS"))),
         ALERT_WEBHOOK: AlertWebhook(
             **given(
                 url=secret("AI_PIPELINE_ALERT_WEBHOOK_URL"),
@@ -319,9 +331,7 @@ def resources_from_env(settings: Settings, env: Mapping[str, str] | None = None)
             **given(
                 dsn=secret("AI_PIPELINE_FEEDBACK_DSN"),
                 table=text("AI_PIPELINE_FEEDBACK_TABLE"),
-                rebuild_count=int(env["AI_PIPELINE_FEEDBACK_REBUILD_COUNT"])
-                if env.get("AI_PIPELINE_FEEDBACK_REBUILD_COUNT")
-                else None,
+                rebuild_count=whole("AI_PIPELINE_FEEDBACK_REBUILD_COUNT"),
             ),
         ),
     }

@@ -20,15 +20,18 @@ from ai_pipeline.defs.keys import (
     COVERAGE_CHECK,
     DOCUMENT_CHUNKS,
     DUCKDB_POOL,
+    EMBED_SHARD,
     LOADED_CHECK,
+    PLAN_EMBEDDINGS,
     RAG_GROUP,
     RAW_DOCUMENTS,
     TOKENS_CHECK,
     VECTOR_COLLECTION,
+    WRITE_EMBEDDINGS,
 )
 from ai_pipeline.defs.policy import OWNERS
 from ai_pipeline.defs.reporting import check_result
-from ai_pipeline.defs.resources import Embedder, VectorStore, query, table_exists
+from ai_pipeline.defs.resources import STEP_IO, Embedder, VectorStore, query, table_exists
 from ai_pipeline.lib.quality import Verdict
 from ai_pipeline.lib.rag import chunking, documents, embedding, retrieval
 from ai_pipeline.lib.rag.vector_store import VectorRecord, sync_collection
@@ -38,6 +41,9 @@ COLLECTIONS = dg.DynamicPartitionsDefinition(name="document_collections")
 
 
 COLLECTION_PARTITION_EXPR = {"partition_expr": "collection"}
+VECTOR_SCHEMA = {"content_hash": pl.String, "embedding": pl.Array(pl.Float32, embedding.DIMENSION)}
+# The output of `write_embeddings` that carries the coverage check (graph assets name a check's output so).
+COVERAGE_OUTPUT = f"{CHUNK_EMBEDDINGS}_{COVERAGE_CHECK}"
 
 
 # A document collection is rebuilt when its sources change, not on a clock: stale after a week, failed after two.
@@ -167,24 +173,15 @@ def rag_assets(settings: Settings) -> list[dg.AssetsDefinition]:
             asset_key=DOCUMENT_CHUNKS,
         )
 
-    @dg.asset(
-        name=CHUNK_EMBEDDINGS,
-        description=f"One {embedding.DIMENSION}-dimensional, normalized {embedding.MODEL_NAME} vector per chunk. "
-        "Content-addressed: a chunk whose text was embedded before by the same model (in any collection) reuses "
-        "that vector; only new text is embedded.",
-        kinds={"python", "pytorch", "duckdb"},
+    @dg.op(
+        name=PLAN_EMBEDDINGS,
+        ins={"chunks": dg.In(dg.Nothing)},
+        out={"plan": dg.Out(io_manager_key=STEP_IO), "shards": dg.DynamicOut(io_manager_key=STEP_IO)},
         pool=DUCKDB_POOL,
-        op_tags=heavy_step("embedding"),
-        deps=[DOCUMENT_CHUNKS],
-        metadata=COLLECTION_PARTITION_EXPR,
-        check_specs=[
-            collection_check_spec(
-                COVERAGE_CHECK, CHUNK_EMBEDDINGS, "Every chunk has exactly one vector of the model.", True
-            )
-        ],
-        **_COMMON,
     )
-    def chunk_embeddings(context: dg.AssetExecutionContext, warehouse: DuckDBResource, embedder: Embedder):
+    def plan_embeddings(context: dg.OpExecutionContext, warehouse: DuckDBResource, embedder: Embedder):
+        """The collection's chunks with the vectors the content-hash cache holds, and the texts still to embed in
+        shards of `embedder.shard_texts` (at least one, maybe empty, so that the write step always runs)."""
         collection = context.partition_key
         chunks = query(
             warehouse,
@@ -195,35 +192,83 @@ def rag_assets(settings: Settings) -> list[dg.AssetsDefinition]:
         todo = chunks.filter(~pl.col("content_hash").is_in(cached["content_hash"].implode())).unique(
             "content_hash", keep="first", maintain_order=True
         )
+        yield dg.Output((chunks.select("chunk_id", "content_hash"), cached), output_name="plan")
+        shards = embedding.shard_texts(todo["text"].to_list(), embedder.shard_texts) or [[]]
+        for number, rows in enumerate(shards):
+            shard = todo[rows].select("content_hash", "text")
+            yield dg.DynamicOutput(shard, output_name="shards", mapping_key=f"shard_{number}")
+
+    @dg.op(name=EMBED_SHARD, out=dg.Out(io_manager_key=STEP_IO), tags=heavy_step("embedding"))
+    def embed_shard(context: dg.OpExecutionContext, embedder: Embedder, shard: pl.DataFrame):
+        """One shard's vectors; shards run side by side wherever the executor puts them (Celery workers)."""
         started = time.perf_counter()
-        fresh = pl.DataFrame(schema=cached.schema)
-        if todo.height:
+        fresh = pl.DataFrame(schema=VECTOR_SCHEMA)
+        if shard.height:
 
             def progress(done: int, total: int) -> None:
-                context.log.info(f"embedded {done}/{total} chunks of {collection}")
+                context.log.info(f"embedded {done}/{total} chunks of shard {context.get_mapping_key()}")
 
-            vectors = embedder.embed(todo["text"].to_list(), progress=progress)
-            fresh = pl.DataFrame({"content_hash": todo["content_hash"], "embedding": vectors}, schema=cached.schema)
+            vectors = embedder.embed(shard["text"].to_list(), progress=progress)
+            fresh = pl.DataFrame({"content_hash": shard["content_hash"], "embedding": vectors}, schema=VECTOR_SCHEMA)
         seconds = time.perf_counter() - started
-        frame = (
-            chunks.select("chunk_id", "content_hash")
-            .join(pl.concat([cached, fresh]), on="content_hash", how="left")
-            .with_columns(pl.lit(embedding.MODEL_NAME).alias("model"), pl.lit(collection).alias("collection"))
+        return dg.Output(
+            fresh,
+            metadata={
+                "texts": shard.height,
+                "embed_seconds": round(seconds, 3),
+                "texts_per_second": round(shard.height / seconds, 1) if shard.height and seconds else 0.0,
+            },
+        )
+
+    @dg.op(
+        name=WRITE_EMBEDDINGS,
+        out={"result": dg.Out(), COVERAGE_OUTPUT: dg.Out(dg.Nothing, is_required=False)},
+        pool=DUCKDB_POOL,
+    )
+    def write_embeddings(context: dg.OpExecutionContext, plan: tuple, shards: list[pl.DataFrame]):
+        """Every chunk with its vector, cached or fresh, as the table `chunk_embeddings`."""
+        chunks, cached = plan
+        fresh = pl.concat(shards, how="vertical")
+        frame = chunks.join(pl.concat([cached, fresh], how="vertical"), on="content_hash", how="left").with_columns(
+            pl.lit(embedding.MODEL_NAME).alias("model"), pl.lit(context.partition_key).alias("collection")
         )
         yield dg.Output(
             frame,
+            output_name="result",
             metadata={
                 "dagster/row_count": frame.height,
-                "embedded": todo.height,
-                "reused": frame.height - todo.height,
-                "embed_seconds": round(seconds, 3),
-                "texts_per_second": round(todo.height / seconds, 1) if todo.height and seconds else 0.0,
+                "embedded": fresh.height,
+                "reused": frame.height - fresh.height,
+                "shards": len(shards),
                 "model": embedding.MODEL_NAME,
             },
         )
         missing = int(frame["embedding"].is_null().sum())
         verdict = Verdict(missing == 0, "ERROR", f"{frame.height - missing} of {frame.height} chunks have a vector")
         yield check_result(verdict, {"missing": missing}, check_name=COVERAGE_CHECK, asset_key=CHUNK_EMBEDDINGS)
+
+    @dg.graph_asset(
+        name=CHUNK_EMBEDDINGS,
+        description=f"One {embedding.DIMENSION}-dimensional, normalized {embedding.MODEL_NAME} vector per chunk. "
+        "Content-addressed: a chunk whose text was embedded before by the same model (in any collection) reuses "
+        "that vector; only new text is embedded, in shards (`AI_PIPELINE_EMBED_SHARD_TEXTS` texts each) that run "
+        "as steps of their own, side by side on a fleet.",
+        kinds={"python", "pytorch", "duckdb"},
+        ins={"chunks": dg.AssetIn(DOCUMENT_CHUNKS, dagster_type=dg.Nothing)},
+        metadata=COLLECTION_PARTITION_EXPR,
+        check_specs=[
+            collection_check_spec(
+                COVERAGE_CHECK, CHUNK_EMBEDDINGS, "Every chunk has exactly one vector of the model.", True
+            )
+        ],
+        group_name=RAG_GROUP,
+        owners=OWNERS,
+        partitions_def=COLLECTIONS,
+    )
+    def chunk_embeddings(chunks):
+        plan, shards = plan_embeddings(chunks)
+        result, coverage = write_embeddings(plan, shards.map(embed_shard).collect())
+        return {"result": result, COVERAGE_OUTPUT: coverage}
 
     @dg.asset(
         name=VECTOR_COLLECTION,
@@ -259,6 +304,10 @@ def rag_assets(settings: Settings) -> list[dg.AssetsDefinition]:
             }
         )
 
+    # graph_asset takes no freshness policy of its own.
+    chunk_embeddings = chunk_embeddings.map_asset_specs(
+        lambda spec: spec.replace_attributes(freshness_policy=DOCS_FRESHNESS)
+    )
     return [raw_documents, document_chunks, chunk_embeddings, vector_collection]
 
 
@@ -268,16 +317,15 @@ def _documents(raw: pl.DataFrame) -> list[documents.Document]:
 
 
 def _cached_vectors(warehouse: DuckDBResource, model: str, hashes: list[str]) -> pl.DataFrame:
-    schema = {"content_hash": pl.String, "embedding": pl.Array(pl.Float32, embedding.DIMENSION)}
     if not hashes or not table_exists(warehouse, CHUNK_EMBEDDINGS):
-        return pl.DataFrame(schema=schema)
+        return pl.DataFrame(schema=VECTOR_SCHEMA)
     found = query(
         warehouse,
         f"select content_hash, any_value(embedding) as embedding from main.{CHUNK_EMBEDDINGS} "
         "where model = ? and content_hash in (select unnest(?)) group by content_hash",
         [model, hashes],
     )
-    return found.cast(schema)
+    return found.cast(VECTOR_SCHEMA)
 
 
 def vector_records(warehouse: DuckDBResource, collection: str) -> list[VectorRecord]:
