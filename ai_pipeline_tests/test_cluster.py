@@ -22,17 +22,20 @@ from pathlib import Path
 
 import dagster as dg
 import numpy as np
+import polars as pl
 import pytest
 
 from ai_pipeline.cli import build_collections, generate_chat, run_days
 from ai_pipeline.defs.keys import DAILY_JOB, DOCUMENTS_JOB, EMBED_SHARD
 from ai_pipeline.defs.policy import DAILY_LANES
 from ai_pipeline.instance import prepare_instance_home
+from ai_pipeline.lib.feature_store.online_store import PostgresOnlineStore, SqliteOnlineStore
 from ai_pipeline.lib.ingest.sample import generate
 from ai_pipeline.lib.rag.vector_store import open_client
 from ai_pipeline.settings import PROJECT_DOCS, PROJECT_ROOT, Settings
 from ai_pipeline_support.chroma_server import chroma_server as running_chroma
 from ai_pipeline_support.fleet import (
+    WRITE_TIMES,
     BrokerUnavailable,
     lake_tables,
     rabbitmq_vhost,
@@ -163,8 +166,12 @@ def _collection(url_or_path: str, name: str) -> list[tuple]:
 
 
 @pytest.mark.usefixtures("postgres_instance")
-def test_the_daily_graph_and_documents_on_two_celery_workers_equal_the_embedded_run(embedded, redis, tmp_path):
+def test_the_daily_graph_and_documents_on_two_celery_workers_equal_the_embedded_run(
+    embedded, redis, pg_dsn, pg_schema, tmp_path
+):
     cluster, env = _cluster(embedded, tmp_path, redis, redis)
+    online = f"{pg_schema}.online_user_features"
+    env.update(AI_PIPELINE_ONLINE_STORE="postgres", AI_PIPELINE_ONLINE_DSN=pg_dsn, AI_PIPELINE_ONLINE_TABLE=online)
     with running_chroma(tmp_path) as chroma:
         env["AI_PIPELINE_CHROMA_URL"] = chroma
         with workers(["worker-a", "worker-b"], env, tmp_path):
@@ -196,6 +203,14 @@ def test_the_daily_graph_and_documents_on_two_celery_workers_equal_the_embedded_
     assert len(shards) >= 3 and {worker for _, worker in shards} == {"worker-a", "worker-b"}, shards
     _assert_same_tables(embedded, cluster)
     assert served == _collection(str(embedded.chroma), PROJECT_DOCS.name) and len(served) > 100
+    published = PostgresOnlineStore(pg_dsn, online).snapshot()
+    assert published.height > 10
+    assert _rows(published) == _rows(SqliteOnlineStore(embedded.online_features).snapshot())
+
+
+def _rows(features: pl.DataFrame) -> list[tuple]:
+    """An online store's rows, sorted, without the time they were published."""
+    return sorted(features.drop([c for c in features.columns if c in WRITE_TIMES]).rows())
 
 
 @pytest.mark.usefixtures("postgres_instance")

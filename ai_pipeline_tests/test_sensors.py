@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -348,3 +349,23 @@ def test_late_rows_rerun_their_day_and_every_later_one(tmp_path):
         ).fetchall()
     assert found == [(day, newest)]
     assert features == [(day, 1), (day + timedelta(days=1), 1), (newest, 2)]
+
+
+def test_a_landing_sensor_started_over_days_already_read_requests_only_what_changed_since(tmp_path):
+    settings = Settings(home=tmp_path, start_date=START)
+    first, second = date(2024, 1, 5), date(2024, 1, 6)
+    for day in (first, second):
+        _write(settings.landing / "events" / day.isoformat() / "a.csv")
+    defs = build_defs(settings, landing_zone(settings))
+    job = defs.resolve_job_def(defs.resolve_sensor_def("landing_events_files").job_name)
+    with dg.instance_for_test() as instance:
+        # Both days read by a range run the sensor did not request (the CLI, a backfill), then the sensor starts.
+        assert execute_days(job, instance, first, second).success
+        started = _tick(defs, "landing_events_files", instance, None)
+        assert started.run_requests == []
+        assert set(json.loads(started.cursor)) == {first.isoformat(), second.isoformat()}
+        # A day whose files changed after that run is requested; the other is not.
+        _write(settings.landing / "events" / second.isoformat() / "b.csv")
+        changed = _tick(defs, "landing_events_files", instance, None)
+        assert list(_requests(changed)) == [second.isoformat()]
+        assert _tick(defs, "landing_events_files", instance, started.cursor).run_requests == changed.run_requests

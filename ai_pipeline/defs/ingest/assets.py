@@ -51,7 +51,7 @@ from ai_pipeline.defs.resources import (
 )
 from ai_pipeline.lib import quality
 from ai_pipeline.lib.ingest.contracts import Event, User
-from ai_pipeline.lib.ingest.landing import FileReport, read_landing_day
+from ai_pipeline.lib.ingest.landing import FileReport, day_fingerprint, read_landing_day
 from ai_pipeline.lib.ingest.raw import SchemaReport, empty_raw
 from ai_pipeline.lib.ingest.routing import Routing, days_touched, route
 from ai_pipeline.lib.ingest.validation import validate
@@ -64,6 +64,9 @@ from ai_pipeline.sources import SourceDeclaration
 CONTRACT_TAG = "ai_pipeline/contract"  # on raw assets: the contract their rows are validated against
 # Raw materialization metadata: the validated days (other than the run's own) whose input the run changed.
 ROUTED_DAYS = "routed_days"
+# A landing source's materialization: the fingerprint of each day's files as read (`landing.day_fingerprint`), by
+# which its sensor knows a day already read in that state (by a run from the CLI, a backfill, or before a restart).
+LANDING_STATES = "landing_states"
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,7 @@ class SourceRead:
     configured: bool = True
     files: list[FileReport] | None = None  # landing sources: every file of the day, read or refused
     ignored: list[str] = field(default_factory=list)
+    state: str | None = None  # landing sources: the day's files' fingerprint when read
 
 
 def _schema_check(
@@ -242,6 +246,8 @@ def _raw_asset(
         raw = pl.concat([r.raw for r in reads], how="vertical")
         with warehouse.get_connection() as conn:
             before = _previous_days(conn, name, days)
+        states = {day.isoformat(): result.state for day, result in zip(days, reads, strict=True)}
+        landing_states = {LANDING_STATES: dg.MetadataValue.json(states)} if landing else {}
         by_day = days_touched(raw)
         # Validated days whose input this run changes (besides the run's own): the `late_rows` sensor re-runs them.
         touched = (set(by_day) | before) - set(days)
@@ -259,6 +265,7 @@ def _raw_asset(
                 ROUTED_DAYS: dg.MetadataValue.json(sorted(d.isoformat() for d in touched)),
                 "rows_by_event_day": dg.MetadataValue.json({d.isoformat(): n for d, n in by_day.items()}),
                 "input_issues": sum(len(r.issues) for r in reads),
+                **landing_states,
                 "seconds": round(time.perf_counter() - started, 3),
             },
         )
@@ -276,6 +283,7 @@ def landing_asset(source: SourceDeclaration, settings: Settings, partitions) -> 
     mapping = source.mapping
 
     def read(zone: LandingZone, day: date, ingested_at: datetime) -> SourceRead:
+        state = day_fingerprint(zone.path, source.folder, day)  # before reading: a later change is a new state
         landed = read_landing_day(
             zone.path,
             source.folder,
@@ -287,7 +295,9 @@ def landing_asset(source: SourceDeclaration, settings: Settings, partitions) -> 
             options=replace(source.read_options, max_bytes=zone.max_file_bytes),
             settle_seconds=zone.settle_s,
         )
-        return SourceRead(landed.raw, landed.reports, landed.notes, files=landed.files, ignored=landed.ignored)
+        return SourceRead(
+            landed.raw, landed.reports, landed.notes, files=landed.files, ignored=landed.ignored, state=state
+        )
 
     return _raw_asset(
         raw_key(source.name),

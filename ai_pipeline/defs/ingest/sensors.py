@@ -18,7 +18,7 @@ from datetime import UTC, date, datetime
 
 import dagster as dg
 
-from ai_pipeline.defs.ingest.assets import ROUTED_DAYS
+from ai_pipeline.defs.ingest.assets import LANDING_STATES, ROUTED_DAYS
 from ai_pipeline.defs.keys import (
     LATE_ROWS_SENSOR,
     OPERATIONAL_SENSOR,
@@ -71,7 +71,9 @@ def landing_files_sensor(
     source: SourceDeclaration, partitions: dg.TimeWindowPartitionsDefinition, zone: LandingZone
 ) -> dg.SensorDefinition:
     """One run per state of a day's files: the cursor holds each requested day's fingerprint (paths, sizes and
-    modification times, no content read), and the run key carries it, so a repeated tick requests nothing.
+    modification times, no content read), and the run key carries it, so a repeated tick requests nothing. A day
+    the cursor does not know yet is not requested when the asset's last materialization of it read the same state
+    (`LANDING_STATES`): a sensor started over days that `ai-pipeline run` or a backfill already read re-reads none.
     A day with a file modified less than the settle interval ago waits (the tick says for which files) until its
     files stop changing, or the day folder holds the completion marker.
 
@@ -93,7 +95,7 @@ def landing_files_sensor(
         known: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
         scan = landing.scan_landing(landing_zone.path, source.folder, settle_seconds=landing_zone.settle_s)
         today = datetime.now(UTC).date()
-        requests, cursor, notes = [], {}, list(scan.issues)
+        requests, cursor, notes, read_before = [], {}, list(scan.issues), 0
         for day, files in scan.waiting.items():
             if day.isoformat() in known:
                 cursor[day.isoformat()] = known[day.isoformat()]  # keep the day's last requested state meanwhile
@@ -108,9 +110,13 @@ def landing_files_sensor(
                 notes.append(f"{source.folder}/{key} ({scan.files[day]} files): {why}")
                 continue
             cursor[key] = state
-            if known.get(key) != state:
-                context.log.info(f"{source.folder}/{key}: {scan.files[day]} files in state {state}, requesting {key}")
-                requests.append(dg.RunRequest(partition_key=key, run_key=f"{source.name}:{key}:{state}"))
+            if known.get(key) == state:
+                continue
+            if key not in known and _last_read_state(context.instance, asset, key) == state:
+                read_before += 1  # read in this state by a run this sensor did not request
+                continue
+            context.log.info(f"{source.folder}/{key}: {scan.files[day]} files in state {state}, requesting {key}")
+            requests.append(dg.RunRequest(partition_key=key, run_key=f"{source.name}:{key}:{state}"))
         for key in sorted(set(known) - {d.isoformat() for d in [*scan.fingerprints, *scan.waiting]}):
             notes.append(
                 f"{source.folder}/{key}: no files left; not re-run (a re-run would erase the day's raw rows), "
@@ -118,6 +124,8 @@ def landing_files_sensor(
             )
         for note in notes:
             context.log.warning(note)
+        if read_before:
+            context.log.info(f"{read_before} day(s) of landing/{source.folder} already read in their present state")
         return dg.SensorResult(
             run_requests=requests,
             cursor=json.dumps(cursor, sort_keys=True),
@@ -127,6 +135,15 @@ def landing_files_sensor(
         )
 
     return landing_files
+
+
+def _last_read_state(instance: dg.DagsterInstance, asset: str, day: str) -> str | None:
+    """The fingerprint of the day's files that the asset's latest materialization of the day read."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[day]), limit=1, ascending=False
+    ).records
+    value = records[0].asset_materialization.metadata.get(LANDING_STATES) if records else None
+    return value.value.get(day) if value is not None else None
 
 
 def operational_rows_sensor(

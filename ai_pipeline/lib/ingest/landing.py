@@ -404,20 +404,37 @@ def scan_landing(
             issues.append(f"{uri}: not a day folder; files are read from {folder}/YYYY-MM-DD/")
             continue
         entries = day_entries(root, folder, day)
-        states, pending = [], []
-        for candidate in entries.candidates:
-            try:
-                st = candidate.path.stat()
-            except FileNotFoundError:
-                continue  # removed while scanning: the next scan sees the new state
-            if not candidate.complete and now.timestamp() - st.st_mtime < settle_seconds:
-                pending.append(candidate.uri)
-            states.append((candidate.uri, st.st_size, st.st_mtime_ns))
-        states.extend((uri, reason) for uri, reason in entries.refused)
+        states, pending = _day_states(entries, now, settle_seconds)
         issues.extend(f"{uri}: refused, {reason}" for uri, reason in entries.refused)
         if pending:
             waiting[day] = pending
         elif states:
-            fingerprints[day] = hashlib.sha256(json.dumps(states).encode()).hexdigest()[:16]
+            fingerprints[day] = _fingerprint(states)
             counts[day] = len(states)
     return LandingScan(fingerprints, counts, issues, waiting)
+
+
+def day_fingerprint(root: Path, folder: str, day: date) -> str | None:
+    """The fingerprint `scan_landing` gives the day's folder now (None when it holds nothing), whether or not its
+    files have settled: what a reader of the day records, so that a scan can tell the state was read."""
+    states, _ = _day_states(day_entries(root, folder, day), datetime.now(UTC), 0.0)
+    return _fingerprint(states) if states else None
+
+
+def _day_states(entries: DayEntries, now: datetime, settle_seconds: float) -> tuple[list[tuple], list[str]]:
+    """Each entry's (path, size, modification time), or (path, refusal); and the files not settled yet."""
+    states, pending = [], []
+    for candidate in entries.candidates:
+        try:
+            st = candidate.path.stat()
+        except FileNotFoundError:
+            continue  # removed while scanning: the next scan sees the new state
+        if not candidate.complete and now.timestamp() - st.st_mtime < settle_seconds:
+            pending.append(candidate.uri)
+        states.append((candidate.uri, st.st_size, st.st_mtime_ns))
+    states.extend((uri, reason) for uri, reason in entries.refused)
+    return states, pending
+
+
+def _fingerprint(states: list[tuple]) -> str:
+    return hashlib.sha256(json.dumps(states).encode()).hexdigest()[:16]
