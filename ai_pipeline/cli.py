@@ -222,19 +222,25 @@ class CollectionOutcome:
     success: bool
     metadata: dict[str, object] = field(default_factory=dict)
     checks_failed: list[str] = field(default_factory=list)
+    unchanged: bool = False  # built from the same files before: no run
 
 
 def build_collections(settings: Settings) -> list[CollectionOutcome]:
     """One run of the documents job per configured document source, recorded in the configured instance."""
     from ai_pipeline.defs.keys import DOCUMENTS_JOB
-    from ai_pipeline.defs.rag.assets import register_collections
+    from ai_pipeline.defs.rag.assets import built_state, register_collections
+    from ai_pipeline.lib.rag.documents import fingerprint
 
     instance = _use_instance(settings)
     register_collections(instance, settings)
-    execute = _executor_of(settings, DOCUMENTS_JOB)
-    outcomes = []
+    execute, outcomes = None, []
     for source in settings.doc_sources:
+        if built_state(instance, source.name) == fingerprint(source.root, source.include):
+            print(f"Collection {source.name}: no file under {source.root} changed since its last build", flush=True)
+            outcomes.append(CollectionOutcome(source.name, True, unchanged=True))
+            continue
         print(f"Building collection {source.name} from {source.root}", flush=True)
+        execute = execute or _executor_of(settings, DOCUMENTS_JOB)
         with execute(instance, {"dagster/partition": source.name}) as result:
             outcomes.append(_collection_outcome(source.name, result))
     return outcomes
@@ -261,6 +267,9 @@ def _collection_outcome(name: str, result) -> CollectionOutcome:
 def print_collections(outcomes: list[CollectionOutcome]) -> None:
     print(f"\n{'collection':<16} {'run':<8} {'embedded/reused':<16} {'added/upd./del.':<16} {'recall@5':<9} checks")
     for o in outcomes:
+        if o.unchanged:
+            print(f"{o.name:<16} {'no-op':<8} {'-':<16} {'-':<16} {'-':<9} no file changed since the last build")
+            continue
         m = o.metadata
         embedded = f"{m.get('embedded', '-')}/{m.get('reused', '-')}"
         writes = f"{m.get('added', '-')}/{m.get('updated', '-')}/{m.get('deleted', '-')}"

@@ -51,6 +51,15 @@ def parse_doc_sources(text: str) -> tuple[DocSource, ...]:
     return tuple(sources)
 
 
+def project_docs(env: Mapping[str, str]) -> tuple[DocSource, ...]:
+    """The project's own documentation as the collection `project_docs`, unless `AI_PIPELINE_PROJECT_DOCS=off` (a
+    deployment that serves only its own collections)."""
+    value = (env.get("AI_PIPELINE_PROJECT_DOCS") or "on").strip().lower()
+    if value not in ("on", "off"):
+        raise ValueError(f"AI_PIPELINE_PROJECT_DOCS must be 'on' or 'off', not {value!r}")
+    return (PROJECT_DOCS,) if value == "on" else ()
+
+
 def parse_eval_sets(text: str) -> tuple[tuple[str, Path], ...]:
     """`name=/path;name2=/path2`: evaluation sets (files) by name."""
     sets = []
@@ -72,7 +81,8 @@ class Settings:
 
     home: Path = DEFAULT_HOME
     start_date: date = date.fromisoformat(DEFAULT_START_DATE)
-    # Document collections: the project's own docs, plus AI_PIPELINE_DOC_SOURCES.
+    # Document collections: the project's own docs (unless AI_PIPELINE_PROJECT_DOCS=off), plus
+    # AI_PIPELINE_DOC_SOURCES.
     doc_sources: tuple[DocSource, ...] = (PROJECT_DOCS,)
     # More landing source declarations (`<name>/defs.yaml` each) besides the built-in ones.
     sources_dir: Path | None = None
@@ -86,7 +96,7 @@ class Settings:
         return cls(
             home=Path(env.get("AI_PIPELINE_HOME") or DEFAULT_HOME).resolve(),
             start_date=date.fromisoformat(env.get("AI_PIPELINE_START_DATE") or DEFAULT_START_DATE),
-            doc_sources=(PROJECT_DOCS, *parse_doc_sources(env.get("AI_PIPELINE_DOC_SOURCES") or "")),
+            doc_sources=(*project_docs(env), *parse_doc_sources(env.get("AI_PIPELINE_DOC_SOURCES") or "")),
             sources_dir=Path(env["AI_PIPELINE_SOURCES_DIR"]).expanduser().resolve()
             if env.get("AI_PIPELINE_SOURCES_DIR")
             else None,

@@ -43,6 +43,9 @@ def daemon(settings: Settings, first, last, monkeypatch, tmp_path: Path, **env: 
         "AI_PIPELINE_INSTANCE": "postgres",
         # The tests write their files in one go: a second of stillness is enough to call them written.
         "AI_PIPELINE_LANDING_SETTLE_S": "1",
+        # The documents lane is not what these tests watch: without a collection its runs do not take the 2 cores
+        # from the daily lane's.
+        "AI_PIPELINE_PROJECT_DOCS": "off",
         **env,
     }
     for key, value in env.items():

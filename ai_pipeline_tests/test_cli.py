@@ -6,6 +6,7 @@ import csv
 import os
 import subprocess
 import sys
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -70,6 +71,21 @@ def test_demo_generates_runs_and_summarizes(demo):
     collection = next(line for line in out.stdout.splitlines() if line.startswith("project_docs "))
     assert collection.split()[1] == "ok" and float(collection.split()[4]) >= 0.8, collection
     assert "1. score" in out.stdout and "project_docs:docs/rag.md" in out.stdout
+
+
+def test_collections_with_no_changed_file_run_nothing_and_say_so(demo):
+    home, out = demo
+    assert out.returncode == 0
+    started = time.perf_counter()
+    again = _cli(home, "collections")
+    seconds = time.perf_counter() - started
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert f"Collection project_docs: no file under {PROJECT_ROOT} changed since its last build" in again.stdout
+    row = next(line for line in again.stdout.splitlines() if line.startswith("project_docs "))
+    assert row.split()[1] == "no-op"
+    with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
+        assert len([r for r in instance.get_runs() if r.job_name == "document_collections"]) == 1
+    print(f"no-op `ai-pipeline collections`: {seconds:.1f} s")  # reported (README), not asserted
 
 
 def test_online_lookup_and_training_set_agree(demo, tmp_path):

@@ -239,3 +239,15 @@ def test_dg_lists_the_whole_graph_with_each_assets_source(defs, tmp_path):
         "alert_webhook",
         "dbt",
     }
+
+
+def test_the_document_collections_come_from_the_environment(tmp_path):
+    (tmp_path / "kb").mkdir()
+    extra = {"AI_PIPELINE_DOC_SOURCES": f"kbase={tmp_path / 'kb'}"}
+    names = [s.name for s in Settings.from_env(extra).doc_sources]
+    assert names == ["project_docs", "kbase"]
+    alone = Settings.from_env({**extra, "AI_PIPELINE_PROJECT_DOCS": "off"}).doc_sources
+    assert [(s.name, s.root) for s in alone] == [("kbase", tmp_path / "kb")]
+    assert Settings.from_env({"AI_PIPELINE_PROJECT_DOCS": "off"}).doc_sources == ()
+    with pytest.raises(ValueError, match="AI_PIPELINE_PROJECT_DOCS must be 'on' or 'off'"):
+        Settings.from_env({"AI_PIPELINE_PROJECT_DOCS": "no"})

@@ -158,6 +158,14 @@ def test_a_rerun_without_changes_embeds_and_writes_nothing(lane):
     assert meta[keys.VECTOR_COLLECTION]["writes"] == 0 and meta[keys.VECTOR_COLLECTION]["no_op"] is True
 
 
+def test_a_document_sensor_started_over_a_built_collection_requests_nothing(lane):
+    # The collection was built by runs the sensor did not request; its first tick (no cursor) sees the same files.
+    sensor = lane.defs.resolve_sensor_def(keys.DOCUMENTS_SENSOR)
+    result = sensor(dg.build_sensor_context(instance=lane.instance, cursor=None))
+    assert result.run_requests == []
+    assert set(json.loads(result.cursor)) == {lane.name}
+
+
 def _vectors(settings: Settings) -> dict[str, np.ndarray]:
     with duckdb.connect(str(settings.warehouse), read_only=True) as conn:
         rows = conn.execute(f"select chunk_id, embedding from main.{keys.CHUNK_EMBEDDINGS}").fetchall()

@@ -41,6 +41,8 @@ COLLECTIONS = dg.DynamicPartitionsDefinition(name="document_collections")
 
 
 COLLECTION_PARTITION_EXPR = {"partition_expr": "collection"}
+# raw_documents' metadata: the fingerprint of the source's files as loaded (`documents.fingerprint`).
+SOURCE_STATE = "source_state"
 VECTOR_SCHEMA = {"content_hash": pl.String, "embedding": pl.Array(pl.Float32, embedding.DIMENSION)}
 # The output of `write_embeddings` that carries the coverage check (graph assets name a check's output so).
 COVERAGE_OUTPUT = f"{CHUNK_EMBEDDINGS}_{COVERAGE_CHECK}"
@@ -57,6 +59,23 @@ def register_collections(instance: dg.DagsterInstance, settings: Settings) -> li
     if new:
         instance.add_dynamic_partitions(COLLECTIONS.name, new)
     return new
+
+
+def built_state(instance: dg.DagsterInstance, collection: str) -> str | None:
+    """The fingerprint of the source files that the collection was last built from: the `raw_documents` that its
+    last `vector_collection` materialization came after (None when that sync has not happened since)."""
+    raw, synced = (_latest(instance, key, collection) for key in (RAW_DOCUMENTS, VECTOR_COLLECTION))
+    if raw is None or synced is None or synced.storage_id < raw.storage_id:
+        return None
+    value = raw.asset_materialization.metadata.get(SOURCE_STATE)
+    return value.value if value is not None else None
+
+
+def _latest(instance: dg.DagsterInstance, asset: str, partition: str) -> dg.EventLogRecord | None:
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition]), limit=1, ascending=False
+    ).records
+    return records[0] if records else None
 
 
 def load_source(source: DocSource) -> tuple[list[documents.Document], list[documents.Skipped]]:
@@ -98,6 +117,7 @@ def rag_assets(settings: Settings) -> list[dg.AssetsDefinition]:
     )
     def raw_documents(context: dg.AssetExecutionContext):
         source = settings.doc_source(context.partition_key)
+        state = documents.fingerprint(source.root, source.include)  # before loading: a later change is new
         docs, skipped = load_source(source)
         frame = documents.documents_frame(docs).with_columns(pl.lit(source.name).alias("collection"))
         yield dg.Output(
@@ -107,6 +127,7 @@ def rag_assets(settings: Settings) -> list[dg.AssetsDefinition]:
                 "bytes": int(frame["size"].sum() or 0),
                 "skipped": len(skipped),
                 "root": str(source.root),
+                SOURCE_STATE: state,
             },
         )
         reasons = {s.path: s.reason for s in skipped}

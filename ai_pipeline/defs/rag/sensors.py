@@ -8,7 +8,7 @@ from ai_pipeline.defs.keys import (
     DOCUMENTS_SENSOR,
     RAW_DOCUMENTS,
 )
-from ai_pipeline.defs.rag.assets import COLLECTIONS
+from ai_pipeline.defs.rag.assets import COLLECTIONS, built_state
 from ai_pipeline.lib.rag import documents
 from ai_pipeline.settings import Settings
 
@@ -19,7 +19,9 @@ def documents_sensor(settings: Settings) -> dg.SensorDefinition:
     The automation sensor then carries the change to chunks, embeddings and the vector collection.
 
     The cursor holds each source's fingerprint (names, sizes and modification times of its files, no content
-    read); a run key of source and fingerprint means one run per state of the files, however often it ticks.
+    read); a run key of source and fingerprint means one run per state of the files, however often it ticks. A
+    source the cursor does not know yet is not requested when its collection was last built from the same files
+    (`built_state`).
     """
 
     @dg.sensor(
@@ -41,10 +43,11 @@ def documents_sensor(settings: Settings) -> dg.SensorDefinition:
             except (OSError, ValueError) as error:
                 skipped.append(f"{source.name}: {error}")
                 continue
-            if current[source.name] != known.get(source.name):
-                requests.append(
-                    dg.RunRequest(partition_key=source.name, run_key=f"{source.name}:{current[source.name]}")
-                )
+            if current[source.name] == known.get(source.name):
+                continue
+            if source.name not in known and built_state(context.instance, source.name) == current[source.name]:
+                continue  # built from these files by a run this sensor did not request (the CLI, before a restart)
+            requests.append(dg.RunRequest(partition_key=source.name, run_key=f"{source.name}:{current[source.name]}"))
         return dg.SensorResult(
             run_requests=requests,
             dynamic_partitions_requests=[COLLECTIONS.build_add_request(new)] if new else [],
