@@ -32,7 +32,7 @@ from ai_pipeline.instance import prepare_instance_home
 from ai_pipeline.lib.feature_store.online_store import PostgresOnlineStore, SqliteOnlineStore
 from ai_pipeline.lib.ingest.sample import generate
 from ai_pipeline.lib.rag.vector_store import open_client
-from ai_pipeline.settings import PROJECT_DOCS, PROJECT_ROOT, Settings
+from ai_pipeline.settings import PROJECT_ROOT, DocSource, Settings
 from ai_pipeline_support.chroma_server import chroma_server as running_chroma
 from ai_pipeline_support.fleet import (
     WRITE_TIMES,
@@ -50,6 +50,7 @@ from ai_pipeline_tests.conftest import require
 pytestmark = pytest.mark.slow
 
 START, END = date(2024, 3, 1), date(2024, 3, 3)
+NOTES = "notes"  # the document collection
 DBT_STEP = "dbt_daily_marts"  # a step that takes seconds: long enough to be killed in the middle
 
 
@@ -72,9 +73,18 @@ def rabbitmq() -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def embedded(tmp_path_factory) -> Settings:
-    """The reference: both daily lanes over the days and the project's documents, in this process, on the embedded
-    instance, the DuckDB file and the embedded Chroma."""
-    settings = Settings(home=tmp_path_factory.mktemp("embedded"), start_date=START)
+    """The reference: both daily lanes over the days and a folder of notes as the one document collection, in this
+    process, on the embedded instance, the DuckDB file and the embedded Chroma."""
+    notes = tmp_path_factory.mktemp("notes")
+    for n in range(24):
+        (notes / f"note_{n:02d}.md").write_text(
+            f"# Note {n}\n\nThe {n}th note is about topic {n * 7 % 24}.\n\n## Details\n\n"
+            + " ".join(f"Detail {n}.{i} follows from detail {n}.{i - 1}." for i in range(1, 4 + n % 5))
+            + "\n"
+        )
+    settings = Settings(
+        home=tmp_path_factory.mktemp("embedded"), start_date=START, doc_sources=(DocSource(NOTES, notes),)
+    )
     generate(settings.landing, START, END, events_per_day=300, users=40, dirty_rate=0.02)
     with pytest.MonkeyPatch.context() as local:
         local.setenv("AI_PIPELINE_INSTANCE", "embedded")
@@ -103,8 +113,10 @@ def _cluster(embedded: Settings, tmp_path: Path, broker: str, backend: str) -> t
         "AI_PIPELINE_CELERY_BROKER": broker,
         "AI_PIPELINE_CELERY_BACKEND": backend,
         "AI_PIPELINE_TABLE_FORMAT": "delta",
-        # The project's ~200 chunks in 4 shards, embedded side by side by the two workers.
-        "AI_PIPELINE_EMBED_SHARD_TEXTS": "64",
+        # The same collection: the notes, in shards of 10 chunks that the two workers embed side by side.
+        "AI_PIPELINE_PROJECT_DOCS": "off",
+        "AI_PIPELINE_DOC_SOURCES": f"{NOTES}={embedded.doc_source(NOTES).root}",
+        "AI_PIPELINE_EMBED_SHARD_TEXTS": "10",
     }
     return cluster, env
 
@@ -179,7 +191,7 @@ def test_the_daily_graph_and_documents_on_two_celery_workers_equal_the_embedded_
             assert run.wait(timeout=900) == 0, (tmp_path / "run.log").read_text()[-3000:]
             collections = _cli(env, tmp_path / "collections.log", "collections")
             assert collections.wait(timeout=600) == 0, (tmp_path / "collections.log").read_text()[-3000:]
-        served = _collection(chroma, PROJECT_DOCS.name)
+        served = _collection(chroma, NOTES)
     assert not cluster.chroma.exists()  # the workers wrote to the server, not to a folder of the data root
 
     # One run per lane over the three days and one for the collection; every step ran on a worker, and both
@@ -202,7 +214,7 @@ def test_the_daily_graph_and_documents_on_two_celery_workers_equal_the_embedded_
     shards = [(step, worker) for step, worker in on_workers if EMBED_SHARD in step]
     assert len(shards) >= 3 and {worker for _, worker in shards} == {"worker-a", "worker-b"}, shards
     _assert_same_tables(embedded, cluster)
-    assert served == _collection(str(embedded.chroma), PROJECT_DOCS.name) and len(served) > 100
+    assert served == _collection(str(embedded.chroma), NOTES) and len(served) >= 40
     published = PostgresOnlineStore(pg_dsn, online).snapshot()
     assert published.height > 10
     assert _rows(published) == _rows(SqliteOnlineStore(embedded.online_features).snapshot())
