@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -14,7 +15,8 @@ from ai_pipeline.settings import Settings
 from ai_pipeline.ui import DagsterUI, graphql
 from ai_pipeline_support.dagster_server import free_port
 
-TODAY = datetime.now(UTC).date()
+# A test that starts this close to midnight (UTC) begins in the next day instead.
+MIDNIGHT_MARGIN = timedelta(minutes=15)
 SENSOR_TICKS = """
 query ($selector: SensorSelector!) {
   sensorOrError(sensorSelector: $selector) {
@@ -23,6 +25,20 @@ query ($selector: SensorSelector!) {
   }
 }
 """
+
+
+def today() -> date:
+    """The UTC date a daemon test can count on for its whole run. The automation conditions follow the newest
+    partition: a day that stops being the newest halfway through a test changes what they do, so close to midnight
+    this waits for it (polling, with a deadline) and returns the next date."""
+    now = datetime.now(UTC)
+    midnight = datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), UTC)
+    if midnight - now < MIDNIGHT_MARGIN:
+        deadline = time.monotonic() + MIDNIGHT_MARGIN.total_seconds() + 60
+        while datetime.now(UTC) < midnight:
+            assert time.monotonic() < deadline, "midnight did not come"
+            time.sleep(1)
+    return datetime.now(UTC).date()
 
 
 def materialized(instance: dg.DagsterInstance, asset: str, day) -> list[dg.EventLogRecord]:

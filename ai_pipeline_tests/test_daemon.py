@@ -8,7 +8,7 @@ landing-file sensor, the automation sensor and the alert sensor at work.
 from __future__ import annotations
 
 import time
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -24,12 +24,11 @@ from ai_pipeline.monitoring import serve
 from ai_pipeline.settings import Settings
 from ai_pipeline_support.dagster_server import until
 from ai_pipeline_tests.conftest import webhook
-from ai_pipeline_tests.daemon import TODAY, daemon, materialized, sensor_ticked, ticks_since
+from ai_pipeline_tests.daemon import daemon, materialized, sensor_ticked, ticks_since, today
 
 # The slow tier (not in `make test-fast`): the webserver and daemon on PostgreSQL, waiting for real sensor ticks.
 pytestmark = pytest.mark.slow
 
-HISTORY, NEW_DAY = TODAY - timedelta(days=2), TODAY - timedelta(days=1)
 DOWNSTREAM = ["fct_user_daily_activity", "user_daily_aggregates", "user_window_features"]
 
 
@@ -44,36 +43,38 @@ def _check_results(instance: dg.DagsterInstance, day) -> dict[tuple[str, str], l
     return found
 
 
-def _bad_file(path: Path, rows: int) -> None:
+def _bad_file(path: Path, day: date, rows: int) -> None:
     """A partner export whose amounts are all text: every row fails the contract (quarantine rate far above 20%)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     lines = ["event_id,user_id,event_type,event_time,amount,category"]
-    lines += [f"bad-{i},u{i % 7},purchase,{NEW_DAY}T12:00:00Z,twelve euros,books" for i in range(rows)]
+    lines += [f"bad-{i},u{i % 7},purchase,{day}T12:00:00Z,twelve euros,books" for i in range(rows)]
     path.write_text("\n".join(lines) + "\n")
 
 
 @pytest.mark.usefixtures("postgres_instance")
 def test_a_landing_file_flows_to_the_online_store_and_a_bad_one_is_stopped_with_an_alert(tmp_path, monkeypatch):
-    settings = Settings(home=tmp_path / "home", start_date=HISTORY)
-    generate(settings.landing, HISTORY, HISTORY, events_per_day=300, users=60, dirty_rate=0.0)
+    current = today()
+    history, new_day = current - timedelta(days=2), current - timedelta(days=1)
+    settings = Settings(home=tmp_path / "home", start_date=history)
+    generate(settings.landing, history, history, events_per_day=300, users=60, dirty_rate=0.0)
     with webhook() as hook:
         # The day before is history: materialized by a run of the daily job before the daemon starts.
-        services = daemon(settings, HISTORY, HISTORY, monkeypatch, tmp_path, AI_PIPELINE_ALERT_WEBHOOK_URL=hook.url)
+        services = daemon(settings, history, history, monkeypatch, tmp_path, AI_PIPELINE_ALERT_WEBHOOK_URL=hook.url)
         with services as (ui, instance, by_hand):
             until(ui, "the automation sensor's first tick", lambda: sensor_ticked(ui, AUTOMATION_SENSOR), 180)
             until(
                 ui,
                 "the history day's raw partition",
-                lambda: materialized(instance, "raw_landing_events", HISTORY),
+                lambda: materialized(instance, "raw_landing_events", history),
                 180,
             )
 
             # --- a new day's files land ---------------------------------------------------------------------
-            generate(settings.landing, NEW_DAY, NEW_DAY, events_per_day=300, users=60, dirty_rate=0.0, seed=7)
+            generate(settings.landing, new_day, new_day, events_per_day=300, users=60, dirty_rate=0.0, seed=7)
             until(
                 ui,
                 "the online store for the new day",
-                lambda: materialized(instance, "online_user_features", NEW_DAY),
+                lambda: materialized(instance, "online_user_features", new_day),
                 420,
             )
             # Follow-ups may still be under way (dim_users after the day's activity).
@@ -87,11 +88,11 @@ def test_a_landing_file_flows_to_the_online_store_and_a_bad_one_is_stopped_with_
                 r.tags.get("dagster/sensor_name") or r.tags.get("dagster/from_automation_condition") for r in runs
             )
 
-            validated = materialized(instance, "validated_events", NEW_DAY)[0].asset_materialization.metadata
+            validated = materialized(instance, "validated_events", new_day)[0].asset_materialization.metadata
             assert validated["rows_in"].value == 300 and validated["rows_quarantined"].value == 0
             with duckdb.connect(str(settings.warehouse), read_only=True) as conn:
                 counts = {
-                    table: conn.execute(f"select count(*) from main.{table} where {column} = ?", [NEW_DAY]).fetchone()[
+                    table: conn.execute(f"select count(*) from main.{table} where {column} = ?", [new_day]).fetchone()[
                         0
                     ]
                     for table, column in [
@@ -105,8 +106,8 @@ def test_a_landing_file_flows_to_the_online_store_and_a_bad_one_is_stopped_with_
                 counts["fct_user_daily_activity"] > 0
                 and counts["user_window_features"] >= counts["fct_user_daily_activity"]
             )
-            assert OnlineStore(path=str(settings.online_features)).client().feature_date() == NEW_DAY
-            checks = _check_results(instance, NEW_DAY)
+            assert OnlineStore(path=str(settings.online_features)).client().feature_date() == new_day
+            checks = _check_results(instance, new_day)
             for key in [
                 ("validated_events", QUARANTINE_RATE_CHECK),
                 ("user_window_features", "value_ranges"),
@@ -116,22 +117,22 @@ def test_a_landing_file_flows_to_the_online_store_and_a_bad_one_is_stopped_with_
             assert hook.received == []  # nothing failed, nothing posted
 
             # --- a bad file lands for the same day ----------------------------------------------------------
-            before = {asset: len(materialized(instance, asset, NEW_DAY)) for asset in DOWNSTREAM}
-            _bad_file(settings.landing / "events" / NEW_DAY.isoformat() / "partner_fix.csv", rows=900)
+            before = {asset: len(materialized(instance, asset, new_day)) for asset in DOWNSTREAM}
+            _bad_file(settings.landing / "events" / new_day.isoformat() / "partner_fix.csv", new_day, rows=900)
             until(ui, "an alert", lambda: hook.received, 300)
             alert = next(a for a in hook.received if a.get("check_name") == QUARANTINE_RATE_CHECK)
-            assert alert["asset_key"] == "validated_events" and alert["partition"] == NEW_DAY.isoformat()
+            assert alert["asset_key"] == "validated_events" and alert["partition"] == new_day.isoformat()
             assert alert["severity"] == "ERROR" and alert["metadata"]["blocking"] is True
-            rate = _check_results(instance, NEW_DAY)[("validated_events", QUARANTINE_RATE_CHECK)][-1]
+            rate = _check_results(instance, new_day)[("validated_events", QUARANTINE_RATE_CHECK)][-1]
             assert not rate.passed and rate.severity == dg.AssetCheckSeverity.ERROR
             # A whole automation tick after the failure, and whatever it launched finished: nothing below the
             # failed blocking check is materialized again (the tick-by-tick test is in test_automation.py).
             seen = time.time()
             until(ui, "an automation tick after the alert", lambda: ticks_since(ui, AUTOMATION_SENSOR, seen) >= 1, 300)
             until(ui, "the runs to finish", lambda: all(r.is_finished for r in instance.get_runs()), 300)
-            after = {asset: len(materialized(instance, asset, NEW_DAY)) for asset in DOWNSTREAM}
+            after = {asset: len(materialized(instance, asset, new_day)) for asset in DOWNSTREAM}
             assert after == before
-            assert OnlineStore(path=str(settings.online_features)).client().feature_date() == NEW_DAY
+            assert OnlineStore(path=str(settings.online_features)).client().feature_date() == new_day
 
             # --- and the exporter shows it, read from the event log --------------------------------------------
             succeeded = sum(r.status == dg.DagsterRunStatus.SUCCESS for r in instance.get_runs())

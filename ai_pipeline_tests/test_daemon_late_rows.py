@@ -17,7 +17,7 @@ from ai_pipeline.defs.resources import OnlineStore
 from ai_pipeline.lib.ingest.sample import generate
 from ai_pipeline.settings import Settings
 from ai_pipeline_support.dagster_server import until
-from ai_pipeline_tests.daemon import TODAY, daemon, finished, materialized, sensor_ticked
+from ai_pipeline_tests.daemon import daemon, finished, materialized, sensor_ticked, today
 
 # The slow tier (not in `make test-fast`): the webserver and daemon on PostgreSQL, waiting for real sensor ticks.
 pytestmark = pytest.mark.slow
@@ -25,7 +25,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.mark.usefixtures("postgres_instance")
 def test_a_late_file_updates_its_day_and_every_later_one_without_a_click(tmp_path, monkeypatch):
-    day, newest = TODAY - timedelta(days=3), TODAY - timedelta(days=1)
+    current = today()
+    day, newest = current - timedelta(days=3), current - timedelta(days=1)
     settings = Settings(home=tmp_path / "home", start_date=day)
     generate(settings.landing, day, newest, events_per_day=200, users=40, dirty_rate=0.0)
     with daemon(settings, day, newest, monkeypatch, tmp_path) as (ui, instance, by_hand):
