@@ -221,7 +221,7 @@ class DagsterUI:
             # Code servers and run workers are in the group too: a moment to finish, then none may outlive the stop.
             _wait_for_group(process.pid, min(deadline, time.monotonic() + GROUP_GRACE_S))
             _signal_group(process, signal.SIGKILL)
-            process.wait()
+            _reap(process)
         self.processes.clear()
         if self._log_file:
             self._log_file.close()
@@ -239,6 +239,19 @@ class DagsterUI:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def _reap(process: subprocess.Popen) -> None:
+    """Waits for a killed service with `os.waitpid`, not `Popen.wait`. The stop signals raise KeyboardInterrupt
+    wherever this process is (`interrupt_on_stop_signals`). If that happens inside `Popen.poll` (`wait` polls both
+    services twice a second), CPython's `_internal_poll` can leave the Popen's internal lock held between taking it
+    and its `try`. `Popen.wait()` would then block on that lock forever, and `ai-pipeline ui` would never exit."""
+    if process.returncode is not None:
+        return
+    try:
+        os.waitpid(process.pid, 0)
+    except ChildProcessError:  # reaped already
+        pass
 
 
 def _wait_for_group(group: int, until: float) -> None:

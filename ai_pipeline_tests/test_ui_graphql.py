@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -27,7 +28,7 @@ from ai_pipeline.lib.ingest.landing import read_landing_day
 from ai_pipeline.lib.ingest.sample import generate
 from ai_pipeline.settings import Settings
 from ai_pipeline.sources import load_sources
-from ai_pipeline.ui import BIN
+from ai_pipeline.ui import BIN, DagsterUI
 from ai_pipeline_support.dagster_server import DagsterServer, dagster_server, free_port, service_env
 
 # The slow tier (not in `make test-fast`): a running webserver and daemon.
@@ -352,3 +353,19 @@ def _poll_until(what: str, condition: Callable[[], bool], timeout_s: float) -> N
         if time.monotonic() > deadline:
             raise AssertionError(f"{what}: not within {timeout_s:.0f} s")
         time.sleep(0.5)
+
+
+def test_stop_ends_even_when_an_interrupt_left_a_service_handle_locked(tmp_path: Path):
+    """A stop signal raises KeyboardInterrupt wherever `ai-pipeline ui` is; inside `Popen.poll` it can leave
+    CPython's `Popen._waitpid_lock` held (seen once in CI: the command never exited). `stop` still ends, and the
+    service is gone."""
+    ui = DagsterUI(env=service_env(tmp_path / "home", start_date=START, instance="embedded"), stop_timeout_s=1)
+    service = subprocess.Popen(["sleep", "600"], start_new_session=True)
+    ui.processes["service"] = service
+    assert service._waitpid_lock.acquire(blocking=False)  # what the interrupted poll leaves behind
+    stopping = threading.Thread(target=ui.stop, daemon=True)
+    stopping.start()
+    stopping.join(timeout=30)
+    assert not stopping.is_alive(), "stop blocked on the service's handle"
+    with pytest.raises(ProcessLookupError):
+        os.kill(service.pid, 0)
