@@ -15,6 +15,14 @@ RUN_FINISHED = {
 }
 
 
+def latest_materialization(instance: dg.DagsterInstance, asset: str, partition: str) -> dg.EventLogRecord | None:
+    """The newest materialization of one partition of an asset, or None."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition]), limit=1, ascending=False
+    ).records
+    return records[0] if records else None
+
+
 def plain_value(value: dg.MetadataValue) -> object:
     """A metadata value as plain data: tables as lists of rows, schemas as {column: type}, asset keys as strings."""
     if isinstance(value, dg.TableMetadataValue):

@@ -30,6 +30,7 @@ from ai_pipeline.defs.keys import (
 )
 from ai_pipeline.defs.policy import lane_tags
 from ai_pipeline.defs.resources import LandingZone, OperationalDatabase
+from ai_pipeline.event_log import latest_materialization
 from ai_pipeline.lib.ingest import landing
 from ai_pipeline.sources import SourceDeclaration
 
@@ -139,10 +140,8 @@ def landing_files_sensor(
 
 def _last_read_state(instance: dg.DagsterInstance, asset: str, day: str) -> str | None:
     """The fingerprint of the day's files that the asset's latest materialization of the day read."""
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[day]), limit=1, ascending=False
-    ).records
-    value = records[0].asset_materialization.metadata.get(LANDING_STATES) if records else None
+    record = latest_materialization(instance, asset, day)
+    value = record.asset_materialization.metadata.get(LANDING_STATES) if record else None
     return value.value.get(day) if value is not None else None
 
 

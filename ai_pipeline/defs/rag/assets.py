@@ -32,6 +32,7 @@ from ai_pipeline.defs.keys import (
 from ai_pipeline.defs.policy import OWNERS
 from ai_pipeline.defs.reporting import check_result
 from ai_pipeline.defs.resources import STEP_IO, Embedder, VectorStore, query, table_exists
+from ai_pipeline.event_log import latest_materialization
 from ai_pipeline.lib.quality import Verdict
 from ai_pipeline.lib.rag import chunking, documents, embedding, retrieval
 from ai_pipeline.lib.rag.vector_store import VectorRecord, sync_collection
@@ -64,18 +65,11 @@ def register_collections(instance: dg.DagsterInstance, settings: Settings) -> li
 def built_state(instance: dg.DagsterInstance, collection: str) -> str | None:
     """The fingerprint of the source files that the collection was last built from: the `raw_documents` that its
     last `vector_collection` materialization came after (None when that sync has not happened since)."""
-    raw, synced = (_latest(instance, key, collection) for key in (RAW_DOCUMENTS, VECTOR_COLLECTION))
+    raw, synced = (latest_materialization(instance, key, collection) for key in (RAW_DOCUMENTS, VECTOR_COLLECTION))
     if raw is None or synced is None or synced.storage_id < raw.storage_id:
         return None
     value = raw.asset_materialization.metadata.get(SOURCE_STATE)
     return value.value if value is not None else None
-
-
-def _latest(instance: dg.DagsterInstance, asset: str, partition: str) -> dg.EventLogRecord | None:
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition]), limit=1, ascending=False
-    ).records
-    return records[0] if records else None
 
 
 def load_source(source: DocSource) -> tuple[list[documents.Document], list[documents.Skipped]]:
