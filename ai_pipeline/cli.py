@@ -280,17 +280,20 @@ def print_collections(outcomes: list[CollectionOutcome]) -> None:
         )
 
 
-def print_search(settings: Settings, question: str, collection: str, k: int) -> int:
+def print_search(settings: Settings, question: str, collection: str, k: int, mode: str | None = None) -> int:
     from ai_pipeline.defs.resources import EMBEDDER, VECTOR_STORE
-    from ai_pipeline.lib.rag import vector_store
+    from ai_pipeline.lib.rag import retrieval
 
     names = [source.name for source in settings.doc_sources]
     if collection not in names:
         print(f"error: no document collection {collection!r}; configured: {', '.join(names)}", file=sys.stderr)
         return 2
-    question_vector = _resource(settings, EMBEDDER).embed_query(question)
-    hits = vector_store.query(_resource(settings, VECTOR_STORE).collection(collection), question_vector, k=k)
-    print(f"{question}  ({collection}, top {k})")
+    store, embedder = _resource(settings, VECTOR_STORE), _resource(settings, EMBEDDER)
+    config = store.search_config(mode)
+    question_vector = None if config.mode == retrieval.LEXICAL else embedder.embed_query(question)
+    chunks = store.collection(collection, embedder.backend)
+    hits = retrieval.search(chunks, store.lexical(collection), question, question_vector, k=k, config=config)
+    print(f"{question}  ({collection}, top {k}, {config.mode} search)")
     for hit in hits:
         text = " ".join(hit.document.split())
         print(f"\n{hit.rank}. score {hit.score:.3f}  {hit.metadata['doc_id']}  [{hit.metadata['heading_path']}]")
@@ -597,6 +600,11 @@ def main(argv: list[str] | None = None) -> int:
     search.add_argument("question")
     search.add_argument("--collection", default="project_docs")
     search.add_argument("--k", type=_positive, default=5, help="how many chunks to print (1 or more)")
+    search.add_argument(
+        "--mode",
+        choices=("dense", "lexical", "hybrid"),
+        help="dense (vectors), lexical (BM25) or hybrid (both, fused); default AI_PIPELINE_SEARCH_MODE or hybrid",
+    )
     lookup = sub.add_parser("features", help="print users' features from the online store")
     lookup.add_argument("user_ids", nargs="+")
     training = sub.add_parser(
@@ -637,7 +645,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "import-history":
         return import_history(settings, args.source, args.files)
     if args.command == "search":
-        return print_search(settings, args.question, args.collection, args.k)
+        return print_search(settings, args.question, args.collection, args.k, args.mode)
     if args.command == "collections":
         outcomes = build_collections(settings)
         print_collections(outcomes)

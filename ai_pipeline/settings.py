@@ -89,6 +89,9 @@ class Settings:
     # Evaluation sets no training example may overlap, besides the document sources' golden question sets:
     # AI_PIPELINE_EVAL_SETS, `name=/path;name2=/path2` (lib/llm/decontam.py reads their formats).
     eval_sets: tuple[tuple[str, Path], ...] = ()
+    # Where the ONNX embedding backends keep their exported model files: AI_PIPELINE_MODEL_CACHE, else
+    # <home>/models (`models`).
+    model_cache: Path | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -101,6 +104,9 @@ class Settings:
             if env.get("AI_PIPELINE_SOURCES_DIR")
             else None,
             eval_sets=parse_eval_sets(env.get("AI_PIPELINE_EVAL_SETS") or ""),
+            model_cache=Path(env["AI_PIPELINE_MODEL_CACHE"]).expanduser().resolve()
+            if env.get("AI_PIPELINE_MODEL_CACHE")
+            else None,
         )
 
     def __post_init__(self):
@@ -119,6 +125,10 @@ class Settings:
             if source.name == name:
                 return source
         raise KeyError(f"no document source named {name!r}; configured: {[s.name for s in self.doc_sources]}")
+
+    @property
+    def models(self) -> Path:
+        return self.model_cache or self.home / "models"
 
     @property
     def landing(self) -> Path:
@@ -147,6 +157,10 @@ class Settings:
     @property
     def chroma(self) -> Path:
         return self.home / "chroma"
+
+    @property
+    def lexical(self) -> Path:
+        return self.home / "lexical"
 
     @property
     def dagster_home(self) -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import threading
 import time
 import uuid
@@ -24,6 +25,10 @@ from ai_pipeline.defs.resources import LANDING, LandingZone
 from ai_pipeline.settings import Settings
 from ai_pipeline_support import IN_CI
 from ai_pipeline_support.postgres import PostgresUnavailable, pg_execute, postgres_database
+
+# The ONNX embedding backends export the model once per machine for the suite's commands (subprocesses read this),
+# rather than once per test's data root.
+os.environ.setdefault("AI_PIPELINE_MODEL_CACHE", str(Path(tempfile.gettempdir()) / f"ai_pipeline_models_{os.getuid()}"))
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -142,18 +142,34 @@ def test_training_set_while_a_run_writes_the_warehouse_says_so(demo, tmp_path):
     assert _cli(home, "training-set", str(entities), str(tmp_path / "train.parquet")).returncode == 0
 
 
+def _ranked(out: subprocess.CompletedProcess) -> tuple[list[str], list[float]]:
+    assert out.returncode == 0, out.stderr
+    ranked = [line for line in out.stdout.splitlines() if line[:2] in {f"{n}." for n in range(1, 6)}]
+    scores = [float(line.split()[2]) for line in ranked]
+    assert len(ranked) == 5 and scores == sorted(scores, reverse=True), out.stdout
+    return ranked, scores
+
+
 def test_search_answers_from_the_project_docs(demo):
     home, out = demo
     assert out.returncode == 0
-    found = _cli(home, "search", "How do I switch the online store to PostgreSQL?", "--collection", "project_docs")
-    assert found.returncode == 0, found.stderr
-    ranked = [line for line in found.stdout.splitlines() if line[:2] in {f"{n}." for n in range(1, 6)}]
-    assert len(ranked) == 5
-    scores = [float(line.split()[2]) for line in ranked]
-    assert scores == sorted(scores, reverse=True) and scores[0] > 0.3
+    question = "How do I switch the online store to PostgreSQL?"
     # Two sections answer it: the configuration table and the operations guide; both must rank first and second.
     relevant = ("project_docs:docs/operations.md  [Operations > Online feature store]", "[ai_pipeline > Configuration")
+    hybrid = _cli(home, "search", question, "--collection", "project_docs")  # the default mode
+    assert f"{question}  (project_docs, top 5, hybrid search)" in hybrid.stdout
+    ranked, scores = _ranked(hybrid)
     assert all(any(r in line for r in relevant) for line in ranked[:2]), ranked[:2]
+    assert scores[0] <= 0.033  # a fused score: at most 2 / 61, first in both rankings (printed to 3 places)
+    dense = _cli(home, "search", question, "--collection", "project_docs", "--mode", "dense")
+    assert "dense search" in dense.stdout
+    ranked, scores = _ranked(dense)
+    assert scores[0] > 0.3  # cosine similarities
+    assert all(any(r in line for r in relevant) for line in ranked[:2]), ranked[:2]
+    lexical = _cli(home, "search", question, "--collection", "project_docs", "--mode", "lexical")
+    ranked, scores = _ranked(lexical)
+    assert scores[0] > 1  # BM25 scores
+    assert any(relevant[0] in line for line in ranked), ranked
 
 
 def test_search_refuses_unknown_collections_and_bad_arguments(demo):

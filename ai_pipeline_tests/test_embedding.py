@@ -104,3 +104,51 @@ def test_import_is_light() -> None:
     out = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+@pytest.fixture(scope="module")
+def model_cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("models")
+
+
+def test_onnx_backends_agree_with_torch_and_do_not_depend_on_the_batch(embedder: Embedder, model_cache) -> None:
+    reference = embedder.embed(TEXTS)
+    int8 = Embedder(backend="onnx-int8", cache=model_cache, batch_size=2)  # first: it exports onnx on its way
+    vectors = int8.embed(TEXTS)
+    onnx = Embedder(backend="onnx", cache=model_cache)
+    np.testing.assert_allclose(onnx.embed(TEXTS), reference, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    agreement = (vectors * reference).sum(axis=1)
+    assert agreement.min() > 0.97 and agreement.mean() > 0.99, agreement
+    assert not np.allclose(vectors, reference, atol=1e-3)  # really the quantized model
+    # A vector is a function of the text: alone, in another batch or in another order, the same bits.
+    assert all(np.array_equal(int8.embed_query(text), row) for text, row in zip(TEXTS, vectors, strict=True))
+    assert np.array_equal(Embedder(backend="onnx-int8", cache=model_cache).embed(TEXTS[::-1])[::-1], vectors)
+
+
+def test_export_is_cached_and_shared_by_concurrent_processes(model_cache) -> None:
+    from ai_pipeline.lib.rag.embedding import export
+
+    first = export("onnx-int8", model_cache)
+    stamp = first.stat().st_mtime_ns
+    assert export("onnx-int8", model_cache) == first and first.stat().st_mtime_ns == stamp  # reused, not redone
+    assert sorted(p.name for p in first.parent.glob("*.onnx")) == ["onnx-int8.onnx", "onnx.onnx"]
+    # Two processes exporting into one empty cache at once: one exports, the other waits and reuses its file.
+    cache = model_cache / "concurrent"
+    code = (
+        "import sys; from pathlib import Path; from ai_pipeline.lib.rag.embedding import export; "
+        "print(export('onnx', Path(sys.argv[1])))"
+    )
+    runs = [
+        subprocess.Popen([sys.executable, "-c", code, str(cache)], stdout=subprocess.PIPE, text=True) for _ in range(2)
+    ]
+    outputs = [run.communicate(timeout=300)[0].strip() for run in runs]
+    assert all(run.returncode == 0 for run in runs) and outputs[0] == outputs[1]
+    assert [p.name for p in Path(outputs[0]).parent.iterdir() if not p.name.startswith(".")] == ["onnx.onnx"]
+
+
+def test_unknown_backend_and_missing_cache_are_refused() -> None:
+    with pytest.raises(ValueError, match="unknown embedding backend 'tensorrt'"):
+        Embedder(backend="tensorrt")
+    with pytest.raises(ValueError, match="needs a cache folder"):
+        Embedder(backend="onnx")

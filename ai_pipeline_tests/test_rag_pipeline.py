@@ -21,8 +21,9 @@ from ai_pipeline.defs import build_defs, keys
 from ai_pipeline.defs.keys import DOCUMENTS_JOB
 from ai_pipeline.defs.rag.assets import COLLECTIONS, register_collections
 from ai_pipeline.defs.rag.checks import LAG_GRACE
-from ai_pipeline.defs.resources import EMBEDDER, Embedder, VectorStore
-from ai_pipeline.lib.rag import embedding, squad
+from ai_pipeline.defs.resources import EMBEDDER, VECTOR_STORE, Embedder, VectorStore
+from ai_pipeline.lib.rag import embedding, lexical, squad
+from ai_pipeline.lib.rag.lexical import LexicalEntry
 from ai_pipeline.lib.rag.vector_store import collection_vectors
 from ai_pipeline.settings import DocSource, Settings
 
@@ -248,13 +249,38 @@ def test_the_retrieval_gate_fires_on_shuffled_vectors(lane):
     collection = lane.collection()
     ids, vectors, _ = collection_vectors(collection)
     collection.update(ids=ids, embeddings=np.roll(vectors, 1, axis=0))  # every id gets its neighbour's vector
-    checks = _checks(lane.checks())
+    settings = lane.settings
+    dense_store = VectorStore(path=str(settings.chroma), lexical_path=str(settings.lexical), search_mode="dense")
+    dense = Lane(settings.home, settings.doc_sources[0], {VECTOR_STORE: dense_store})
+    checks = _checks(dense.checks())
     gate = checks[keys.GATE_CHECK]
     assert not gate.passed and gate.severity == dg.AssetCheckSeverity.ERROR
+    assert gate.metadata["search_mode"].value == "dense"
     assert gate.metadata["recall_at_5"].value < GOLDEN["threshold"]
     assert not checks[keys.SYNC_CHECK].passed
     assert checks[keys.SYNC_CHECK].metadata["vectors_differing"].value == len(ids)
+    assert checks[keys.SYNC_CHECK].metadata["lexical_in_sync"].value  # the BM25 index was not touched
     assert checks[keys.VALID_CHECK].passed  # shuffled vectors are still unit vectors: only the gate sees it
+    # Hybrid search (the default) still finds the notes by their words: the sync check is what catches this.
+    hybrid = _checks(lane.checks())
+    assert hybrid[keys.GATE_CHECK].metadata["search_mode"].value == "hybrid"
+    assert hybrid[keys.GATE_CHECK].metadata["recall_at_5"].value > gate.metadata["recall_at_5"].value
+    assert not hybrid[keys.SYNC_CHECK].passed
+
+
+def test_the_sync_check_fires_on_a_lexical_index_out_of_sync(lane):
+    assert lane.build().success  # the collection as the pipeline makes it (the test before shuffled it)
+    settings = lane.settings
+    assert _checks(lane.checks())[keys.SYNC_CHECK].passed
+    stale = [LexicalEntry("notes:gone#0", "0" * 16, "a chunk that no document holds")]
+    lexical.sync(settings.lexical, lane.name, stale)
+    sync = _checks(lane.checks())[keys.SYNC_CHECK]
+    assert not sync.passed and not sync.metadata["lexical_in_sync"].value
+    assert sync.metadata["orphans"].value == 0 and sync.metadata["vectors_differing"].value == 0
+    rebuilt = lane.build()  # the next materialization puts every chunk back
+    meta = _meta(rebuilt)[keys.VECTOR_COLLECTION]
+    assert meta["lexical_added"] > 0 and meta["lexical_deleted"] == 1 and meta["writes"] == 0
+    assert _checks(lane.checks())[keys.SYNC_CHECK].passed
 
 
 def test_squad_golden_set_passes_the_gate_among_distractors(shared_data, tmp_path):

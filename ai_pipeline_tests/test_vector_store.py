@@ -229,7 +229,7 @@ def assert_holds_exactly(collection, records: list[VectorRecord]) -> None:
 def test_open_collection_uses_cosine_space(tmp_path, v1, vectors) -> None:
     collection = fresh(tmp_path / "chroma")
     assert collection.configuration_json["hnsw"]["space"] == "cosine"
-    assert collection.metadata == {"embedding_model": MODEL_NAME, "dimension": 384}
+    assert collection.metadata == {"embedding_model": MODEL_NAME, "embedding_backend": "torch", "dimension": 384}
     sync_collection(collection, v1)
     stored = {r.id: r.embedding for r in v1}
     q = vectors[QUERIES[0]]
@@ -252,6 +252,35 @@ def test_reopen_with_another_model_or_dimension_is_refused(tmp_path, v1) -> None
     client.create_collection("l2-made-elsewhere", embedding_function=None, metadata=collection.metadata)
     with pytest.raises(ModelMismatch, match="l2"):
         open_collection(client, "l2-made-elsewhere", model=MODEL_NAME, dimension=DIMENSION)
+
+
+def test_another_backend_is_refused_unless_rebuilt_from_re_embedded_vectors(tmp_path, v1) -> None:
+    client = open_client(path=tmp_path / "chroma")
+    torch = open_collection(client, NAME, model=MODEL_NAME, dimension=DIMENSION, backend="torch")
+    sync_collection(torch, v1[:3])
+    with pytest.raises(ModelMismatch, match=r"backend 'torch'.*backend 'onnx-int8'"):
+        open_collection(client, NAME, model=MODEL_NAME, dimension=DIMENSION, backend="onnx-int8")
+    # A record that says it holds another backend's vector is refused by the collection, whatever its values.
+    other = VectorRecord(v1[3].id, v1[3].embedding, v1[3].document, {**v1[3].metadata, "backend": "onnx-int8"})
+    with pytest.raises(ModelMismatch, match="re-embed"):
+        sync_collection(torch, [*v1[:3], other])
+    assert torch.count() == 3
+    # A collection made before backends existed (no backend key) holds torch vectors.
+    legacy = client.create_collection(
+        "legacy",
+        configuration={"hnsw": {"space": "cosine"}},
+        metadata={"embedding_model": MODEL_NAME, "dimension": 384},
+    )
+    legacy.add(ids=["a"], embeddings=[v1[0].embedding])
+    assert open_collection(client, "legacy", model=MODEL_NAME, dimension=DIMENSION, backend="torch").count() == 1
+    with pytest.raises(ModelMismatch):
+        open_collection(client, "legacy", model=MODEL_NAME, dimension=DIMENSION, backend="onnx")
+    # The writer that re-embedded every vector rebuilds the collection for the new backend: it starts empty.
+    rebuilt = open_collection(client, NAME, model=MODEL_NAME, dimension=DIMENSION, backend="onnx-int8", rebuild=True)
+    assert rebuilt.count() == 0 and rebuilt.metadata["embedding_backend"] == "onnx-int8"
+    assert rebuilt.configuration_json["hnsw"]["space"] == "cosine"
+    with pytest.raises(ModelMismatch):
+        open_collection(client, NAME, model=MODEL_NAME, dimension=DIMENSION, backend="torch")
 
 
 def test_upsert_guard_refuses_wrong_dimension_and_non_finite(tmp_path, v1) -> None:

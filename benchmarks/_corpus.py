@@ -69,13 +69,14 @@ def write_squad_paragraphs(contexts: Sequence[str], root: Path) -> Path:
 
 
 def load_and_chunk(
-    sources: Sequence[tuple[Path, str]],
+    sources: Sequence[tuple[Path, str]], include: Sequence[str] | None = None
 ) -> tuple[list[documents.Document], list[chunking.Chunk]]:
-    """The `raw_documents` and `document_chunks` assets: every source's documents, and all their chunks in
-    chunk_id order (the order in which the embedding and vector assets read them)."""
+    """The `raw_documents` and `document_chunks` assets: every source's documents (the files matching `include`,
+    when given), and all their chunks in chunk_id order (the order in which the embedding and vector assets read
+    them)."""
     docs: list[documents.Document] = []
     for root, name in sources:
-        loaded, skipped = documents.load_documents(root, name)
+        loaded, skipped = documents.load_documents(root, name, **({"include": include} if include else {}))
         if skipped:
             raise RuntimeError(f"{name}: {len(skipped)} files skipped, e.g. {skipped[0]}")
         docs += loaded
@@ -148,6 +149,7 @@ def run_pipeline(
     cache: dict[str, np.ndarray],
     *,
     embedder: embedding.Embedder | None = None,
+    include: Sequence[str] | None = None,
 ) -> PipelineRun:
     """One materialization of the four assets for `sources` into `collection`; `cache` gains the new vectors.
 
@@ -155,7 +157,7 @@ def run_pipeline(
     embed, unless `embedder` is given; its load time is counted in the "model" stage."""
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
-    docs, chunks = load_and_chunk(sources)
+    docs, chunks = load_and_chunk(sources, include)
     seconds["load+chunk"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()

