@@ -24,7 +24,7 @@ from ai_pipeline.defs.rag.checks import LAG_GRACE
 from ai_pipeline.defs.resources import EMBEDDER, VECTOR_STORE, Embedder, VectorStore
 from ai_pipeline.lib.rag import embedding, lexical, squad
 from ai_pipeline.lib.rag.lexical import LexicalEntry
-from ai_pipeline.lib.rag.vector_store import collection_vectors
+from ai_pipeline.lib.rag.vector_store import ModelMismatch, collection_vectors
 from ai_pipeline.settings import DocSource, Settings
 
 # The slow tier (not in `make test-fast`): the embedding model and Dagster runs of the documents job.
@@ -196,6 +196,36 @@ def test_embedding_shards_are_steps_of_their_own_and_change_no_vector(lane, tmp_
     again = sharded.build()  # every vector cached: one empty shard, nothing embedded
     meta = _meta(again)[keys.CHUNK_EMBEDDINGS]
     assert (meta["shards"], meta["embedded"], meta["reused"]) == (1, 0, chunks)
+
+
+def test_a_backend_change_re_embeds_every_chunk_and_rebuilds_the_collection(lane, tmp_path):
+    source = DocSource("notes", lane.root, golden=lane.root / "golden_questions.json")
+    home = tmp_path / "home"
+    on_torch = Lane(home, source, {EMBEDDER: Embedder(backend="torch")})
+    assert on_torch.build().success
+    chunks = _meta(lane.first)[keys.DOCUMENT_CHUNKS]["dagster/row_count"]
+    # A table written before backends existed has no backend column; its rows are torch vectors.
+    with duckdb.connect(str(on_torch.settings.warehouse)) as conn:
+        conn.execute(f"alter table main.{keys.CHUNK_EMBEDDINGS} drop column backend")
+    again = on_torch.build()
+    assert again.success and _meta(again)[keys.CHUNK_EMBEDDINGS]["embedded"] == 0  # reused as torch vectors
+    with duckdb.connect(str(on_torch.settings.warehouse), read_only=True) as conn:  # the IO manager added it back
+        assert conn.execute(f"select distinct backend from main.{keys.CHUNK_EMBEDDINGS}").fetchall() == [("torch",)]
+
+    on_int8 = Lane(home, source)  # the default backend, onnx-int8
+    result = on_int8.build()
+    assert result.success, [e.description for e in result.get_asset_check_evaluations() if not e.passed]
+    meta = _meta(result)
+    assert meta[keys.CHUNK_EMBEDDINGS]["embedded"] == chunks  # no torch vector is reused
+    assert meta[keys.CHUNK_EMBEDDINGS]["backend"] == "onnx-int8"
+    assert meta[keys.VECTOR_COLLECTION]["rebuilt"] is True and meta[keys.VECTOR_COLLECTION]["added"] == chunks
+    store = VectorStore(path=str(on_int8.settings.chroma))
+    collection = store.collection("notes", "onnx-int8")
+    assert collection.count() == chunks and collection.metadata["embedding_backend"] == "onnx-int8"
+    assert {m["backend"] for m in collection_vectors(collection)[2]} == {"onnx-int8"}
+    with pytest.raises(ModelMismatch, match="backend 'onnx-int8'"):
+        store.collection("notes", "torch")  # a torch query would rank int8 vectors: refused
+    assert _checks(on_int8.checks())[keys.SYNC_CHECK].passed
 
 
 def test_changes_and_deletions_sync_exactly_and_staleness_shows_before(lane):
