@@ -29,6 +29,8 @@ from ai_pipeline_support.postgres import PostgresUnavailable, pg_execute, postgr
 # The ONNX embedding backends export the model once per machine for the suite's commands (subprocesses read this),
 # rather than once per test's data root.
 os.environ.setdefault("AI_PIPELINE_MODEL_CACHE", str(Path(tempfile.gettempdir()) / f"ai_pipeline_models_{os.getuid()}"))
+# The same folder for the tests' own `Settings` that embed in this process.
+MODEL_CACHE = Path(os.environ["AI_PIPELINE_MODEL_CACHE"])
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -44,7 +44,7 @@ from ai_pipeline_support.fleet import (
     worker_steps,
     workers,
 )
-from ai_pipeline_tests.conftest import require
+from ai_pipeline_tests.conftest import MODEL_CACHE, require
 
 # The slow tier (not in `make test-fast`): worker processes, the broker, runs over several days.
 pytestmark = pytest.mark.slow
@@ -83,7 +83,10 @@ def embedded(tmp_path_factory) -> Settings:
             + "\n"
         )
     settings = Settings(
-        home=tmp_path_factory.mktemp("embedded"), start_date=START, doc_sources=(DocSource(NOTES, notes),)
+        home=tmp_path_factory.mktemp("embedded"),
+        start_date=START,
+        doc_sources=(DocSource(NOTES, notes),),
+        model_cache=MODEL_CACHE,
     )
     generate(settings.landing, START, END, events_per_day=300, users=40, dirty_rate=0.02)
     with pytest.MonkeyPatch.context() as local:

@@ -38,7 +38,7 @@ from ai_pipeline.instance import prepare_instance_home
 from ai_pipeline.lib.ingest.sample import clean_events
 from ai_pipeline.lib.ops import metrics
 from ai_pipeline.settings import PROJECT_ROOT, DocSource, Settings
-from ai_pipeline_tests.conftest import execute_days, require
+from ai_pipeline_tests.conftest import MODEL_CACHE, execute_days, require
 
 # The slow tier (not in `make test-fast`): Dagster runs of both lanes and the exporter in a subprocess.
 pytestmark = pytest.mark.slow
@@ -270,7 +270,9 @@ def lane(tmp_path_factory):
         (notes / name).write_text(text)
     (notes / "golden_questions.json").write_text(json.dumps(GOLDEN))
     source = DocSource(COLLECTION, notes, golden=notes / "golden_questions.json")
-    settings = Settings(home=tmp_path_factory.mktemp("home"), start_date=START, doc_sources=(source,))
+    settings = Settings(
+        home=tmp_path_factory.mktemp("home"), start_date=START, doc_sources=(source,), model_cache=MODEL_CACHE
+    )
     _validated_events(settings, DAYS, busy_last_day=True)
     defs = build_defs(settings)
     instance = dg.DagsterInstance.from_config(str(prepare_instance_home(settings)))

@@ -26,6 +26,7 @@ from ai_pipeline.lib.rag import embedding, lexical, squad
 from ai_pipeline.lib.rag.lexical import LexicalEntry
 from ai_pipeline.lib.rag.vector_store import ModelMismatch, collection_vectors
 from ai_pipeline.settings import DocSource, Settings
+from ai_pipeline_tests.conftest import MODEL_CACHE
 
 # The slow tier (not in `make test-fast`): the embedding model and Dagster runs of the documents job.
 pytestmark = pytest.mark.slow
@@ -83,7 +84,7 @@ def _write(root: Path, files: dict[str, str]) -> None:
 
 class Lane:
     def __init__(self, home: Path, source: DocSource, resources: dict | None = None):
-        self.settings = Settings(home=home, doc_sources=(source,))
+        self.settings = Settings(home=home, doc_sources=(source,), model_cache=MODEL_CACHE)
         self.defs = build_defs(self.settings, resources)
         self.instance = dg.DagsterInstance.ephemeral()
         register_collections(self.instance, self.settings)
@@ -180,7 +181,7 @@ def test_embedding_shards_are_steps_of_their_own_and_change_no_vector(lane, tmp_
         embedding.shard_texts(["a"], 0)
 
     source = DocSource("notes", lane.root, golden=lane.root / "golden_questions.json")
-    sharded = Lane(tmp_path / "home", source, {EMBEDDER: Embedder(shard_texts=4)})
+    sharded = Lane(tmp_path / "home", source, {EMBEDDER: Embedder(shard_texts=4, model_cache=str(MODEL_CACHE))})
     result = sharded.build()
     assert result.success
     meta = _meta(result)[keys.CHUNK_EMBEDDINGS]

@@ -246,7 +246,7 @@ class Embedder(dg.ConfigurableResource):
     backend: Literal["torch", "onnx", "onnx-int8"] = Field(
         default=embedding.DEFAULT_BACKEND,
         description="torch (sentence-transformers on PyTorch), onnx (ONNX Runtime, the same vectors) or onnx-int8 "
-        "(int8 weights, ~2.4x torch on CPU); vectors record it, and a collection refuses another backend's.",
+        "(int8 weights, ~2.7x torch on CPU); vectors record it, and a collection refuses another backend's.",
     )
     model_cache: str = Field(
         default=str(Path.home() / ".cache" / "ai_pipeline" / "models"),

@@ -19,7 +19,7 @@ Backends (`BACKENDS`), all from the same packaged model files:
   optimizer (attention, embedding and skip layer norms, bias GELU), run by ONNX Runtime; the same vectors as torch
   within 1e-6.
 - `onnx-int8`: that graph with its weights quantized to int8 per channel (ONNX Runtime's dynamic quantization,
-  activations quantized at run time): about 2.4x torch's throughput on these CPUs, vectors at cosine ~0.994 of
+  activations quantized at run time): about 2.7x torch's throughput on these CPUs, vectors at cosine ~0.994 of
   torch's (docs/rag.md has the figures and the choice of the default).
 The ONNX files are exported once per machine into a cache folder (`export`, under the data root by default; a file
 lock makes concurrent processes export once) and reused after. The ONNX backends run one text per call: dynamic
