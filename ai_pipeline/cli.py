@@ -15,6 +15,7 @@ from pathlib import Path
 from ai_pipeline.instance import instance_kind, prepare_instance_home
 from ai_pipeline.lib.feature_store.features import FEATURE_DATE, HORIZON, USER
 from ai_pipeline.lib.feature_store.training import DEFAULT_TTL, EntityError, read_entities, training_set
+from ai_pipeline.lib.rag.retrieval import MODES
 from ai_pipeline.settings import Settings
 
 DEFAULT_DAYS = 7
@@ -602,7 +603,7 @@ def main(argv: list[str] | None = None) -> int:
     search.add_argument("--k", type=_positive, default=5, help="how many chunks to print (1 or more)")
     search.add_argument(
         "--mode",
-        choices=("dense", "lexical", "hybrid"),
+        choices=MODES,
         help="dense (vectors), lexical (BM25) or hybrid (both, fused); default AI_PIPELINE_SEARCH_MODE or hybrid",
     )
     lookup = sub.add_parser("features", help="print users' features from the online store")

@@ -356,19 +356,20 @@ def _documents(raw: pl.DataFrame) -> list[documents.Document]:
     return [documents.Document(**{k: v for k, v in row.items() if k in fields}) for row in raw.iter_rows(named=True)]
 
 
-def _backend_column(warehouse: DuckDBResource) -> str:
-    """SQL for a `chunk_embeddings` row's backend: tables written before backends existed hold torch vectors."""
-    known = "backend" in table_columns(warehouse, CHUNK_EMBEDDINGS)
-    return f"coalesce({'e.backend' if known else 'null'}, '{LEGACY_BACKEND}')"
+def _backend_column(columns: set[str]) -> str:
+    """SQL for a `chunk_embeddings` row's backend, given the table's columns: tables written before backends existed
+    hold torch vectors."""
+    return f"coalesce({'e.backend' if 'backend' in columns else 'null'}, '{LEGACY_BACKEND}')"
 
 
 def _cached_vectors(warehouse: DuckDBResource, model: str, backend: str, hashes: list[str]) -> pl.DataFrame:
-    if not hashes or not table_columns(warehouse, CHUNK_EMBEDDINGS):
+    columns = table_columns(warehouse, CHUNK_EMBEDDINGS)
+    if not hashes or not columns:
         return pl.DataFrame(schema=VECTOR_SCHEMA)
     found = query(
         warehouse,
         f"select content_hash, any_value(embedding) as embedding from main.{CHUNK_EMBEDDINGS} e "
-        f"where model = ? and {_backend_column(warehouse)} = ? and content_hash in (select unnest(?)) "
+        f"where model = ? and {_backend_column(columns)} = ? and content_hash in (select unnest(?)) "
         "group by content_hash",
         [model, backend, hashes],
     )
@@ -380,7 +381,7 @@ def vector_records(warehouse: DuckDBResource, collection: str) -> list[VectorRec
         warehouse,
         f"""
         select c.chunk_id, c.text, c.doc_id, d.path, d.content_hash as doc_hash, c.heading_path, c.index,
-               c.content_hash, e.embedding, {_backend_column(warehouse)} as backend
+               c.content_hash, e.embedding, {_backend_column(table_columns(warehouse, CHUNK_EMBEDDINGS))} as backend
         from main.{DOCUMENT_CHUNKS} c
         join main.{RAW_DOCUMENTS} d on d.collection = c.collection and d.doc_id = c.doc_id
         join main.{CHUNK_EMBEDDINGS} e on e.collection = c.collection and e.chunk_id = c.chunk_id

@@ -83,16 +83,12 @@ def rag_checks(settings: Settings) -> dg.AssetChecksDefinition:
         records = vector_records(warehouse, name)
         expected = {r.id: r for r in records}
         indexed = chroma.lexical(name).version
-        yield _sync_result(ids, vectors, expected, indexed == lexical.version_of(_entry_pairs(records)))
+        yield _sync_result(ids, vectors, expected, indexed == lexical.version_of(lexical_entries(records)))
         yield _valid_result(vectors)
         yield _stale_result(source, metadatas)
         yield _gate_result(source, collection, chroma, embedder)
 
     return vector_collection_checks
-
-
-def _entry_pairs(records) -> list[tuple[str, str]]:
-    return [(entry.id, entry.content_hash) for entry in lexical_entries(records)]
 
 
 def _sync_result(ids: list[str], vectors: np.ndarray, expected: dict, lexical_in_sync: bool) -> dg.AssetCheckResult:

@@ -80,10 +80,10 @@ def tokenize(text: str) -> list[str]:
     return _stemmer().stemWords([word for word in WORD.findall(text.lower()) if word not in stop])
 
 
-def version_of(entries: Sequence[tuple[str, str]]) -> str:
-    """The version a set of (id, content hash) pairs makes: independent of their order."""
+def version_of(entries: Sequence[LexicalEntry]) -> str:
+    """The version a set of entries makes: a digest of their (id, content hash) pairs, whatever their order."""
     digest = hashlib.sha256()
-    for id_, content_hash in sorted(entries):
+    for id_, content_hash in sorted((entry.id, entry.content_hash) for entry in entries):
         digest.update(f"{id_}\x1f{content_hash}\x1e".encode())
     return digest.hexdigest()[:20]
 
@@ -110,7 +110,7 @@ def sync(root: Path, name: str, entries: Sequence[LexicalEntry]) -> LexicalRepor
     folder = Path(root) / name
     live = live_version(folder)
     current = _entries(folder, live)
-    version = version_of(list(wanted.items()))
+    version = version_of(entries)
     added = sum(1 for id_ in wanted if id_ not in current)
     updated = sum(1 for id_, content_hash in wanted.items() if id_ in current and current[id_] != content_hash)
     deleted = sum(1 for id_ in current if id_ not in wanted)
