@@ -19,7 +19,7 @@ import dagster as dg
 
 from ai_pipeline.defs.ingest.assets import landing_asset
 from ai_pipeline.defs.ingest.sensors import landing_files_sensor
-from ai_pipeline.defs.policy import daily_partitions
+from ai_pipeline.defs.policy import REACT_INTERVAL_S, daily_partitions, sensor_interval
 from ai_pipeline.defs.resources import IO_MANAGER, LANDING, WAREHOUSE, resources_from_env
 from ai_pipeline.settings import Settings
 from ai_pipeline.sources import SourceDeclaration
@@ -36,6 +36,8 @@ class LandingSource(dg.Component, SourceDeclaration, dg.Resolvable):
         resources = resources_from_env(settings)
         return dg.Definitions(
             assets=[landing_asset(self, settings, partitions)],
-            sensors=[landing_files_sensor(self, partitions, resources[LANDING])],
+            sensors=[
+                landing_files_sensor(self, partitions, resources[LANDING], sensor_interval(settings, REACT_INTERVAL_S))
+            ],
             resources={key: resources[key] for key in (IO_MANAGER, WAREHOUSE, LANDING)},
         )

@@ -74,6 +74,16 @@ def parse_eval_sets(text: str) -> tuple[tuple[str, Path], ...]:
     return tuple(sets)
 
 
+def parse_seconds(name: str, text: str | None) -> int | None:
+    """The whole number of seconds in the variable `name` (unset or empty: None)."""
+    if not (text or "").strip():
+        return None
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number of seconds, not {text!r}") from None
+
+
 @dataclass(frozen=True)
 class Settings:
     """What shapes the graph and where the embedded defaults keep their files. The outside systems (databases,
@@ -92,6 +102,9 @@ class Settings:
     # Where the ONNX embedding backends keep their exported model files: AI_PIPELINE_MODEL_CACHE, else
     # <home>/models (`models`).
     model_cache: Path | None = None
+    # One minimum interval (seconds) for every sensor: AI_PIPELINE_SENSOR_INTERVAL_S, else each sensor's own
+    # (`ai_pipeline.defs.policy.sensor_interval`).
+    sensor_interval_s: int | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -107,12 +120,15 @@ class Settings:
             model_cache=Path(env["AI_PIPELINE_MODEL_CACHE"]).expanduser().resolve()
             if env.get("AI_PIPELINE_MODEL_CACHE")
             else None,
+            sensor_interval_s=parse_seconds("AI_PIPELINE_SENSOR_INTERVAL_S", env.get("AI_PIPELINE_SENSOR_INTERVAL_S")),
         )
 
     def __post_init__(self):
         names = [s.name for s in self.doc_sources]
         if len(set(names)) != len(names):
             raise ValueError(f"document source names must be unique: {names}")
+        if self.sensor_interval_s is not None and self.sensor_interval_s < 1:
+            raise ValueError(f"AI_PIPELINE_SENSOR_INTERVAL_S must be at least 1 second, not {self.sensor_interval_s}")
 
     @property
     def evaluation_sets(self) -> list[tuple[str, Path]]:

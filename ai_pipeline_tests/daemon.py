@@ -59,6 +59,8 @@ def daemon(settings: Settings, first, last, monkeypatch, tmp_path: Path, **env: 
         "AI_PIPELINE_INSTANCE": "postgres",
         # The tests write their files in one go: a second of stillness is enough to call them written.
         "AI_PIPELINE_LANDING_SETTLE_S": "1",
+        # Every sensor ticks at most every 10 s instead of 30-60 s: the tests wait for several ticks in a row.
+        "AI_PIPELINE_SENSOR_INTERVAL_S": "10",
         # The documents lane is not what these tests watch: without a collection its runs do not take the 2 cores
         # from the daily lane's.
         "AI_PIPELINE_PROJECT_DOCS": "off",

@@ -24,6 +24,7 @@ import pytest
 from ai_pipeline.defs import build_defs
 from ai_pipeline.defs.keys import ALERTS_SENSOR, DAILY_JOB
 from ai_pipeline.defs.ops.alerts import failure_alerts_sensor
+from ai_pipeline.defs.policy import REACT_INTERVAL_S
 from ai_pipeline.defs.resources import ALERT_WEBHOOK, OPS_DB, AlertWebhook, OperationalDatabase
 from ai_pipeline.instance import prepare_instance_home
 from ai_pipeline.lib.ops import alerts
@@ -182,7 +183,7 @@ def _run(settings: Settings, instance: dg.DagsterInstance, day: date, *assets: s
 
 def _tick(settings: Settings, url: str | None, instance: dg.DagsterInstance, cursor: str | None):
     webhook = AlertWebhook(url=url, ui_url=UI)
-    sensor = failure_alerts_sensor(webhook)
+    sensor = failure_alerts_sensor(webhook, REACT_INTERVAL_S)
     return sensor(dg.build_sensor_context(instance=instance, cursor=cursor, resources={ALERT_WEBHOOK: webhook}))
 
 

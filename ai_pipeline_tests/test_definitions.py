@@ -16,8 +16,8 @@ import dagster as dg
 import pytest
 
 from ai_pipeline.defs import build_defs
-from ai_pipeline.defs.keys import DAILY_JOB, DOCUMENTS_JOB, LLM_GROUP, TRAINING_JOB
-from ai_pipeline.defs.policy import DAILY_BACKFILL
+from ai_pipeline.defs.keys import DAILY_JOB, DOCUMENTS_JOB, FEEDBACK_SENSOR, LLM_GROUP, TRAINING_JOB
+from ai_pipeline.defs.policy import DAILY_BACKFILL, POLL_INTERVAL_S, REACT_INTERVAL_S
 from ai_pipeline.instance import prepare_instance_home
 from ai_pipeline.settings import PROJECT_ROOT, Settings
 
@@ -212,6 +212,21 @@ def test_every_sensor_runs_by_default(defs):
     assert {"operational_events_rows", "failure_alerts"} <= set(sensors)
     for name, sensor in sensors.items():
         assert sensor.default_status == dg.DefaultSensorStatus.RUNNING, name
+
+
+def test_one_setting_sets_every_sensors_interval(defs, tmp_path):
+    """Each sensor ticks at its own interval (30 s reacting, 60 s polling) unless AI_PIPELINE_SENSOR_INTERVAL_S sets
+    one for all of them."""
+    intervals = {s.name: s.minimum_interval_seconds for s in defs.sensors}
+    polling = {"operational_events_rows", "document_sources", FEEDBACK_SENSOR}
+    assert {name for name, seconds in intervals.items() if seconds == POLL_INTERVAL_S} == polling
+    assert {name for name, seconds in intervals.items() if seconds == REACT_INTERVAL_S} == set(intervals) - polling
+    env = {"AI_PIPELINE_HOME": str(tmp_path), "AI_PIPELINE_SENSOR_INTERVAL_S": "5"}
+    fast = build_defs(Settings.from_env(env))
+    assert {s.name: s.minimum_interval_seconds for s in fast.sensors} == dict.fromkeys(intervals, 5)
+    for value, error in [("soon", "whole number of seconds"), ("0", "at least 1 second")]:
+        with pytest.raises(ValueError, match=f"AI_PIPELINE_SENSOR_INTERVAL_S must be .*{error}"):
+            Settings.from_env({**env, "AI_PIPELINE_SENSOR_INTERVAL_S": value})
 
 
 def test_dg_lists_the_whole_graph_with_each_assets_source(defs, tmp_path):

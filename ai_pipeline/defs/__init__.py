@@ -28,7 +28,14 @@ from ai_pipeline.defs.marts import build_dbt_assets
 from ai_pipeline.defs.ops.alerts import failure_alerts_sensor
 from ai_pipeline.defs.ops.automation import apply_conditions, automation_sensors
 from ai_pipeline.defs.ops.freshness import apply_freshness, lag_checks
-from ai_pipeline.defs.policy import DAILY_LANES, daily_partitions, lane_tags
+from ai_pipeline.defs.policy import (
+    DAILY_LANES,
+    POLL_INTERVAL_S,
+    REACT_INTERVAL_S,
+    daily_partitions,
+    lane_tags,
+    sensor_interval,
+)
 from ai_pipeline.defs.rag.assets import rag_assets
 from ai_pipeline.defs.rag.checks import collection_lag_check, rag_checks
 from ai_pipeline.defs.rag.sensors import documents_sensor
@@ -94,6 +101,7 @@ def build_defs(
         )
         for name, lane in lanes.items()
     }
+    react, poll = sensor_interval(settings, REACT_INTERVAL_S), sensor_interval(settings, POLL_INTERVAL_S)
     defs = dg.Definitions(
         # Each asset links to the function that makes it (and a landing source to its YAML declaration).
         assets=dg.with_source_code_references(
@@ -109,13 +117,13 @@ def build_defs(
         jobs=list(jobs.values()),
         # The resources given to the sensor factories name the folder, table or webhook in the UI's descriptions.
         sensors=[
-            *(landing_files_sensor(source, partitions, resources[LANDING]) for source in sources),
-            operational_rows_sensor(partitions, resources[OPS_DB]),
-            late_rows_sensor([jobs[name] for name in DAILY_LANES], partitions),
+            *(landing_files_sensor(source, partitions, resources[LANDING], react) for source in sources),
+            operational_rows_sensor(partitions, resources[OPS_DB], poll),
+            late_rows_sensor([jobs[name] for name in DAILY_LANES], partitions, react),
             documents_sensor(settings),
-            *automation_sensors(lanes),
-            failure_alerts_sensor(resources[ALERT_WEBHOOK]),
-            feedback_sensor(partitions, resources[FEEDBACK]),
+            *automation_sensors(lanes, react),
+            failure_alerts_sensor(resources[ALERT_WEBHOOK], react),
+            feedback_sensor(partitions, resources[FEEDBACK], poll),
         ],
         resources={**resources, **dbt_resources},
         executor=executor,

@@ -26,6 +26,17 @@ def lane_tags(job: str) -> dict[str, str]:
     return {LANE_TAG: job} if job in DAILY_LANES else {}
 
 
+# Sensors' minimum intervals, in seconds: those that react to files landing, rows arriving late, runs failing and
+# automation conditions tick every 30 s; those that poll a database, a document tree or a feedback store every 60 s.
+REACT_INTERVAL_S = 30
+POLL_INTERVAL_S = 60
+
+
+def sensor_interval(settings: Settings, default_s: int) -> int:
+    """A sensor's minimum interval: `default_s`, unless AI_PIPELINE_SENSOR_INTERVAL_S sets one for every sensor."""
+    return settings.sensor_interval_s or default_s
+
+
 # Partitioned asset checks (preview) and backfill policies (beta) in Dagster 1.13 are used deliberately.
 warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 warnings.filterwarnings("ignore", category=dg.BetaWarning)

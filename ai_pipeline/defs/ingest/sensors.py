@@ -69,7 +69,7 @@ def _skip_reason(notes: list[str], quiet: str) -> str:
 
 
 def landing_files_sensor(
-    source: SourceDeclaration, partitions: dg.TimeWindowPartitionsDefinition, zone: LandingZone
+    source: SourceDeclaration, partitions: dg.TimeWindowPartitionsDefinition, zone: LandingZone, interval_s: int
 ) -> dg.SensorDefinition:
     """One run per state of a day's files: the cursor holds each requested day's fingerprint (paths, sizes and
     modification times, no content read), and the run key carries it, so a repeated tick requests nothing. A day
@@ -86,7 +86,7 @@ def landing_files_sensor(
     @dg.sensor(
         name=landing_sensor(source.name),
         target=[asset],
-        minimum_interval_seconds=30,
+        minimum_interval_seconds=interval_s,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=f"A new or changed file under landing/{source.folder}/<YYYY-MM-DD>/ requests that day's "
         f"{asset} partition, once per state of the day's files.",
@@ -146,7 +146,7 @@ def _last_read_state(instance: dg.DagsterInstance, asset: str, day: str) -> str 
 
 
 def operational_rows_sensor(
-    partitions: dg.TimeWindowPartitionsDefinition, database: OperationalDatabase
+    partitions: dg.TimeWindowPartitionsDefinition, database: OperationalDatabase, interval_s: int
 ) -> dg.SensorDefinition:
     """Rows beyond the watermark request the days they fall on; days not yet partitions wait in the cursor.
 
@@ -158,7 +158,7 @@ def operational_rows_sensor(
     @dg.sensor(
         name=OPERATIONAL_SENSOR,
         target=[asset],
-        minimum_interval_seconds=60,
+        minimum_interval_seconds=interval_s,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=f"New rows in the operational table (beyond the largest primary key seen) request the {asset} "
         "partitions of the days they fall on.",
@@ -204,7 +204,7 @@ def operational_rows_sensor(
 
 
 def late_rows_sensor(
-    jobs: list[dg.UnresolvedAssetJobDefinition], partitions: dg.TimeWindowPartitionsDefinition
+    jobs: list[dg.UnresolvedAssetJobDefinition], partitions: dg.TimeWindowPartitionsDefinition, interval_s: int
 ) -> dg.SensorDefinition:
     """Rows that arrived after their day was validated re-validate it, and everything below it, without a click.
 
@@ -222,7 +222,7 @@ def late_rows_sensor(
     @dg.sensor(
         name=LATE_ROWS_SENSOR,
         jobs=jobs,
-        minimum_interval_seconds=30,
+        minimum_interval_seconds=interval_s,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Raw rows that belong to a day already validated (late rows, bulk exports) re-run that day's "
         "lane below the raw tables (validation, marts and features; or validation and the training datasets), and "

@@ -22,7 +22,9 @@ from ai_pipeline.defs.resources import FeedbackStore
 REBUILT = [RAW_FEEDBACK, VALIDATED_FEEDBACK, QUARANTINED_FEEDBACK, PREFERENCE_PAIRS, PREFERENCE_KTO, PREFERENCE_REJECTS]
 
 
-def feedback_sensor(partitions: dg.TimeWindowPartitionsDefinition, store: FeedbackStore) -> dg.SensorDefinition:
+def feedback_sensor(
+    partitions: dg.TimeWindowPartitionsDefinition, store: FeedbackStore, interval_s: int
+) -> dg.SensorDefinition:
     """Counts the feedback stored beyond the watermark; from `rebuild_count` events on, requests the days they rate.
 
     Cursor: `{"watermark": the last arrival sequence handled, "pending": [days not yet partitions]}`. Below the
@@ -32,7 +34,7 @@ def feedback_sensor(partitions: dg.TimeWindowPartitionsDefinition, store: Feedba
     @dg.sensor(
         name=FEEDBACK_SENSOR,
         target=REBUILT,
-        minimum_interval_seconds=60,
+        minimum_interval_seconds=interval_s,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=f"Once {store.rebuild_count} new feedback events are stored (AI_PIPELINE_FEEDBACK_REBUILD_COUNT), "
         "requests the feedback and preference assets of the days they rate.",

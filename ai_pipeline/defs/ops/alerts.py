@@ -99,7 +99,7 @@ def _latest_finished(instance: dg.DagsterInstance) -> int | None:
     return max((r[0].storage_id for r in latest if r), default=None)
 
 
-def failure_alerts_sensor(webhook: AlertWebhook) -> dg.SensorDefinition:
+def failure_alerts_sensor(webhook: AlertWebhook, interval_s: int) -> dg.SensorDefinition:
     """Posts every failed ERROR check and failed run, in event-log order, at least once.
 
     Cursor: `{"after": storage id of the last run-finished event fully alerted, "delivered": [alert ids already
@@ -112,7 +112,7 @@ def failure_alerts_sensor(webhook: AlertWebhook) -> dg.SensorDefinition:
 
     @dg.sensor(
         name=ALERTS_SENSOR,
-        minimum_interval_seconds=30,
+        minimum_interval_seconds=interval_s,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Posts failed ERROR asset checks and failed runs to the webhook in "
         "AI_PIPELINE_ALERT_WEBHOOK_URL, with the asset, partition, check, metadata and a link to the run.",

@@ -109,10 +109,12 @@ def apply_conditions(defs: dg.Definitions) -> dg.Definitions:
     return defs
 
 
-def automation_sensors(lanes: dict[str, dg.AssetSelection]) -> list[dg.AutomationConditionSensorDefinition]:
-    """One sensor per lane (`lanes`: job name -> its assets), all running by default: a tick evaluates one lane's
-    conditions, and a slow lane does not hold back another's. The runs of the daily lanes carry the lane's tag
-    (`LANE_TAG`): one run per lane at a time."""
+def automation_sensors(
+    lanes: dict[str, dg.AssetSelection], interval_s: int
+) -> list[dg.AutomationConditionSensorDefinition]:
+    """One sensor per lane (`lanes`: job name -> its assets), all running by default, at most one tick per
+    `interval_s`: a tick evaluates one lane's conditions, and a slow lane does not hold back another's. The runs of
+    the daily lanes carry the lane's tag (`LANE_TAG`): one run per lane at a time."""
     about = {
         DAILY_JOB: (
             AUTOMATION_SENSOR,
@@ -133,7 +135,7 @@ def automation_sensors(lanes: dict[str, dg.AssetSelection]) -> list[dg.Automatio
             about[job][0],
             target=selection,
             default_status=dg.DefaultSensorStatus.RUNNING,
-            minimum_interval_seconds=30,
+            minimum_interval_seconds=interval_s,
             description=f"{about[job][1]} (Conditions in ai_pipeline/defs/ops/automation.py.)",
             run_tags=lane_tags(job),
         )

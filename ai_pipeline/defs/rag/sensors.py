@@ -8,6 +8,7 @@ from ai_pipeline.defs.keys import (
     DOCUMENTS_SENSOR,
     RAW_DOCUMENTS,
 )
+from ai_pipeline.defs.policy import POLL_INTERVAL_S, sensor_interval
 from ai_pipeline.defs.rag.assets import COLLECTIONS, built_state
 from ai_pipeline.lib.rag import documents
 from ai_pipeline.settings import Settings
@@ -27,7 +28,7 @@ def documents_sensor(settings: Settings) -> dg.SensorDefinition:
     @dg.sensor(
         name=DOCUMENTS_SENSOR,
         target=[RAW_DOCUMENTS],
-        minimum_interval_seconds=60,
+        minimum_interval_seconds=sensor_interval(settings, POLL_INTERVAL_S),
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="New document sources become partitions of the RAG assets; added, changed or deleted files "
         "request a reload of their documents, which automation carries down to the vector collection.",
