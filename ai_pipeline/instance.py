@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ai_pipeline.settings import PROJECT_ROOT, Settings
+from ai_pipeline.settings import PROJECT_ROOT, Settings, table_format
 
 POSTGRES_YAML = PROJECT_ROOT / "dagster.yaml"
 # The pools' limit in both configurations, which `warehouse_slots` sets.
@@ -57,7 +57,7 @@ def warehouse_slots(env: dict[str, str] | None = None) -> int:
     process; on the lake (`AI_PIPELINE_TABLE_FORMAT=delta`) `AI_PIPELINE_LAKE_WRITERS`, default 8, since its
     writers of different partitions commit side by side."""
     env = os.environ if env is None else env
-    if (env.get("AI_PIPELINE_TABLE_FORMAT") or "duckdb") != "delta":
+    if table_format(env) != "delta":
         return 1
     return int(env.get("AI_PIPELINE_LAKE_WRITERS") or DEFAULT_LAKE_WRITERS)
 

@@ -74,6 +74,15 @@ def parse_eval_sets(text: str) -> tuple[tuple[str, Path], ...]:
     return tuple(sets)
 
 
+def table_format(env: Mapping[str, str]) -> str:
+    """Where the tables live, from AI_PIPELINE_TABLE_FORMAT: `duckdb` (the default, one DuckDB file) or `delta`
+    (Delta Lake tables that many workers write at once)."""
+    value = env.get("AI_PIPELINE_TABLE_FORMAT") or "duckdb"
+    if value not in ("duckdb", "delta"):
+        raise ValueError(f"AI_PIPELINE_TABLE_FORMAT must be 'duckdb' or 'delta', not {value!r}")
+    return value
+
+
 def parse_seconds(name: str, text: str | None) -> int | None:
     """The whole number of seconds in the variable `name` (unset or empty: None)."""
     if not (text or "").strip():

@@ -25,6 +25,7 @@ from ai_pipeline.defs.keys import (
     TRAINING_AUTOMATION_SENSOR,
     TRAINING_JOB,
 )
+from ai_pipeline.defs.resources import resources_from_env
 from ai_pipeline.instance import DEFAULT_LAKE_WRITERS, prepare_instance_home
 from ai_pipeline.settings import Settings
 
@@ -242,3 +243,11 @@ def test_the_warehouse_pool_takes_one_writer_on_the_duckdb_file_and_several_on_t
         with dg.DagsterInstance.from_config(str(prepare_instance_home(settings, "embedded", env))) as instance:
             # What the executors claim slots of the pool `duckdb_warehouse` by.
             assert instance.get_concurrency_config().pool_config.default_pool_limit == slots, env
+    # A format neither understands is refused where the instance is prepared and where the resources are built.
+    wrong = {"AI_PIPELINE_TABLE_FORMAT": "parquet"}
+    for build in (
+        lambda: prepare_instance_home(settings, "embedded", wrong),
+        lambda: resources_from_env(settings, wrong),
+    ):
+        with pytest.raises(ValueError, match="AI_PIPELINE_TABLE_FORMAT must be 'duckdb' or 'delta', not 'parquet'"):
+            build()

@@ -44,7 +44,7 @@ from ai_pipeline.defs.execution import heavy_step
 from ai_pipeline.defs.keys import DUCKDB_POOL, MARTS_GROUP
 from ai_pipeline.defs.policy import DAILY_BACKFILL, OWNERS, partition_days
 from ai_pipeline.defs.reporting import DayChecks
-from ai_pipeline.defs.resources import LakeWarehouse
+from ai_pipeline.defs.resources import LakeWarehouse, window_slice
 from ai_pipeline.lib import lakehouse
 from ai_pipeline.lib.quality import Verdict
 from ai_pipeline.settings import DBT_PROJECT_DIR, Settings
@@ -194,8 +194,7 @@ def _publish(context: dg.AssetExecutionContext, database: Path, lake: Path, outp
     column = context.assets_def.specs_by_key[key].metadata.get("partition_expr")
     where = lakehouse.Slice()
     if column and context.assets_def.partitions_def is not None:
-        window = context.partition_time_window
-        where = lakehouse.Slice(column, start=window.start.date(), end=window.end.date())
+        where = window_slice(column, context.partition_time_window)
     written = lakehouse.publish(database, lake, key.path[-1], where)
     context.log.info(f"published {key.path[-1]} to the lake: {written.rows} rows, version {written.version}")
 

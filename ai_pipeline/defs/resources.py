@@ -30,7 +30,7 @@ from ai_pipeline.lib.ingest import http_api, ops_db
 from ai_pipeline.lib.llm import feedback
 from ai_pipeline.lib.ops import alerts
 from ai_pipeline.lib.rag import embedding, lexical, retrieval, vector_store
-from ai_pipeline.settings import Settings
+from ai_pipeline.settings import Settings, table_format
 
 WAREHOUSE, IO_MANAGER = "warehouse", "io_manager"
 # Resource keys, which are also the parameter names that assets, checks and sensors receive them by.
@@ -74,14 +74,18 @@ class WarehouseIOManager(DuckDBIOManager):
         return pl.DataFrame
 
 
+def window_slice(column: str, window: dg.TimeWindow) -> lakehouse.Slice:
+    """The rows of a run's days: `column` within the time window of its partitions."""
+    return lakehouse.Slice(column, start=window.start.date(), end=window.end.date())
+
+
 def _slice(context: dg.OutputContext | dg.InputContext, metadata: Mapping[str, Any]) -> lakehouse.Slice:
     """The rows a partitioned asset's run owns: its partitions' values of the `partition_expr` column."""
     column = metadata.get("partition_expr")
     if column is None or not context.has_asset_partitions:
         return lakehouse.Slice()
     if isinstance(context.asset_partitions_def, dg.TimeWindowPartitionsDefinition):
-        window = context.asset_partitions_time_window
-        return lakehouse.Slice(column, start=window.start.date(), end=window.end.date())
+        return window_slice(column, context.asset_partitions_time_window)
     return lakehouse.Slice(column, values=tuple(sorted(context.asset_partition_keys)))
 
 
@@ -404,11 +408,8 @@ def resources_from_env(settings: Settings, env: Mapping[str, str] | None = None)
 def warehouse_from_env(settings: Settings, env: Mapping[str, str]) -> dict[str, Any]:
     """The warehouse and IO manager of the table format `AI_PIPELINE_TABLE_FORMAT` names: `duckdb` (the default,
     one DuckDB file) or `delta` (Delta Lake tables under `AI_PIPELINE_LAKE_ROOT`, default `<data root>/lake`)."""
-    table_format = env.get("AI_PIPELINE_TABLE_FORMAT") or "duckdb"
-    if table_format == "duckdb":
+    if table_format(env) == "duckdb":
         return {}
-    if table_format != "delta":
-        raise ValueError(f"AI_PIPELINE_TABLE_FORMAT must be 'duckdb' or 'delta', not {table_format!r}")
     root = Path(env.get("AI_PIPELINE_LAKE_ROOT") or settings.lake).resolve()
     root.mkdir(parents=True, exist_ok=True)
     return {IO_MANAGER: LakeIOManager(root=str(root)), WAREHOUSE: LakeWarehouse(lake=str(root))}
