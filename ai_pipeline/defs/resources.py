@@ -198,7 +198,7 @@ class VectorStore(dg.ConfigurableResource):
     path: str = Field(default="", description="The embedded store's directory.")
     url: str | None = Field(default=None, description="A Chroma server, e.g. http://127.0.0.1:8000.")
     lexical_path: str = Field(default="lexical", description="The BM25 indexes' folder (shared storage on a fleet).")
-    search_mode: Literal["dense", "lexical", "hybrid"] = Field(
+    search_mode: Literal[retrieval.MODES] = Field(
         default=retrieval.HYBRID, description="How `search` and the retrieval gate rank chunks (docs/rag.md)."
     )
     rrf_k: int = Field(default=60, description="Reciprocal-rank fusion's rank constant (hybrid).")
@@ -247,7 +247,7 @@ class Embedder(dg.ConfigurableResource):
     """The embedding model (all-MiniLM-L6-v2, shipped offline) on one backend; loaded on first use, once per
     process."""
 
-    backend: Literal["torch", "onnx", "onnx-int8"] = Field(
+    backend: Literal[embedding.BACKENDS] = Field(
         default=embedding.DEFAULT_BACKEND,
         description="torch (sentence-transformers on PyTorch), onnx (ONNX Runtime, the same vectors) or onnx-int8 "
         "(int8 weights, ~2.7x torch on CPU); vectors record it, and a collection refuses another backend's.",
